@@ -1,0 +1,320 @@
+"""CelebA annotation parsing, label statistics and the three image sources."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from mtlkit import celeba
+from mtlkit.celeba import EIGHT
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("MTLKIT_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+SHARED = _shared_data()
+FULL = SHARED / "celeba"
+MINI = SHARED / "celeba_mini"
+needs_full = pytest.mark.skipif(
+    not (FULL / celeba.ATTR_FILE).is_file(),
+    reason=f"the complete CelebA annotation files are not at {FULL} (set MTLKIT_SHARED_DATA)",
+)
+needs_mini = pytest.mark.skipif(
+    not (MINI / celeba.IMAGE_FOLDER).is_dir(),
+    reason=f"the celeba_mini folder is not at {MINI} (set MTLKIT_SHARED_DATA)",
+)
+
+# Positive rates on the official test split, from ../shared/data/README.md.
+README_TEST_RATES = {
+    "Male": 0.3865, "Smiling": 0.5003, "Young": 0.7571, "Eyeglasses": 0.0646,
+    "Wearing_Hat": 0.0420, "Wearing_Necklace": 0.1379, "Wearing_Earrings": 0.2066,
+    "Wearing_Lipstick": 0.5219,
+}
+
+
+# ------------------------------------------------------------ small files in tmp_path
+def write_folder(root: Path, rows: dict[str, list[int]], splits: dict[str, int],
+                 newline: str = "\r\n", sep: str = " ", images: bool = True,
+                 count: int | None = None) -> Path:
+    """A tiny CelebA folder in the official layout (40 columns, real attribute names)."""
+    names = " ".join(celeba.ATTRIBUTES) + " "
+    lines = [str(len(rows) if count is None else count), names]
+    for image, values in rows.items():
+        lines.append(image + sep + sep.join(f"{v:2d}" if sep == " " else str(v) for v in values))
+    (root / celeba.ATTR_FILE).write_text(newline.join(lines) + newline)
+    (root / celeba.PARTITION_FILE).write_text(
+        newline.join(f"{k} {v}" for k, v in splits.items()) + newline
+    )
+    if images:
+        folder = root / celeba.IMAGE_FOLDER
+        folder.mkdir(exist_ok=True)
+        for i, image in enumerate(rows):
+            pixels = np.full((218, 178, 3), 40 * i, np.uint8)
+            (folder / image).write_bytes(tf.io.encode_jpeg(pixels).numpy())
+    return root
+
+
+def row(seed: int) -> list[int]:
+    return list(np.random.default_rng(seed).choice([-1, 1], size=40))
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 5)}
+    return write_folder(tmp_path, rows, {"000001.jpg": 0, "000002.jpg": 0,
+                                         "000003.jpg": 1, "000004.jpg": 2})
+
+
+# --------------------------------------------------------------------- parser
+@needs_full
+def test_parser_on_the_complete_official_files():
+    start = time.perf_counter()
+    table = celeba.read_annotations(FULL)
+    elapsed = time.perf_counter() - start
+    assert table.shape == (202_599, 41)
+    assert list(table.columns[:-1]) == celeba.ATTRIBUTES
+    assert table.index[0] == "000001.jpg" and table.index[-1] == "202599.jpg"
+    assert table["split"].value_counts().to_dict() == celeba.OFFICIAL_SPLIT_SIZES
+    assert set(np.unique(table[celeba.ATTRIBUTES].to_numpy())) == {0, 1}
+    assert elapsed < 5, f"parsing took {elapsed:.1f} s"
+
+    stats = celeba.label_stats(table, EIGHT).loc["test"]
+    assert stats["positive_rate"].round(4).to_dict() == README_TEST_RATES
+    assert (stats["labelled"] == 19_962).all()
+    assert round(stats["majority_accuracy"].mean(), 4) == 0.7427
+    all40 = celeba.label_stats(table, celeba.ATTRIBUTES).loc["test"]
+    assert round(all40["majority_accuracy"].mean(), 4) == 0.8004
+    train = celeba.label_stats(table, celeba.ATTRIBUTES).loc["train", "positive_rate"]
+    assert train.round(4).to_dict() == celeba.TRAIN_POSITIVE_RATES  # embedded constants
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n"])
+@pytest.mark.parametrize("sep", [" ", "  "])
+def test_parser_line_ends_and_spacing(tmp_path, newline, sep):
+    rows = {"000001.jpg": row(1), "000002.jpg": row(2), "000003.jpg": row(3)}
+    write_folder(tmp_path, rows, {"000001.jpg": 0, "000002.jpg": 1, "000003.jpg": 2},
+                 newline=newline, sep=sep, images=False)
+    table = celeba.read_annotations(tmp_path)
+    assert list(table.index) == list(rows)
+    for image, values in rows.items():
+        assert table.loc[image, celeba.ATTRIBUTES].tolist() == [int(v == 1) for v in values]
+    assert table["split"].tolist() == ["train", "validation", "test"]
+
+
+def test_label_stats_hand_computed(tmp_path):
+    male = celeba.ATTRIBUTES.index("Male")
+    rows = {f"{i:06d}.jpg": [-1] * 40 for i in range(1, 6)}
+    for image in ("000001.jpg", "000002.jpg", "000005.jpg"):
+        rows[image][male] = 1
+    write_folder(tmp_path, rows, {k: 0 if i < 4 else 2 for i, k in enumerate(rows)},
+                 images=False)
+    stats = celeba.label_stats(tmp_path, ["Male", "Smiling"])
+    assert stats.loc[("train", "Male"), "positive_rate"] == 0.5
+    assert stats.loc[("train", "Male"), "labelled"] == 4
+    assert stats.loc[("test", "Male"), "majority_class"] == 1
+    assert stats.loc[("train", "Smiling"), "majority_accuracy"] == 1.0
+    assert list(stats.index.get_level_values("split").unique()) == ["train", "test"]
+
+
+# ------------------------------------------------------------------ bad input
+def test_truncated_attribute_file(tmp_path):
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
+    write_folder(tmp_path, rows, {k: 0 for k in rows}, count=5, images=False)
+    with pytest.raises(ValueError, match=r"list_attr_celeba.txt.*announces 5 images.*3 rows.*truncated"):
+        celeba.read_attributes(tmp_path / celeba.ATTR_FILE)
+
+
+def test_malformed_row_names_file_and_line(tmp_path):
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
+    rows["000002.jpg"] = rows["000002.jpg"][:-1]  # one field short
+    write_folder(tmp_path, rows, {k: 0 for k in rows}, images=False)
+    with pytest.raises(ValueError, match=r"list_attr_celeba.txt: line 4 has 40 fields, expected 41.*Repair"):
+        celeba.read_attributes(tmp_path / celeba.ATTR_FILE)
+
+
+def test_value_other_than_plus_minus_one(tmp_path):
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
+    rows["000003.jpg"][7] = 0
+    write_folder(tmp_path, rows, {k: 0 for k in rows}, images=False)
+    with pytest.raises(ValueError, match=r"line 5 \(000003.jpg\) has the value '0'"):
+        celeba.read_attributes(tmp_path / celeba.ATTR_FILE)
+
+
+def test_partition_disagreeing_with_attributes(tmp_path):
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
+    write_folder(tmp_path, rows, {"000001.jpg": 0, "000002.jpg": 0, "000009.jpg": 2},
+                 images=False)
+    with pytest.raises(ValueError, match=r"disagree: 000003.jpg is in list_attr_celeba.txt but not"):
+        celeba.read_annotations(tmp_path)
+
+
+def test_bad_partition_code(tmp_path):
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 3)}
+    write_folder(tmp_path, rows, {"000001.jpg": 0, "000002.jpg": 3}, images=False)
+    with pytest.raises(ValueError, match=r"list_eval_partition.txt: line 2 .*'3'"):
+        celeba.read_annotations(tmp_path)
+
+
+def test_unknown_attribute_and_split(tiny):
+    with pytest.raises(ValueError, match="Unknown CelebA attribute.*Wearing_Glasses"):
+        celeba.load_celeba("train", ["Male", "Wearing_Glasses"], source="folder", data_dir=tiny)
+    with pytest.raises(ValueError, match="Unknown split 'valid'"):
+        celeba.load_celeba("valid", source="folder", data_dir=tiny)
+    with pytest.raises(ValueError, match="Unknown source"):
+        celeba.load_celeba("train", source="kaggle")
+    with pytest.raises(ValueError, match="needs data_dir"):
+        celeba.load_celeba("train", source="folder")
+
+
+def test_missing_image_error_and_skip(tiny):
+    (tiny / celeba.IMAGE_FOLDER / "000002.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"000002.jpg is listed .* missing.*skip_unreadable=True"):
+        celeba.load_celeba("train", source="folder", data_dir=tiny, image_size=32)
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 2 images .*1 missing"):
+        ds = celeba.load_celeba("train", source="folder", data_dir=tiny, image_size=32,
+                                skip_unreadable=True)
+    assert ds.skipped == 1 and len(list(ds)) == 1
+
+
+@pytest.mark.parametrize("verify", ["header", "decode"])
+def test_undecodable_image_error_and_skip(tiny, verify):
+    (tiny / celeba.IMAGE_FOLDER / "000001.jpg").write_bytes(b"<html>quota exceeded</html>")
+    with pytest.raises(ValueError, match=r"000001.jpg is not a complete JPEG.*skip_unreadable"):
+        celeba.load_celeba("train", source="folder", data_dir=tiny, verify=verify)
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 2 images .*1 unreadable"):
+        ds = celeba.load_celeba("train", source="folder", data_dir=tiny, image_size=32,
+                                skip_unreadable=True, verify=verify)
+    (image, labels), = list(ds)
+    assert ds.skipped == 1 and image.shape == (32, 32, 3)
+
+
+def test_truncated_jpeg_is_caught(tiny):
+    path = tiny / celeba.IMAGE_FOLDER / "000004.jpg"
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match="000004.jpg is not a complete JPEG"):
+        celeba.load_celeba("test", source="folder", data_dir=tiny)
+
+
+def test_missing_image_folder(tiny):
+    shutil.rmtree(tiny / celeba.IMAGE_FOLDER)
+    with pytest.raises(FileNotFoundError, match="img_align_celeba.*unzip"):
+        celeba.load_celeba("train", source="folder", data_dir=tiny)
+
+
+def test_tfds_failure_is_a_clear_error_not_a_fallback(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def fail(*args, **kwargs):
+        raise ConnectionError("Google Drive quota exceeded")
+
+    monkeypatch.setattr(tfds, "load", fail)
+    with pytest.raises(RuntimeError, match=r"quota exceeded.*source='folder', data_dir=.*synthetic"):
+        celeba.load_celeba("train", source="tfds")
+    with pytest.raises(RuntimeError, match="could not provide celeb_a"):
+        celeba.load_labels("train", source="tfds")
+
+
+# ------------------------------------------------------------ images from a folder
+def test_crop_keeps_the_central_square():
+    image = np.zeros((218, 178, 3), np.uint8)
+    image[:20] = 255  # the strip above the crop
+    image[20:198] = 100
+    out = celeba.crop_and_resize(tf.constant(image), 89).numpy()
+    assert out.shape == (89, 89, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 100 / 255, atol=1e-5)
+
+
+@needs_mini
+def test_folder_loader_on_celeba_mini():
+    sizes = {s: int(celeba.load_celeba(s, source="folder", data_dir=MINI, image_size=48)
+                    .cardinality()) for s in celeba.SPLITS}
+    assert sizes == {"train": 3031, "validation": 649, "test": 650}
+
+    attrs = ["Male", "Smiling", "Bald"]
+    ds = celeba.load_celeba("test", attrs, source="folder", data_dir=MINI, image_size=48)
+    assert ds.skipped == 0
+    truth = celeba.read_annotations(MINI)
+    truth = truth[truth["split"] == "test"]
+    lines = (MINI / celeba.ATTR_FILE).read_text().splitlines()  # checked without the parser
+    columns = [lines[1].split().index(a) + 1 for a in attrs]
+    raw = {f[0]: {a: int(f[c] == "1") for a, c in zip(attrs, columns)}
+           for f in map(str.split, lines[2:]) if f[0] in set(truth.index[:5])}
+    assert len(raw) == 5
+    for (image, labels), name in zip(ds.take(5), truth.index[:5]):
+        assert image.shape == (48, 48, 3) and image.dtype == tf.float32
+        assert 0.0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(image)) <= 1.0
+        assert {a: int(v) for a, v in labels.items()} == raw[name]
+        assert labels["Male"].dtype == tf.int32
+
+    labels = celeba.load_labels("test", attrs, source="folder", data_dir=MINI)
+    assert labels.shape == (650, 3) and list(labels.index[:5]) == list(truth.index[:5])
+
+
+@needs_mini
+def test_limit_and_shuffle_seed_on_celeba_mini():
+    ds = celeba.load_celeba("train", source="folder", data_dir=MINI, image_size=16, limit=20,
+                            shuffle_seed=3)
+    first = [int(y["Male"]) for _, y in ds]
+    again = [int(y["Male"]) for _, y in ds]
+    assert len(first) == 20 and sorted(first) == sorted(again)
+    expected = celeba.load_labels("train", source="folder", data_dir=MINI, limit=20)["Male"]
+    assert sorted(first) == sorted(expected.tolist())
+
+
+# --------------------------------------------------------------------- synthetic
+def test_synthetic_is_deterministic_with_real_rates():
+    a = celeba.load_celeba("train", source="synthetic", image_size=32, limit=200, seed=5)
+    b = celeba.load_celeba("train", source="synthetic", image_size=32, limit=200, seed=5)
+    c = celeba.load_celeba("train", source="synthetic", image_size=32, limit=200, seed=6)
+    (xa, ya), (xb, yb), (xc, _) = (next(iter(d.batch(200))) for d in (a, b, c))
+    np.testing.assert_array_equal(xa.numpy(), xb.numpy())
+    assert not np.array_equal(xa.numpy(), xc.numpy())
+    assert xa.dtype == tf.float32 and xa.shape == (200, 32, 32, 3)
+    assert float(tf.reduce_min(xa)) >= 0 and float(tf.reduce_max(xa)) <= 1
+    for attribute in EIGHT:
+        assert np.array_equal(ya[attribute].numpy(), yb[attribute].numpy())
+
+    labels = celeba.synthetic_labels("train", celeba.ATTRIBUTES, n=3000)
+    rates = labels.mean()
+    for attribute, rate in celeba.TRAIN_POSITIVE_RATES.items():
+        assert abs(rates[attribute] - rate) <= 1 / 3000
+    assert celeba.load_labels("test", source="synthetic", limit=10).equals(
+        celeba.synthetic_labels("test", n=10))
+
+
+def test_synthetic_attributes_are_learnable():
+    """A logistic regression on the pixels beats the majority guess on every attribute."""
+    def arrays(split, n):
+        ds = celeba.load_celeba(split, source="synthetic", image_size=24, limit=n, seed=1)
+        x, y = next(iter(ds.batch(n)))
+        return x.numpy().reshape(n, -1), {a: v.numpy() for a, v in y.items()}
+
+    x_train, y_train = arrays("train", 1500)
+    x_test, y_test = arrays("test", 500)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    for attribute in EIGHT:
+        y = y_train[attribute].astype(np.float32)
+        w, b = np.zeros(x_train.shape[1], np.float32), 0.0
+        for _ in range(150):  # plain full-batch gradient descent on the logistic loss
+            p = 1 / (1 + np.exp(-(x_train @ w + b)))
+            w -= 0.05 * (x_train.T @ (p - y) / len(y) + 1e-3 * w)
+            b -= 0.5 * float(np.mean(p - y))
+        accuracy = np.mean(((x_test @ w + b) > 0) == y_test[attribute])
+        majority = max(y_test[attribute].mean(), 1 - y_test[attribute].mean())
+        assert accuracy > majority + 0.5 * (1 - majority), (attribute, accuracy, majority)
+
+
+def test_describe_source():
+    assert celeba.describe_source("folder", "/x/celeba_mini", 3031) == \
+        "CelebA folder celeba_mini (3,031 train images)"
+    assert "synthetic" in celeba.describe_source("synthetic")

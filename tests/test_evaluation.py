@@ -1,0 +1,86 @@
+"""Binary-attribute evaluation against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlkit import evaluation
+
+# Ten examples. "a": 4 positives; predictions (logit > 0) right on 3 of the 4 positives
+# and on 5 of the 6 negatives. "b": all negative, the model never predicts it.
+LABELS = {"a": np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0]), "b": np.zeros(10, int)}
+LOGITS = {
+    "a": np.array([2.0, 0.5, 0.1, -1.0, -3.0, -0.2, -0.1, -5.0, -2.0, 0.3]),
+    "b": np.full(10, -1.0),
+}
+
+
+def test_binary_scores_hand_computed():
+    scores = evaluation.binary_scores(LABELS["a"], LOGITS["a"] > 0)
+    # TP=3, FN=1, TN=5, FP=1
+    assert scores["accuracy"] == pytest.approx(0.8)
+    assert scores["balanced_accuracy"] == pytest.approx((3 / 4 + 5 / 6) / 2)
+    assert scores["f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    none = evaluation.binary_scores(LABELS["b"], LOGITS["b"] > 0)
+    assert none["accuracy"] == 1.0 and none["balanced_accuracy"] == 1.0
+    assert math.isnan(none["f1"])
+
+
+def test_logit_zero_predicts_absent():
+    scores = evaluation.binary_scores(np.array([0, 1]), np.array([0.0, 0.0]) > 0)
+    assert scores["accuracy"] == 0.5
+
+
+def test_attribute_table_and_summary():
+    # majority from the *training* labels: "a" was mostly positive there (class 1)
+    table = evaluation.attribute_table(LABELS, LOGITS, {"a": 1, "b": 0})
+    assert table.loc["a", "majority_baseline"] == pytest.approx(0.4)
+    assert table.loc["a", "vs_majority"] == pytest.approx(0.4)
+    assert table.loc["b", "majority_baseline"] == 1.0
+    assert table.loc["a", "positive_rate"] == pytest.approx(0.4)
+    assert table.loc["mean over tasks", "accuracy"] == pytest.approx(0.9)
+    exact = evaluation.exact_match_accuracy(LABELS, LOGITS)
+    assert exact == pytest.approx(0.8)
+    headline = evaluation.summary(table, exact)
+    assert headline["mean task accuracy"] == pytest.approx(0.9)
+    assert headline["exact-match accuracy"] == pytest.approx(0.8)
+    assert headline["tasks beating their baseline"] == 1
+
+
+def test_exact_match_needs_every_task_right():
+    labels = {"a": np.array([1, 0, 1]), "b": np.array([0, 0, 1])}
+    logits = {"a": np.array([1.0, -1.0, 1.0]), "b": np.array([-1.0, 1.0, -1.0])}
+    assert evaluation.exact_match_accuracy(labels, logits) == pytest.approx(1 / 3)
+
+
+def test_report_comparison_shows_the_hat_problem():
+    table = evaluation.attribute_table(
+        {"Wearing_Hat": np.array([0, 0, 1])}, {"Wearing_Hat": np.array([-1.0, -1.0, 1.0])},
+        {"Wearing_Hat": 0})
+    side = evaluation.report_comparison(table)
+    assert side.loc["Wearing_Hat", "report vs majority"] == pytest.approx(0.7972 - 0.9580)
+    assert np.mean(list(evaluation.REPORTED_ACCURACY.values())) == pytest.approx(0.8744, abs=1e-4)
+
+
+def test_predict_with_labels_one_pass_stays_aligned():
+    """Labels come back in the order the (shuffled) dataset produced them."""
+    inputs = keras.Input((2,), name="image")
+    model = keras.Model(inputs, {
+        "a": keras.layers.Lambda(lambda x: x[:, :1], name="a")(inputs),
+        "b": keras.layers.Lambda(lambda x: x[:, 1:], name="b")(inputs),
+    })
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype("float32")
+    y = {"a": (x[:, 0] > 0).astype("int32"), "b": (x[:, 1] > 0).astype("int32")}
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(50, seed=1).batch(8)
+    labels, logits = evaluation.predict_with_labels(model, ds)
+    assert labels["a"].shape == (50,) and logits["b"].shape == (50,)
+    for task in ("a", "b"):
+        np.testing.assert_array_equal(labels[task], (logits[task] > 0).astype(int))
+    table, headline = evaluation.evaluate_attributes(model, ds, {"a": 0, "b": 0})
+    assert headline["exact-match accuracy"] == 1.0
+    assert (table["accuracy"] == 1.0).all()
