@@ -1,0 +1,400 @@
+"""Dropped Scheduled Task (DST): decide, every epoch, which tasks take part in training.
+
+Malhotra, Vatsa and Singh (TMLR 2023) train a multi-task network on
+``sum_j g_j * w_j * L_j``, where the *gate* ``g_j`` of task ``j`` is drawn once per
+epoch, ``g_j ~ Bernoulli(p_j)``. The *keep probability* ``p_j`` mixes four metrics, each
+in ``[0, 1]`` (higher = train the task more often):
+
+* **depth** ``D_j = d_j / max_k d_k`` -- weighted layers on the longest path to the
+  task's output (:func:`task_depths` counts them);
+* **samples** ``N_j = n_j / max_k n_k`` -- how many training examples carry a label;
+* **incompleteness** ``I_j = clip(A_j / mean_k A_k, 0, 1)`` with ``A_j = L_j^(e) / L_j^(0)``
+  -- how much of its starting loss a task still has, relative to the other tasks;
+* **stagnancy** ``S_j = clip(mean_k r_k / r_j, 0, 1)`` -- ``r_j`` is a running
+  (exponential, ``alpha``) rate of relative loss decrease divided by ``I_j``; a rate
+  below the average gives ``S_j = 1``. When a loss did not fall, ``r_j`` is left as it was.
+
+``p_j = (1 + sum of the enabled metrics) / (1 + number enabled)``, so with all four
+``p_j`` lies in ``[0.2, 1]``. Epoch 1 trains every task; the metrics measured at the end
+of epoch ``e`` set the gates of epoch ``e + 1``. ``L_j^(0)`` comes from an epoch-0 pass
+over the training data with no parameter update (:meth:`DSTScheduler.observe_initial`).
+
+**When every gate comes out 0.** The original does nothing special: the epoch then
+trains no task. This kit *redraws* by default (``redraw_if_all_dropped=True``): the whole
+set of gates is drawn again until at least one task is on, so every epoch trains
+something. The price is a small bias: task ``j`` is then kept with probability
+``p_j / (1 - prod_k (1 - p_k))`` instead of ``p_j`` (with two tasks at ``p = 0.2``:
+0.56 instead of 0.2; with the usual ``p`` near 0.6-1 the difference is negligible).
+Pass ``redraw_if_all_dropped=False`` for the original behaviour. The number of redraws
+is recorded in :attr:`DSTScheduler.history`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+
+METRICS = ("depth", "samples", "incompleteness", "stagnancy")
+"""The four DST metrics, in the paper's order."""
+
+WEIGHTED_LAYERS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+)
+"""Layer types that :func:`task_depths` counts as one weighted layer each."""
+
+_GUARD = 1e-12  # stands in for a zero divisor (a loss that reached exactly 0)
+
+
+# ----------------------------------------------------------------------- task depth
+def task_depths(model: keras.Model) -> dict[str, int]:
+    """Weighted layers (convolutions, dense) on the longest input-to-output path, per output.
+
+    The functional graph is walked backwards from every output; a nested functional
+    model (such as keras-hub's ResNet backbone) is walked through as well, so its layers
+    count where they sit on the path. Parallel branches (a ResNet shortcut's 1x1
+    convolution beside the two 3x3 convolutions) count only once: the longer branch.
+    Only the layer types in :data:`WEIGHTED_LAYERS` count; a subclassed layer that hides
+    several of them inside counts as 0 (build the model functionally to count them).
+
+    >>> task_depths(build_cifar100("reuse_coarse"))   # doctest: +SKIP
+    {'fine': 13, 'coarse': 10}
+    """
+    if not getattr(model, "outputs", None):
+        raise ValueError(
+            f"task_depths needs a functional Keras model (built with keras.Model(inputs, "
+            f"outputs)); {type(model).__name__} {model.name!r} has no symbolic outputs. "
+            "Build the model functionally, or give DSTScheduler the depths yourself."
+        )
+    memo: dict[int, int] = {}
+    outputs = model.outputs
+    names = list(model.output_names)
+    return {name: _tensor_depth(t, memo) for name, t in zip(names, outputs)}
+
+
+def _as_functional(operation):
+    """A nested model's functional graph (Sequential keeps one inside), else None."""
+    if isinstance(operation, keras.Sequential):
+        operation = getattr(operation, "_functional", None)
+    if isinstance(operation, keras.Model) and getattr(operation, "outputs", None):
+        return operation
+    return None
+
+
+def _tensor_depth(tensor, memo: dict[int, int]) -> int:
+    """Longest count of weighted layers from any model input to ``tensor`` (memoised)."""
+    key = id(tensor)
+    if key in memo:
+        return memo[key]
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:  # a constant, or an input of the outermost model
+        return 0
+    operation, node_index, tensor_index = history
+    node = operation._inbound_nodes[node_index]
+    if node.is_input:
+        depth = 0
+    else:
+        parents = [_tensor_depth(t, memo) for t in node.input_tensors]
+        inner = _as_functional(operation)
+        if inner is None:
+            depth = max(parents, default=0) + isinstance(operation, WEIGHTED_LAYERS)
+        else:  # seed the nested model's inputs with the depths that reach them
+            for inner_input, d in zip(inner.inputs, parents):
+                memo[id(inner_input)] = d
+            depth = _tensor_depth(inner.outputs[tensor_index], memo)
+            for inner_input in inner.inputs:  # the same model may be called again
+                memo.pop(id(inner_input), None)
+            _forget_inside(inner, memo)
+    memo[key] = depth
+    return depth
+
+
+def _forget_inside(model: keras.Model, memo: dict[int, int]) -> None:
+    """Drop memoised depths of a nested model's tensors (they depend on its call site)."""
+    for layer in model._operations:
+        for node in layer._inbound_nodes:
+            for t in node.output_tensors:
+                memo.pop(id(t), None)
+
+
+# ------------------------------------------------------------------- input checking
+def _check_losses(losses: Mapping[str, float], tasks: Sequence[str], what: str) -> dict[str, float]:
+    """Losses for exactly ``tasks``, as finite non-negative floats, or a clear error."""
+    if not isinstance(losses, Mapping):
+        raise TypeError(f"{what} must be a dict {{task: mean loss}}, got {type(losses).__name__}.")
+    unknown = sorted(set(losses) - set(tasks))
+    missing = [t for t in tasks if t not in losses]
+    if unknown:
+        raise ValueError(f"{what} names unknown task(s) {unknown}; the scheduler's tasks are {list(tasks)}.")
+    if missing:
+        raise ValueError(f"{what} is missing task(s) {missing}: give the mean loss of every task {list(tasks)}.")
+    out = {}
+    for t in tasks:
+        value = float(losses[t])
+        if not math.isfinite(value):
+            raise ValueError(
+                f"{what}: the loss of task {t!r} is {value}. DST needs finite losses; "
+                "lower the learning rate or look for NaNs in the data."
+            )
+        if value < 0:
+            raise ValueError(f"{what}: the loss of task {t!r} is negative ({value}); DST's ratios need losses >= 0.")
+        out[t] = value
+    return out
+
+
+def _check_per_task(values, tasks: Sequence[str], name: str) -> dict[str, float] | None:
+    """``depths`` / ``sample_counts``: a positive number for every task, or None."""
+    if values is None:
+        return None
+    values = dict(values)
+    unknown = sorted(set(values) - set(tasks))
+    missing = [t for t in tasks if t not in values]
+    if unknown or missing:
+        raise ValueError(f"{name} must give a value for exactly the tasks {list(tasks)} (unknown: {unknown}, missing: {missing}).")
+    bad = {t: v for t, v in values.items() if not (math.isfinite(float(v)) and float(v) >= 0)}
+    if bad or max(float(v) for v in values.values()) <= 0:
+        raise ValueError(f"{name} must be non-negative numbers, not all 0; got {values}.")
+    return {t: float(values[t]) for t in tasks}
+
+
+def _relative(values: Mapping[str, float]) -> dict[str, float]:
+    """Each value divided by the largest one."""
+    top = max(values.values())
+    return {t: v / top for t, v in values.items()}
+
+
+# ------------------------------------------------------------------------ scheduler
+class DSTScheduler:
+    """Keep probabilities and per-epoch gates of Dropped Scheduled Task (see the module doc).
+
+    Args:
+        tasks: task names (the model's output names).
+        depths: ``{task: weighted layers to its output}``, e.g. from :func:`task_depths`;
+            needed by the ``"depth"`` metric.
+        sample_counts: ``{task: labelled training examples}``; needed by ``"samples"``.
+        metrics: any subset of :data:`METRICS`; with none, every ``p_j`` is 1.
+        alpha: smoothing of the stagnancy rate (the paper: 0.1).
+        seed: seeds the NumPy generator that draws the gates.
+        redraw_if_all_dropped: draw all gates again when every one came out 0
+            (module doc); False keeps such an epoch, as the original does.
+        rescale_losses: expose ``w_j = mean_k L_k^(0) / L_j^(0)`` as :attr:`loss_scales`
+            so that every task starts at the same loss (the reference's optional step).
+
+    Use: ``observe_initial`` once with the epoch-0 mean losses; then per epoch ``sample()``
+    for the gates, train, and ``observe_epoch`` with that epoch's mean training losses.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[str],
+        depths: Mapping[str, float] | None = None,
+        sample_counts: Mapping[str, float] | None = None,
+        metrics: Iterable[str] = METRICS,
+        alpha: float = 0.1,
+        seed: int | None = None,
+        *,
+        redraw_if_all_dropped: bool = True,
+        rescale_losses: bool = False,
+    ):
+        self.tasks = list(tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct names, at least one; got {self.tasks}.")
+        self.metrics = tuple(metrics) if not isinstance(metrics, str) else (metrics,)
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"Unknown DST metric(s) {unknown}; choose from {METRICS}.")
+        self.depths = _check_per_task(depths, self.tasks, "depths")
+        self.sample_counts = _check_per_task(sample_counts, self.tasks, "sample_counts")
+        if "depth" in self.metrics and self.depths is None:
+            raise ValueError("The 'depth' metric needs depths={task: layers}: pass task_depths(model), or drop 'depth' from metrics.")
+        if "samples" in self.metrics and self.sample_counts is None:
+            raise ValueError("The 'samples' metric needs sample_counts={task: labelled examples}, or drop 'samples' from metrics.")
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
+        self.alpha = float(alpha)
+        self.seed = seed
+        self.redraw_if_all_dropped = bool(redraw_if_all_dropped)
+        self.rescale_losses = bool(rescale_losses)
+        self.rng = np.random.default_rng(seed)
+        self.initial: dict[str, float] | None = None
+        self.previous: dict[str, float] | None = None
+        self.rates: dict[str, float] | None = None
+        self.epoch = 0  # training epochs observed so far
+        self.probabilities = {t: 1.0 for t in self.tasks}  # for the next epoch
+        self._gates: dict[str, int] | None = None  # drawn for the epoch being trained
+        self._redraws = 0
+        self.history: list[dict] = []
+
+    # -- observing --------------------------------------------------------------------
+    def reseed(self, seed: int) -> None:
+        """Start the gate generator again from ``seed`` (``train`` does this for ``seed=``)."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def observe_initial(self, losses: Mapping[str, float]) -> None:
+        """Record the mean losses of the epoch-0 measuring pass (no parameter update)."""
+        losses = _check_losses(losses, self.tasks, "observe_initial(losses)")
+        zero = [t for t, v in losses.items() if v == 0]
+        if zero:
+            raise ValueError(f"The starting loss of {zero} is 0: incompleteness divides by it. Check the labels and the loss.")
+        self.initial = losses
+
+    @property
+    def loss_scales(self) -> dict[str, float]:
+        """``w_j``: 1 each, or ``mean_k L_k^(0) / L_j^(0)`` with ``rescale_losses=True``."""
+        if not self.rescale_losses:
+            return {t: 1.0 for t in self.tasks}
+        if self.initial is None:
+            raise RuntimeError("loss_scales needs the starting losses: call observe_initial first.")
+        mean = float(np.mean(list(self.initial.values())))
+        return {t: mean / v for t, v in self.initial.items()}
+
+    def observe_epoch(self, losses: Mapping[str, float]) -> dict[str, float]:
+        """Take one training epoch's mean losses; return every task's ``p_j`` for the next epoch."""
+        losses = _check_losses(losses, self.tasks, f"observe_epoch(losses) at epoch {self.epoch + 1}")
+        needs_start = {"incompleteness", "stagnancy"} & set(self.metrics)
+        if needs_start and self.initial is None:
+            raise RuntimeError(f"The metrics {sorted(needs_start)} need the epoch-0 losses: call observe_initial first.")
+        self.epoch += 1
+        values = self._metric_values(losses)
+        enabled = [values[m] for m in self.metrics]
+        self.probabilities = {
+            t: (1.0 + sum(v[t] for v in enabled)) / (1.0 + len(enabled)) for t in self.tasks
+        }
+        gates = self._gates or {t: 1 for t in self.tasks}
+        self.history.append({
+            "epoch": self.epoch,
+            "loss": losses,
+            **values,
+            "rate": dict(self.rates) if self.rates else None,
+            "gate": gates,
+            "next_probability": dict(self.probabilities),
+            "redraws": self._redraws,
+        })
+        self.previous, self._gates, self._redraws = losses, None, 0
+        return dict(self.probabilities)
+
+    def _metric_values(self, losses: dict[str, float]) -> dict[str, dict[str, float] | None]:
+        """Every metric that can be computed (all four, when the inputs exist)."""
+        out: dict[str, dict[str, float] | None] = {m: None for m in METRICS}
+        if self.depths is not None:
+            out["depth"] = _relative(self.depths)
+        if self.sample_counts is not None:
+            out["samples"] = _relative(self.sample_counts)
+        if self.initial is not None:
+            out["incompleteness"] = incompleteness(losses, self.initial)
+            out["stagnancy"] = self._stagnancy(losses, out["incompleteness"])
+        return out
+
+    def _stagnancy(self, losses: dict[str, float], incomplete: dict[str, float]) -> dict[str, float]:
+        """Update the running improvement rates ``r_j`` and return ``S_j``."""
+        if self.rates is None:  # epoch 1: the improvement over the measuring pass
+            self.rates = {
+                t: abs(self.initial[t] - losses[t]) / self.initial[t] / max(incomplete[t], _GUARD)
+                for t in self.tasks
+            }
+        else:
+            for t in self.tasks:
+                before = self.previous[t]
+                delta = (before - losses[t]) / max(before, _GUARD) / max(incomplete[t], _GUARD)
+                if delta > 0:  # a loss that did not fall leaves its rate as it was
+                    self.rates[t] = self.alpha * delta + (1 - self.alpha) * self.rates[t]
+        return stagnancy(self.rates)
+
+    # -- drawing ----------------------------------------------------------------------
+    def sample(self) -> dict[str, int]:
+        """Draw the gates of the next epoch (all 1 before the first ``observe_epoch``)."""
+        if self.epoch == 0:
+            gates = {t: 1 for t in self.tasks}
+        else:
+            p = np.array([self.probabilities[t] for t in self.tasks])
+            draw = self.rng.random(len(p)) < p
+            redraws = 0
+            while self.redraw_if_all_dropped and not draw.any():
+                draw, redraws = self.rng.random(len(p)) < p, redraws + 1
+            gates = {t: int(g) for t, g in zip(self.tasks, draw)}
+            self._redraws = redraws
+        self._gates = gates
+        return dict(gates)
+
+    # -- looking back -----------------------------------------------------------------
+    def history_frame(self) -> pd.DataFrame:
+        """:attr:`history` as a long table: one row per (epoch, task).
+
+        Columns: ``loss``, the four metrics (NaN where not computable), ``rate`` (``r_j``),
+        ``gate`` (used during that epoch), ``next_probability`` (set at its end, used for
+        the next epoch's gate) and ``redraws``.
+        """
+        rows = []
+        for record in self.history:
+            for t in self.tasks:
+                row = {"epoch": record["epoch"], "task": t, "redraws": record["redraws"]}
+                for key in ("loss", *METRICS, "rate", "gate", "next_probability"):
+                    row[key] = record[key][t] if record[key] is not None else float("nan")
+                rows.append(row)
+        columns = ["epoch", "task", "loss", *METRICS, "rate", "gate", "next_probability", "redraws"]
+        return pd.DataFrame(rows, columns=columns)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Everything needed to continue exactly, random generator included (JSON-able)."""
+        return {
+            "tasks": self.tasks,
+            "metrics": list(self.metrics),
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "initial": self.initial,
+            "previous": self.previous,
+            "rates": self.rates,
+            "epoch": self.epoch,
+            "probabilities": self.probabilities,
+            "gates": self._gates,
+            "redraws": self._redraws,
+            "history": self.history,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def set_state(self, state: Mapping) -> None:
+        """Restore :meth:`get_state`'s output; the tasks and metrics must match."""
+        if list(state["tasks"]) != self.tasks or tuple(state["metrics"]) != self.metrics:
+            raise ValueError(
+                f"This scheduler state is for tasks {state['tasks']} with metrics {state['metrics']}, "
+                f"not tasks {self.tasks} with metrics {list(self.metrics)}: build the same scheduler."
+            )
+        self.alpha, self.seed, self.epoch = state["alpha"], state["seed"], state["epoch"]
+        self.initial, self.previous, self.rates = state["initial"], state["previous"], state["rates"]
+        self.probabilities = dict(state["probabilities"])
+        self._gates, self._redraws = state["gates"], state["redraws"]
+        self.history = [dict(r) for r in state["history"]]
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
+
+
+# -------------------------------------------------------------- the metrics, on their own
+def incompleteness(losses: Mapping[str, float], initial: Mapping[str, float]) -> dict[str, float]:
+    """``I_j = clip(A_j / mean_k A_k, 0, 1)`` with ``A_j = L_j / L_j^(0)``."""
+    left = {t: losses[t] / initial[t] for t in initial}
+    mean = float(np.mean(list(left.values())))
+    if mean == 0:  # every loss reached 0: nothing is incomplete
+        return {t: 0.0 for t in left}
+    return {t: min(max(a / mean, 0.0), 1.0) for t, a in left.items()}
+
+
+def stagnancy(rates: Mapping[str, float]) -> dict[str, float]:
+    """``S_j = clip(mean_k r_k / r_j, 0, 1)``; a rate of 0 (no progress at all) gives 1."""
+    mean = float(np.mean(list(rates.values())))
+    return {t: 1.0 if r <= 0 else min(max(mean / r, 0.0), 1.0) for t, r in rates.items()}

@@ -1,0 +1,243 @@
+"""DST scheduler: every metric against numbers worked out by hand, gates, state, depths."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mtlkit.dst import DSTScheduler, task_depths
+
+TASKS = ["a", "b", "c"]
+DEPTHS = {"a": 18, "b": 18, "c": 9}
+COUNTS = {"a": 100, "b": 50, "c": 25}
+L0 = {"a": 2.0, "b": 1.0, "c": 4.0}
+L1 = {"a": 1.0, "b": 0.8, "c": 3.0}
+L2 = {"a": 0.9, "b": 0.85, "c": 2.0}  # b's loss rose: its stagnancy rate must stay
+
+# ---- worked by hand (see the reference's formulas) ----
+# epoch 1: A = L1/L0 = (0.5, 0.8, 0.75), mean 2.05/3
+I1 = {"a": 0.5 / (2.05 / 3), "b": 1.0, "c": 1.0}  # 0.7317, 1.1707 -> 1, 1.0976 -> 1
+R1 = {"a": (1.0 / 2.0) / I1["a"], "b": (0.2 / 1.0) / 1.0, "c": (1.0 / 4.0) / 1.0}
+MEAN_R1 = (R1["a"] + R1["b"] + R1["c"]) / 3  # 0.3778
+S1 = {"a": MEAN_R1 / R1["a"], "b": 1.0, "c": 1.0}  # 0.5528; 1.89 -> 1; 1.51 -> 1
+# epoch 2: A = (0.45, 0.85, 0.5), mean 0.6
+I2 = {"a": 0.75, "b": 1.0, "c": 0.5 / 0.6}
+R2 = {
+    "a": 0.1 * ((1.0 - 0.9) / 1.0 / 0.75) + 0.9 * R1["a"],
+    "b": R1["b"],  # did not fall: unchanged
+    "c": 0.1 * ((3.0 - 2.0) / 3.0 / (0.5 / 0.6)) + 0.9 * R1["c"],
+}
+MEAN_R2 = (R2["a"] + R2["b"] + R2["c"]) / 3
+S2 = {"a": MEAN_R2 / R2["a"], "b": 1.0, "c": 1.0}
+D = {"a": 1.0, "b": 1.0, "c": 0.5}
+N = {"a": 1.0, "b": 0.5, "c": 0.25}
+
+
+def full_scheduler(**kwargs) -> DSTScheduler:
+    return DSTScheduler(TASKS, depths=DEPTHS, sample_counts=COUNTS, seed=0, **kwargs)
+
+
+def test_hand_values_sanity():
+    # the hand numbers themselves, rounded, so a slip in the expressions above shows up
+    assert round(I1["a"], 4) == 0.7317 and round(S1["a"], 4) == 0.5528
+    assert round(R2["a"], 4) == 0.6283 and round(R2["c"], 4) == 0.265
+
+
+@pytest.mark.parametrize(
+    "metrics, expected",
+    [
+        (("depth",), {t: (1 + D[t]) / 2 for t in TASKS}),
+        (("samples",), {t: (1 + N[t]) / 2 for t in TASKS}),
+        (("incompleteness",), {t: (1 + I1[t]) / 2 for t in TASKS}),
+        (("stagnancy",), {t: (1 + S1[t]) / 2 for t in TASKS}),
+        ((), {t: 1.0 for t in TASKS}),
+        (None, {t: (1 + D[t] + N[t] + I1[t] + S1[t]) / 5 for t in TASKS}),
+    ],
+)
+def test_each_metric_and_the_combination_epoch1(metrics, expected):
+    kwargs = {} if metrics is None else {"metrics": metrics}
+    s = full_scheduler(**kwargs)
+    s.observe_initial(L0)
+    p = s.observe_epoch(L1)
+    assert p == pytest.approx(expected, rel=1e-12)
+    # all four p with every metric: a 0.857, b 0.9, c 0.75 -- in [0.2, 1]
+    assert all(0.2 <= v <= 1 for v in p.values())
+
+
+def test_epoch2_stagnancy_keeps_rate_of_a_loss_that_rose():
+    s = full_scheduler()
+    s.observe_initial(L0)
+    s.observe_epoch(L1)
+    p = s.observe_epoch(L2)
+    assert s.rates == pytest.approx(R2, rel=1e-12)
+    assert s.rates["b"] == pytest.approx(R1["b"], rel=1e-15)
+    record = s.history[-1]
+    assert record["incompleteness"] == pytest.approx(I2, rel=1e-12)
+    assert record["stagnancy"] == pytest.approx(S2, rel=1e-12)
+    assert p == pytest.approx({t: (1 + D[t] + N[t] + I2[t] + S2[t]) / 5 for t in TASKS}, rel=1e-12)
+
+
+def test_loss_scales_equal_start():
+    s = DSTScheduler(TASKS, metrics=(), rescale_losses=True)
+    s.observe_initial(L0)
+    mean = 7.0 / 3
+    assert s.loss_scales == pytest.approx({"a": mean / 2, "b": mean / 1, "c": mean / 4})
+    assert all(math.isclose(s.loss_scales[t] * L0[t], mean) for t in TASKS)
+    assert DSTScheduler(TASKS, metrics=()).loss_scales == {t: 1.0 for t in TASKS}
+
+
+def test_first_epoch_gates_all_on_and_history_frame():
+    s = full_scheduler()
+    assert s.sample() == {t: 1 for t in TASKS}
+    s.observe_initial(L0)
+    s.observe_epoch(L1)
+    gates = s.sample()
+    s.observe_epoch(L2)
+    frame = s.history_frame()
+    assert list(frame["epoch"]) == [1, 1, 1, 2, 2, 2]
+    assert list(frame[frame.epoch == 1]["gate"]) == [1, 1, 1]
+    assert list(frame[frame.epoch == 2]["gate"]) == [gates[t] for t in TASKS]
+    assert frame.set_index(["epoch", "task"]).loc[(2, "a"), "stagnancy"] == pytest.approx(S2["a"])
+
+
+def _forced(probabilities, redraw: bool, seed=123) -> DSTScheduler:
+    tasks = list(probabilities)
+    s = DSTScheduler(tasks, metrics=(), seed=seed, redraw_if_all_dropped=redraw)
+    s.observe_epoch({t: 1.0 for t in tasks})  # past epoch 1
+    s.probabilities = dict(probabilities)
+    return s
+
+
+def test_gates_drawn_at_the_stated_rate():
+    p = {"a": 0.2, "b": 0.5, "c": 0.9}
+    s = _forced(p, redraw=False)
+    n = 4000
+    draws = np.array([list(s.sample().values()) for _ in range(n)])
+    for j, t in enumerate(p):
+        tolerance = 4 * math.sqrt(p[t] * (1 - p[t]) / n)  # 4 standard errors: ~0.025 at most
+        assert abs(draws[:, j].mean() - p[t]) < tolerance, t
+    # the gates are independent: all off happens at 0.8 * 0.5 * 0.1 = 0.04
+    assert abs((draws.sum(1) == 0).mean() - 0.04) < 4 * math.sqrt(0.04 * 0.96 / n)
+
+
+def test_all_gates_zero_redraws_and_the_rate_that_follows():
+    p = {"a": 0.2, "b": 0.2}
+    s = _forced(p, redraw=True)
+    n = 4000
+    draws = np.array([list(s.sample().values()) for _ in range(n)])
+    assert (draws.sum(1) > 0).all()  # never an epoch without a task
+    conditional = 0.2 / (1 - 0.8 * 0.8)  # 0.556: P(g_a = 1 | not all 0)
+    for j in range(2):
+        assert abs(draws[:, j].mean() - conditional) < 4 * math.sqrt(conditional * (1 - conditional) / n)
+    # without the redraw an epoch with no task at all does happen, as in the original
+    s = _forced(p, redraw=False)
+    assert any(sum(s.sample().values()) == 0 for _ in range(200))
+
+
+def test_redraws_are_recorded():
+    s = _forced({"a": 0.01, "b": 0.01}, redraw=True, seed=5)
+    gates = s.sample()
+    assert sum(gates.values()) >= 1
+    s.observe_epoch({"a": 1.0, "b": 1.0})
+    assert s.history[-1]["redraws"] > 0 and s.history[-1]["gate"] == gates
+
+
+def test_state_round_trip_through_json_continues_identically():
+    a = full_scheduler()
+    a.observe_initial(L0)
+    a.observe_epoch(L1)
+    a.sample()
+    state = json.loads(json.dumps(a.get_state()))
+    b = full_scheduler()
+    b.set_state(state)
+    a.observe_epoch(L2)
+    b.observe_epoch(L2)
+    assert [a.sample() for _ in range(30)] == [b.sample() for _ in range(30)]
+    assert a.history == b.history
+    with pytest.raises(ValueError, match="tasks"):
+        DSTScheduler(["a", "b"], metrics=()).set_state(state)
+
+
+def test_same_seed_same_gates_other_seed_differs():
+    draws = []
+    for seed in (7, 7, 8):
+        s = _forced({"a": 0.5, "b": 0.5, "c": 0.5}, redraw=False, seed=seed)
+        draws.append([tuple(s.sample().values()) for _ in range(40)])
+    assert draws[0] == draws[1] and draws[0] != draws[2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"metrics": ("depth",)}, "needs depths"),
+        ({"metrics": ("samples",)}, "needs sample_counts"),
+        ({"metrics": ("speed",)}, "Unknown DST metric"),
+        ({"metrics": (), "depths": {"a": 1, "zz": 2}}, "exactly the tasks"),
+        ({"metrics": (), "alpha": 0}, "alpha"),
+    ],
+)
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DSTScheduler(["a", "b"], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "losses, match",
+    [
+        ({"a": 1.0, "b": 1.0, "zz": 1.0}, "unknown task"),
+        ({"a": 1.0}, "missing task"),
+        ({"a": float("nan"), "b": 1.0}, "'a' is nan"),
+        ({"a": 1.0, "b": float("inf")}, "'b' is inf"),
+        ({"a": -1.0, "b": 1.0}, "negative"),
+    ],
+)
+def test_bad_losses(losses, match):
+    s = DSTScheduler(["a", "b"], metrics=("incompleteness",))
+    with pytest.raises(ValueError, match=match):
+        s.observe_initial(losses)
+    s.observe_initial({"a": 1.0, "b": 1.0})
+    with pytest.raises(ValueError, match=match):
+        s.observe_epoch(losses)
+
+
+def test_metrics_that_need_start_losses_refuse_without_them():
+    with pytest.raises(RuntimeError, match="observe_initial"):
+        DSTScheduler(["a", "b"], metrics=("stagnancy",)).observe_epoch({"a": 1.0, "b": 1.0})
+
+
+def test_a_loss_that_reached_zero_is_handled():
+    s = DSTScheduler(["a", "b"], metrics=("incompleteness", "stagnancy"))
+    s.observe_initial({"a": 1.0, "b": 1.0})
+    p = s.observe_epoch({"a": 0.0, "b": 0.5})
+    assert all(math.isfinite(v) and 1 / 3 <= v <= 1 for v in p.values())
+    assert p["a"] < p["b"]  # the finished task is scheduled less
+
+
+# ---------------------------------------------------------------------- task depths
+def test_task_depths_reuse_coarse():
+    from mtlkit.architectures import build_cifar100
+
+    assert task_depths(build_cifar100("reuse_coarse")) == {"fine": 13, "coarse": 10}
+    assert task_depths(build_cifar100("shared_conv")) == {"fine": 10, "coarse": 10}
+
+
+def test_task_depths_resnet18_counts_the_longest_path_not_every_conv():
+    from mtlkit.architectures import build_celeba
+    from mtlkit.celeba import EIGHT
+
+    model = build_celeba(EIGHT, weights=None, image_size=64)
+    convs = sum(type(l).__name__ == "Conv2D" for l in model.get_layer("resnet18").layers)
+    assert convs == 20  # 17 on the main path + 3 shortcut 1x1 convolutions beside it
+    assert task_depths(model) == {a: 18 for a in EIGHT}
+
+
+def test_task_depths_needs_a_functional_model():
+    import keras
+
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="functional"):
+        task_depths(Sub())
