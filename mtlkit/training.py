@@ -315,6 +315,9 @@ class _Loop:
         # gate_j * w_j * loss_weight_j, changed once per epoch without retracing
         self.coefficients = tf.Variable(self.loss_weights, trainable=False, dtype=tf.float32)
         self.train_meters = _TaskMeters(self.tasks, losses)
+        # the step (1-based, within the epoch) at which each task's loss was first not finite
+        self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.first_non_finite = tf.Variable([0] * len(self.tasks), trainable=False, dtype=tf.int64)
         self.val_meters = _TaskMeters(self.tasks, losses, prefix="val_")
         jit = _use_xla(model)
         self.train_step = tf.function(self._train_step, reduce_retracing=True, jit_compile=jit)
@@ -324,6 +327,33 @@ class _Loop:
     def set_coefficients(self, gates: Mapping[str, int], scales: Mapping[str, float]) -> None:
         values = [gates[t] * scales[t] * w for t, w in zip(self.tasks, self.loss_weights)]
         self.coefficients.assign(values)
+
+    def reset_epoch(self) -> None:
+        self.train_meters.reset()
+        self.steps.assign(0)
+        self.first_non_finite.assign(tf.zeros_like(self.first_non_finite))
+
+    def _watch(self, task_losses) -> None:
+        """Remember the first step at which each task's loss was NaN or infinite."""
+        step = self.steps.assign_add(1)
+        bad = tf.logical_not(tf.math.is_finite(tf.stack(task_losses)))
+        first = self.first_non_finite
+        first.assign(tf.where(tf.logical_and(bad, tf.equal(first, 0)), step, first))
+
+    def check_finite(self, epoch: int) -> None:
+        """Raise if a loss was not finite in this epoch, naming the task that went first."""
+        first = self.first_non_finite.numpy()
+        if not first.any():
+            return
+        order = sorted((int(s), t) for s, t in zip(first, self.tasks) if s > 0)
+        (step, task), later = order[0], order[1:]
+        where = "the measuring pass (epoch 0)" if epoch == 0 else f"epoch {epoch}"
+        also = "; then " + ", ".join(f"{t!r} at step {s}" for s, t in later) if later else ""
+        raise FloatingPointError(
+            f"The training loss of task {task!r} became NaN or infinite at step {step} of "
+            f"{where}{also}. Lower the learning rate or check that task's labels and inputs "
+            "for NaNs; the last good checkpoint in run_dir was kept."
+        )
 
     def _forward(self, x, y, training: bool):
         """Predictions, the per-task mean losses, and their weighted sum."""
@@ -341,6 +371,7 @@ class _Loop:
         variables = self.model.trainable_variables
         gradients = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        self._watch(task_losses)
         self.train_meters.update(total, task_losses, y, y_pred, _batch_size(x))
         return self.train_meters.results()
 
@@ -352,6 +383,7 @@ class _Loop:
         """DST's epoch 0: the training-mode losses, and no update of any trainable weight."""
         y_pred = self.model(x, training=True)
         task_losses = [self.losses[t](y[t], y_pred[t]) for t in self.tasks]
+        self._watch(task_losses)
         self.train_meters.update(tf.add_n(task_losses), task_losses, y, y_pred, _batch_size(x))
 
 
@@ -593,25 +625,12 @@ def _history(model, history: dict, step_function=None) -> keras.callbacks.Histor
 
 def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
     """DST's epoch 0: every task's mean training loss before any update."""
-    loop.train_meters.reset()
+    loop.reset_epoch()
     for x, y in data:
         loop.measure_step(x, y)
+    loop.check_finite(0)
     values = loop.train_meters.read()
-    losses = {t: values[f"{t}_loss"] for t in loop.tasks}
-    _check_finite(losses, 0)
-    return losses
-
-
-def _check_finite(losses: Mapping[str, float], epoch: int) -> None:
-    bad = {t: v for t, v in losses.items() if not math.isfinite(v)}
-    if bad:
-        task, value = next(iter(bad.items()))
-        raise FloatingPointError(
-            f"The training loss of task {task!r} became {value} in epoch {epoch}"
-            f"{' (the measuring pass)' if epoch == 0 else ''}"
-            f"{f'; also {sorted(bad)[1:]}' if len(bad) > 1 else ''}. Lower the learning rate or "
-            "check the data for NaNs; the last good checkpoint in run_dir was kept."
-        )
+    return {t: values[f"{t}_loss"] for t in loop.tasks}
 
 
 def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callback_list) -> dict:
@@ -625,7 +644,7 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
         logs.update({f"{t}_keep_prob": probabilities[t] for t in loop.tasks})
         logs.update({f"{t}_gate": float(gates[t]) for t in loop.tasks})
     loop.set_coefficients(gates, scales)
-    loop.train_meters.reset()
+    loop.reset_epoch()
     callback_list.on_epoch_begin(epoch)
     steps = 0
     for steps, (x, y) in enumerate(data, start=1):
@@ -634,8 +653,8 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
         callback_list.on_train_batch_end(steps - 1, step_logs)
     if steps == 0:
         raise ValueError("train_data gave no batches: is the dataset empty, or was it consumed (an iterator)?")
+    loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
-    _check_finite({t: values[f"{t}_loss"] for t in loop.tasks}, epoch + 1)
     if scheduler is not None:
         scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
     logs = {**values, **logs}
