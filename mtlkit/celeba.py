@@ -238,19 +238,22 @@ def check_split(split: str) -> str:
 
 
 def label_stats(
-    annotations: pd.DataFrame | str | os.PathLike,
+    annotations: pd.DataFrame | Mapping[str, pd.DataFrame] | str | os.PathLike,
     attributes: Sequence[str] = EIGHT,
 ) -> pd.DataFrame:
     """Label statistics per attribute and split, from the annotation files alone.
 
-    ``annotations`` is a folder (read with :func:`read_annotations`) or its result. One row
+    ``annotations`` is a folder (read with :func:`read_annotations`), its result, or a
+    mapping ``{split: labels}`` of :func:`load_labels` results (any source). One row
     per (split, attribute) with: ``examples`` (images in the split), ``labelled`` (images
     carrying a label for the task -- every CelebA image is labelled for every attribute,
     but DST's ground-truth-sample metric counts them per task), ``positives``,
     ``positive_rate``, ``majority_class`` (0 or 1) and ``majority_accuracy`` (the accuracy
     of always predicting the majority class of that split).
     """
-    if not isinstance(annotations, pd.DataFrame):
+    if isinstance(annotations, Mapping):
+        annotations = pd.concat([v.assign(split=k) for k, v in annotations.items()])
+    elif not isinstance(annotations, pd.DataFrame):
         annotations = read_annotations(annotations)
     attributes = check_attributes(attributes)
     present = [s for s in SPLITS if (annotations["split"] == s).any()]

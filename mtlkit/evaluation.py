@@ -4,6 +4,8 @@ Sections (each self-contained; add new ones below, leave the others alone):
 
 * binary attributes (CelebA): per-attribute accuracy beside its majority-class baseline,
   balanced accuracy and F1; mean task accuracy and exact-match accuracy.
+* results across seeds (CIFAR-100): the report's table with mean and spread over seeds,
+  and whether a model's difference from a baseline is larger than seed-to-seed noise.
 """
 
 from __future__ import annotations
@@ -83,15 +85,15 @@ def attribute_table(
     """Per-attribute scores in the report's form, with the majority baseline beside them.
 
     ``majority`` maps each attribute to its training-set majority class (see
-    :func:`mtlkit.celeba.majority_classes`). Columns: ``accuracy``, ``majority_baseline``
+    :func:`mtlkit.celeba.majority_classes`); its order is the row order. Columns: ``accuracy``, ``majority_baseline``
     (accuracy of always predicting that class on these labels), ``vs_majority``
     (accuracy minus baseline: negative means worse than the constant guess),
     ``balanced_accuracy``, ``f1`` and ``positive_rate``. A last row, ``mean over tasks``,
     averages the columns: its accuracy is the report's "overall accuracy".
     """
     rows = {}
-    for task, y in labels.items():
-        y = np.asarray(y).astype(int)
+    for task in majority:  # the caller's task order (keras sorts a model's dict outputs)
+        y = np.asarray(labels[task]).astype(int)
         scores = binary_scores(y, np.asarray(logits[task]) > 0)
         baseline = float(np.mean(y == majority[task]))
         rows[task] = {
@@ -135,18 +137,42 @@ def evaluate_attributes(
     return table, summary(table, exact_match_accuracy(labels, logits))
 
 
-def report_comparison(
-    table: pd.DataFrame, reported: Mapping[str, float] | None = None
-) -> pd.DataFrame:
-    """Side by side: the 2023 report's test accuracies, their majority baselines and ours."""
-    reported = REPORTED_ACCURACY if reported is None else reported
-    shared = [a for a in table.index if a in reported]
-    return pd.DataFrame({
-        "report accuracy (2023)": [reported[a] for a in shared],
-        "report vs majority": [reported[a] - REPORT_MAJORITY[a] for a in shared],
-        "this run accuracy": table.loc[shared, "accuracy"].to_numpy(),
-        "this run vs majority": table.loc[shared, "vs_majority"].to_numpy(),
-    }, index=pd.Index(shared, name="attribute"))
+def reported_table() -> pd.DataFrame:
+    """The 2023 report's test accuracies beside the majority-class accuracy of the test split."""
+    table = pd.DataFrame({"report accuracy (2023)": REPORTED_ACCURACY,
+                          "majority baseline (test)": REPORT_MAJORITY})
+    table["report vs majority"] = table.iloc[:, 0] - table.iloc[:, 1]
+    table.index.name = "attribute"
+    return table
+
+
+def report_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`reported_table` beside this run's accuracy and its distance to its baseline."""
+    shared = [a for a in table.index if a in REPORTED_ACCURACY]
+    ours = table.loc[shared, ["accuracy", "vs_majority"]]
+    ours.columns = ["this run accuracy", "this run vs majority"]
+    return reported_table().loc[shared].join(ours)
+
+
+def plot_task_losses(history: Mapping[str, Sequence[float]], tasks: Sequence[str], title: str):
+    """Per-task loss per epoch (the report's Figure 1), training solid, validation dashed.
+
+    ``history`` is ``model.fit(...).history`` (keys ``<task>_loss``, ``val_<task>_loss``).
+    Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    epochs = np.arange(1, len(history[f"{tasks[0]}_loss"]) + 1)
+    for i, task in enumerate(tasks):
+        colour = plt.cm.tab10(i % 10)
+        ax.plot(epochs, history[f"{task}_loss"], "-o", color=colour, label=task)
+        if f"val_{task}_loss" in history:
+            ax.plot(epochs, history[f"val_{task}_loss"], "--", color=colour, alpha=0.7)
+    ax.set(xlabel="epoch", ylabel="binary cross-entropy", title=title, xticks=epochs)
+    ax.legend(fontsize=8, ncol=2, title="solid: train, dashed: validation", title_fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 REPORTED_ACCURACY = {
@@ -163,3 +189,103 @@ REPORT_MAJORITY = {
     "Wearing_Lipstick": 0.5219,
 }
 """Majority-class accuracy on CelebA's official test split (19,962 images)."""
+
+
+# =========================================================================================
+# Results across seeds (CIFAR-100)
+# =========================================================================================
+#
+# One training run is one draw: a different seed gives a different initialisation, data
+# order and augmentation, and a different final accuracy. A difference between two models
+# means something only when it is larger than that seed-to-seed spread.
+
+CIFAR_COLUMNS = {
+    "fine loss": "fine_loss",
+    "coarse loss": "coarse_loss",
+    "fine acc": "fine_accuracy",
+    "coarse acc": "coarse_accuracy",
+}
+"""The columns of the 2019 report's Table 2 and the history keys they come from."""
+
+REPORT_TABLE2 = pd.DataFrame(
+    [
+        ("independent", 1.96, 1.15, 48.86, 64.16),
+        ("shared_conv", 1.94, 1.16, 49.09, 64.20),
+        ("reuse_coarse", 1.83, 1.21, 51.50, 62.29),
+        ("reuse_fine", 1.95, 1.07, 49.14, 68.38),
+        ("shared_reuse_coarse", 1.86, 1.16, 50.34, 63.91),
+        ("shared_reuse_fine", 1.84, 1.06, 50.91, 67.11),
+    ],
+    columns=["model", *CIFAR_COLUMNS],
+).set_index("model")
+"""The 2019 report's Table 2: real CIFAR-100, its validation split, 100 epochs, one run
+per model (accuracies in percent)."""
+
+
+def final_values(
+    runs: Mapping[str, Sequence[Mapping[str, Sequence[float]]]],
+    *,
+    prefix: str = "val_",
+    columns: Mapping[str, str] = CIFAR_COLUMNS,
+) -> pd.DataFrame:
+    """Last-epoch values of every run: one row per (model, seed run), one column per metric.
+
+    ``runs`` maps a model name to its histories (one per seed); ``prefix`` picks the split
+    (``"val_"`` as in the report, ``"test_"``, or ``""`` for training).
+    """
+    rows = []
+    for model, histories in runs.items():
+        for i, history in enumerate(histories):
+            missing = [f"{prefix}{k}" for k in columns.values() if f"{prefix}{k}" not in history]
+            if missing:
+                raise KeyError(f"The history of {model!r} (run {i}) has no {missing}.")
+            row = {"model": model, "run": i}
+            row.update({name: history[f"{prefix}{key}"][-1] for name, key in columns.items()})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_table(values: pd.DataFrame) -> pd.DataFrame:
+    """The report's table with mean and spread across seeds: ``"49.09 ± 0.41"`` cells.
+
+    Accuracies are shown in percent; the spread is the sample standard deviation across
+    seeds (blank with a single seed, where it is unknown).
+    """
+    metrics = [c for c in values.columns if c not in ("model", "run")]
+    grouped = values.groupby("model", sort=False)[metrics]
+    mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
+    table = pd.DataFrame(index=mean.index)
+    for metric in metrics:
+        scale, digits = (100.0, 2) if "acc" in metric else (1.0, 3)
+        table[metric] = [
+            f"{scale * m:.{digits}f}" + ("" if k < 2 else f" ± {scale * s:.{digits}f}")
+            for m, s, k in zip(mean[metric], std[metric], n)
+        ]
+    table["seeds"] = n
+    return table
+
+
+def compare_to_baseline(values: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
+    """Is each model's difference from ``baseline`` larger than seed-to-seed noise?
+
+    For each model: the difference of the means, and the standard error of that difference
+    (from the two models' spreads across seeds). A difference within two standard errors
+    is reported as "within noise"; with fewer than two seeds per model, the noise cannot be
+    estimated and the verdict says so.
+    """
+    grouped = values.groupby("model", sort=False)[metric]
+    mean, var, n = grouped.mean(), grouped.var(ddof=1), grouped.size()
+    if baseline not in mean.index:
+        raise KeyError(f"No runs of the baseline {baseline!r}; models are {list(mean.index)}.")
+    rows = []
+    for model in mean.index:
+        diff = mean[model] - mean[baseline]
+        if min(n[model], n[baseline]) < 2:
+            error, verdict = float("nan"), "unknown (one seed: no spread to compare with)"
+        else:
+            error = float(np.sqrt(var[model] / n[model] + var[baseline] / n[baseline]))
+            verdict = "within noise" if abs(diff) <= 2 * error else (
+                "better" if diff > 0 else "worse") + " beyond noise"
+        rows.append({"model": model, f"{metric} difference": diff, "standard error": error,
+                     "verdict": "baseline" if model == baseline else verdict})
+    return pd.DataFrame(rows).set_index("model")

@@ -123,6 +123,9 @@ def test_label_stats_hand_computed(tmp_path):
     assert stats.loc[("test", "Male"), "majority_class"] == 1
     assert stats.loc[("train", "Smiling"), "majority_accuracy"] == 1.0
     assert list(stats.index.get_level_values("split").unique()) == ["train", "test"]
+    labels = celeba.read_annotations(tmp_path)
+    by_split = {s: labels[labels["split"] == s].drop(columns="split") for s in ("train", "test")}
+    pd.testing.assert_frame_equal(celeba.label_stats(by_split, ["Male", "Smiling"]), stats)
 
 
 # ------------------------------------------------------------------ bad input

@@ -64,6 +64,10 @@ def test_report_comparison_shows_the_hat_problem():
         {"Wearing_Hat": 0})
     side = evaluation.report_comparison(table)
     assert side.loc["Wearing_Hat", "report vs majority"] == pytest.approx(0.7972 - 0.9580)
+    assert side.loc["Wearing_Hat", "this run vs majority"] == pytest.approx(1 / 3)
+    assert list(side.index) == ["Wearing_Hat"]
+    reported = evaluation.reported_table()
+    assert (reported["report vs majority"] < 0).sum() == 2  # Wearing_Hat, Wearing_Necklace
     assert np.mean(list(evaluation.REPORTED_ACCURACY.values())) == pytest.approx(0.8744, abs=1e-4)
 
 
@@ -84,3 +88,9 @@ def test_predict_with_labels_one_pass_stays_aligned():
     table, headline = evaluation.evaluate_attributes(model, ds, {"a": 0, "b": 0})
     assert headline["exact-match accuracy"] == 1.0
     assert (table["accuracy"] == 1.0).all()
+
+
+def test_plot_task_losses_draws_train_and_validation():
+    history = {"a_loss": [0.7, 0.5], "val_a_loss": [0.8, 0.6], "b_loss": [0.3, 0.2]}
+    fig = evaluation.plot_task_losses(history, ["a", "b"], "t")
+    assert len(fig.axes[0].lines) == 3 and fig.axes[0].get_title() == "t"
