@@ -134,9 +134,11 @@ def read_history_csv(path: Path) -> dict[str, list[float]]:
     """Read a CSVLogger file, keeping the last row of any epoch logged twice.
 
     An epoch is logged twice when a run was killed after the log line was written but
-    before the backup was: the resumed run repeats that epoch.
+    before the backup was: the resumed run repeats that epoch. Columns that are empty
+    throughout (CSVLogger's ``val_`` placeholders when there is no validation) are dropped.
     """
     frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    frame = frame.dropna(axis="columns", how="all")
     return {c: frame[c].astype(float).tolist() for c in frame.columns if c != "epoch"}
 
 
@@ -162,6 +164,7 @@ def fit_resumable(
     validation_data: tf.data.Dataset | None = None,
     extra_eval: Mapping[str, tf.data.Dataset] | None = None,
     recompute: bool = False,
+    callbacks: list | None = None,
     verbose: int = 1,
     metadata: Mapping | None = None,
 ) -> dict[str, list[float]]:
@@ -174,7 +177,8 @@ def fit_resumable(
     * once all ``epochs`` are done, the history is written to ``history.json`` and later
       calls return it without training, unless ``recompute=True``.
 
-    Returns the per-epoch history (``loss``, ``fine_accuracy``, ``val_...``, ``test_...``).
+    ``callbacks`` are added after the kit's own. Returns the per-epoch history
+    (``loss``, ``fine_accuracy``, ``val_...``, ``test_...``).
     """
     run_dir = Path(run_dir)
     done_file, log_file, backup = run_dir / "history.json", run_dir / "log.csv", run_dir / "backup"
@@ -195,6 +199,7 @@ def fit_resumable(
         StopOnNonFinite(),
         keras.callbacks.CSVLogger(str(log_file), append=True),
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        *(callbacks or []),
     ]
     try:
         model.fit(
@@ -307,7 +312,7 @@ class _TaskMeters:
 class _Loop:
     """The compiled training, evaluation and measuring steps of :func:`train`."""
 
-    def __init__(self, model, losses, optimizer, loss_weights):
+    def __init__(self, model, losses, optimizer, loss_weights, train_spec, val_spec=None):
         self.model, self.optimizer = model, optimizer
         self.tasks = list(model.output_names)
         self.losses = losses
@@ -319,10 +324,12 @@ class _Loop:
         self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
         self.first_non_finite = tf.Variable([0] * len(self.tasks), trainable=False, dtype=tf.int64)
         self.val_meters = _TaskMeters(self.tasks, losses, prefix="val_")
+        # one trace per step function: the datasets' specs (batch dimension None) fix the
+        # input signature, so a smaller last batch does not trigger a second trace
         jit = _use_xla(model)
-        self.train_step = tf.function(self._train_step, reduce_retracing=True, jit_compile=jit)
-        self.eval_step = tf.function(self._eval_step, reduce_retracing=True, jit_compile=jit)
-        self.measure_step = tf.function(self._measure_step, reduce_retracing=True, jit_compile=jit)
+        self.train_step = tf.function(self._train_step, input_signature=train_spec, jit_compile=jit)
+        self.measure_step = tf.function(self._measure_step, input_signature=train_spec, jit_compile=jit)
+        self.eval_step = tf.function(self._eval_step, input_signature=val_spec, jit_compile=jit)
 
     def set_coefficients(self, gates: Mapping[str, int], scales: Mapping[str, float]) -> None:
         values = [gates[t] * scales[t] * w for t, w in zip(self.tasks, self.loss_weights)]
@@ -561,7 +568,8 @@ def train(
                 f"{run_dir} already holds {record['epoch']} epochs, more than epochs={epochs}. "
                 "Ask for at least that many, or use a fresh run_dir."
             )
-    loop = _Loop(model, task_losses, optimizer, weights)
+    val_spec = validation_data.element_spec if validation_data is not None else None
+    loop = _Loop(model, task_losses, optimizer, weights, data_for(0).element_spec, val_spec)
     result = _history(model, record["history"])
     result.step_function = loop.train_step
     if record["epoch"] >= epochs or record["stopped"]:
