@@ -79,7 +79,8 @@ def fc_layers_2(x: keras.KerasTensor, task: str, num_classes: int) -> keras.Kera
     """
     x = dense_block(x, 256, f"{task}_fc256")
     x = dense_block(x, 128, f"{task}_fc128")
-    return layers.Dense(num_classes, name=task)(x)
+    # float32 logits keep the losses stable under a mixed-precision policy.
+    return layers.Dense(num_classes, dtype="float32", name=task)(x)
 
 
 def _head(x: keras.KerasTensor, task: str, num_classes: int, reused=None) -> keras.KerasTensor:
@@ -124,6 +125,30 @@ def build_cifar100(
         fine = _head(fine_features, "fine", num_fine)
         coarse = _head(coarse_features, "coarse", num_coarse)
     return keras.Model(inputs, {"fine": fine, "coarse": coarse}, name=name)
+
+
+def parameter_table(names=NAMES, **kwargs):
+    """Parameter counts of the CIFAR-100 architectures, and what sharing saves.
+
+    Returns a pandas DataFrame indexed by architecture: total weights (BatchNorm moving
+    statistics included, as ``count_params`` reports), the number of convolutional
+    trunks, and the difference from the independent networks.
+    """
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        model = build_cifar100(name, **kwargs)
+        trunks = 1 if name.startswith("shared") else 2
+        rows.append({"architecture": name, "parameters": model.count_params(), "trunks": trunks})
+    table = pd.DataFrame(rows).set_index("architecture")
+    if "independent" in table.index:
+        reference = table.loc["independent", "parameters"]
+    else:
+        reference = build_cifar100("independent", **kwargs).count_params()
+    table["vs independent"] = table["parameters"] - reference
+    table["description"] = [DESCRIPTIONS[n] for n in table.index]
+    return table
 
 
 # -------------------------------------------------------------------- CelebA model
@@ -202,5 +227,5 @@ def build_celeba(
     )(inputs)
     features = backbone(x)
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
-    outputs = {a: layers.Dense(1, name=a)(pooled) for a in attributes}
+    outputs = {a: layers.Dense(1, dtype="float32", name=a)(pooled) for a in attributes}
     return keras.Model(inputs, outputs, name="celeba_resnet18")

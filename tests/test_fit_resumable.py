@@ -1,0 +1,114 @@
+"""Keras fit that survives an interruption and remembers finished runs (the notebooks' path)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlkit import training
+
+
+def tiny_build():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    model = keras.Model(inputs, {"a": keras.layers.Dense(3, name="a")(hidden),
+                                 "b": keras.layers.Dense(2, name="b")(hidden)})
+    return training.compile_multitask(model, learning_rate=1e-2, loss_weights={"a": 2, "b": 1})
+
+
+def tiny_data(n=64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = {"a": (x[:, 0] > 0).astype("int32") + (x[:, 1] > 1), "b": (x[:, 2] > 0).astype("int32")}
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+class StopAt(keras.callbacks.Callback):
+    """Simulate a disconnect: raise at the start of an epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("session disconnected")
+
+
+def test_interrupted_fit_resumes_after_the_last_finished_epoch(tmp_path):
+    training.set_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path,
+                               callbacks=[StopAt(2)], verbose=0)
+    assert len(training.read_history_csv(tmp_path / "log.csv")["loss"]) == 2
+    assert not (tmp_path / "history.json").exists()
+
+    epochs_run = []
+    counter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))
+    history = training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path,
+                                     validation_data=tiny_data(), callbacks=[counter], verbose=0)
+    assert epochs_run == [2, 3]  # only the missing epochs were trained
+    assert len(history["loss"]) == 4
+    assert {"a_loss", "b_accuracy"} <= set(history)
+    stored = json.loads((tmp_path / "history.json").read_text())
+    assert stored["epochs"] == 4 and stored["history"]["loss"] == history["loss"]
+    assert not (tmp_path / "backup").exists()
+
+
+def test_finished_runs_are_read_back_not_retrained(tmp_path):
+    first = training.fit_resumable(tiny_build, tiny_data(), epochs=2, run_dir=tmp_path,
+                                   extra_eval={"test": tiny_data()}, verbose=0)
+    assert len(first["test_loss"]) == 2 and "test_a_accuracy" in first
+
+    def must_not_build():
+        raise AssertionError("a finished run was trained again")
+
+    assert training.fit_resumable(must_not_build, tiny_data(), epochs=2, run_dir=tmp_path) == first
+    with pytest.raises(ValueError, match="recompute=True"):
+        training.fit_resumable(must_not_build, tiny_data(), epochs=3, run_dir=tmp_path)
+    again = training.fit_resumable(tiny_build, tiny_data(), epochs=3, run_dir=tmp_path,
+                                   recompute=True, verbose=0)
+    assert len(again["loss"]) == 3
+
+
+def test_an_epoch_logged_twice_keeps_its_last_row(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("epoch,loss\n0,1.0\n1,0.9\n1,0.8\n2,0.7\n")
+    assert training.read_history_csv(path) == {"loss": [1.0, 0.8, 0.7]}
+
+
+def test_non_finite_loss_stops_with_the_task_and_epoch(tmp_path):
+    x = np.full((32, 6), 3e38, dtype="float32")  # overflows to inf, then NaN
+    y = {"a": np.zeros(32, "int32"), "b": np.zeros(32, "int32")}
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(FloatingPointError, match=r"a_loss.*epoch 1"):
+        training.fit_resumable(tiny_build, ds, epochs=2, run_dir=tmp_path, verbose=0)
+    assert not (tmp_path / "history.json").exists()
+
+
+def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
+    path = tmp_path / "history.json"
+    training.atomic_write_json(path, {"ok": 1})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", disk_full)
+    with pytest.raises(OSError, match="free some space"):
+        training.atomic_write_json(path, {"ok": 2})
+    assert json.loads(path.read_text()) == {"ok": 1}  # the old file is intact
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_loss_weights_must_name_outputs():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, {"a": keras.layers.Dense(2, name="a")(inputs)})
+    with pytest.raises(ValueError, match="not outputs of the model"):
+        training.compile_multitask(model, learning_rate=1e-3, loss_weights={"fine": 2})
+
+
+def test_seed_must_be_an_int():
+    with pytest.raises(TypeError, match="seed must be an int"):
+        training.set_seed("0")
