@@ -23,6 +23,17 @@ from mtlkit.cifar100 import (  # noqa: F401  (re-exported)
     read_cifar100_folder,
     synthetic_cifar100,
 )
+from mtlkit.celeba import (  # noqa: F401  (re-exported)
+    ATTRIBUTES,
+    EIGHT,
+    describe_source,
+    label_stats,
+    load_celeba,
+    load_labels,
+    read_annotations,
+    read_attributes,
+    read_partition,
+)
 
 
 def batched(
