@@ -192,6 +192,11 @@ def fit_resumable(
             f"{run_dir} holds a finished run of {stored.get('epochs')} epochs, not {epochs}. "
             "Pass recompute=True to train again, or use another run directory."
         )
+    if int(train_data.cardinality()) == 0:
+        raise ValueError(
+            "train_data is empty (0 batches): check the split, the `limit` and the data "
+            "folder you passed."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build()
     callbacks = [

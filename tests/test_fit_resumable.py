@@ -112,3 +112,24 @@ def test_loss_weights_must_name_outputs():
 def test_seed_must_be_an_int():
     with pytest.raises(TypeError, match="seed must be an int"):
         training.set_seed("0")
+
+
+def test_empty_training_data_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="train_data is empty"):
+        training.fit_resumable(tiny_build, tiny_data().take(0), epochs=1, run_dir=tmp_path)
+
+
+def test_a_backup_from_a_different_model_is_refused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_resumable(tiny_build, tiny_data(), epochs=3, run_dir=tmp_path,
+                               callbacks=[StopAt(1)], verbose=0)
+
+    def wider():
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(5)(inputs)
+        model = keras.Model(inputs, {"a": keras.layers.Dense(3, name="a")(hidden),
+                                     "b": keras.layers.Dense(2, name="b")(hidden)})
+        return training.compile_multitask(model, learning_rate=1e-2)
+
+    with pytest.raises(ValueError, match="written by a different model"):
+        training.fit_resumable(wider, tiny_data(), epochs=3, run_dir=tmp_path, verbose=0)
