@@ -477,10 +477,10 @@ def _synthetic_dataset(
         keys = tf.stack([tf.constant(seed, tf.int64), split_id * 10**7 + index])
         k1, k2, k3 = tf.unstack(tf.random.experimental.stateless_split(keys, 3))
         on = tf.cast(tf.stack([y[a] for a in attributes]), tf.float32)
-        strength = tf.random.stateless_uniform([len(attributes)], k1, 0.6, 1.2) * on
+        strength = tf.random.stateless_uniform([len(attributes)], k1, 0.2, 0.8) * on
         shift = tf.random.stateless_uniform([2], k2, -jitter, jitter + 1, tf.int32)
         marks = tf.roll(tf.tensordot(strength, cues, axes=1), shift, axis=[0, 1])
-        noise = tf.random.stateless_normal([image_size, image_size, 3], k3, stddev=0.12)
+        noise = tf.random.stateless_normal([image_size, image_size, 3], k3, stddev=0.15)
         return tf.clip_by_value(face + marks + noise, 0.0, 1.0), y
 
     ds = tf.data.Dataset.from_tensor_slices(

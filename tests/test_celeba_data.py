@@ -295,7 +295,8 @@ def test_synthetic_is_deterministic_with_real_rates():
 
 
 def test_synthetic_attributes_are_learnable():
-    """A logistic regression on the pixels beats the majority guess on every attribute."""
+    """A logistic regression on the pixels closes a quarter of the gap between the majority
+    guess and perfect accuracy, on every attribute."""
     def arrays(split, n):
         ds = celeba.load_celeba(split, source="synthetic", image_size=24, limit=n, seed=1)
         x, y = next(iter(ds.batch(n)))
@@ -314,7 +315,7 @@ def test_synthetic_attributes_are_learnable():
             b -= 0.5 * float(np.mean(p - y))
         accuracy = np.mean(((x_test @ w + b) > 0) == y_test[attribute])
         majority = max(y_test[attribute].mean(), 1 - y_test[attribute].mean())
-        assert accuracy > majority + 0.5 * (1 - majority), (attribute, accuracy, majority)
+        assert accuracy > majority + 0.25 * (1 - majority), (attribute, accuracy, majority)
 
 
 def test_describe_source():
