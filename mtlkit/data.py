@@ -26,14 +26,21 @@ from mtlkit.cifar100 import (  # noqa: F401  (re-exported)
 from mtlkit.celeba import (  # noqa: F401  (re-exported)
     ATTRIBUTES,
     EIGHT,
+    TRAIN_POSITIVE_RATES,
     describe_source,
     label_stats,
     load_celeba,
     load_labels,
+    majority_classes,
     read_annotations,
     read_attributes,
     read_partition,
+    synthetic_labels,
 )
+
+MAX_SHUFFLE_BUFFER = 50_000
+"""Examples held for shuffling: all of CIFAR-100's training split; for larger sets, shuffle
+the file list before decoding instead (``load_celeba(..., shuffle_seed=...)``)."""
 
 
 def batched(
@@ -60,8 +67,8 @@ def batched(
     if cache:
         ds = ds.cache()
     if shuffle:
-        size = ds.cardinality()
-        buffer = int(size) if size > 0 else 10_000
+        size = int(ds.cardinality())
+        buffer = min(size, MAX_SHUFFLE_BUFFER) if size > 0 else 10_000
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment is not None:

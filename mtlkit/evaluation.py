@@ -265,13 +265,25 @@ def seed_table(values: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# Two-sided 95 % critical values of Student's t, by degrees of freedom.
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+        10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def t_critical(dof: int) -> float:
+    """The two-sided 95 % critical value of Student's t (1.96 for large samples)."""
+    known = [d for d in _T95 if d <= dof]
+    return 1.96 if dof > 30 else _T95[max(known)]
+
+
 def compare_to_baseline(values: pd.DataFrame, baseline: str, metric: str) -> pd.DataFrame:
     """Is each model's difference from ``baseline`` larger than seed-to-seed noise?
 
-    For each model: the difference of the means, and the standard error of that difference
-    (from the two models' spreads across seeds). A difference within two standard errors
-    is reported as "within noise"; with fewer than two seeds per model, the noise cannot be
-    estimated and the verdict says so.
+    For each model: the difference of the means over seeds, its standard error (from both
+    models' spreads), and a verdict from a two-sample t-test at the 95 % level: a
+    difference smaller than ``t x standard error`` is "within noise". With few seeds the
+    critical t is large (4.3 for two seeds each), which is the honest price of few runs;
+    with one seed the noise cannot be estimated at all and the verdict says so.
     """
     grouped = values.groupby("model", sort=False)[metric]
     mean, var, n = grouped.mean(), grouped.var(ddof=1), grouped.size()
@@ -284,8 +296,11 @@ def compare_to_baseline(values: pd.DataFrame, baseline: str, metric: str) -> pd.
             error, verdict = float("nan"), "unknown (one seed: no spread to compare with)"
         else:
             error = float(np.sqrt(var[model] / n[model] + var[baseline] / n[baseline]))
-            verdict = "within noise" if abs(diff) <= 2 * error else (
-                "better" if diff > 0 else "worse") + " beyond noise"
+            threshold = t_critical(int(n[model] + n[baseline] - 2)) * error
+            if abs(diff) <= threshold or error == 0:
+                verdict = "within noise" if error > 0 else "no spread measured: cannot tell"
+            else:
+                verdict = ("better" if diff > 0 else "worse") + " beyond noise"
         rows.append({"model": model, f"{metric} difference": diff, "standard error": error,
                      "verdict": "baseline" if model == baseline else verdict})
     return pd.DataFrame(rows).set_index("model")

@@ -1,0 +1,61 @@
+"""The results table across seeds and the noise check (CIFAR-100 notebook 02)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from mtlkit import evaluation
+
+
+def history(fine_acc, coarse_acc, fine_loss=2.0, coarse_loss=1.0):
+    return {"val_fine_accuracy": [0.1, fine_acc], "val_coarse_accuracy": [0.2, coarse_acc],
+            "val_fine_loss": [3.0, fine_loss], "val_coarse_loss": [2.0, coarse_loss]}
+
+
+def test_final_values_take_the_last_epoch_of_each_run():
+    values = evaluation.final_values({"a": [history(0.5, 0.6), history(0.52, 0.62)]})
+    assert values["fine acc"].tolist() == [0.5, 0.52]
+    assert values["coarse loss"].tolist() == [1.0, 1.0]
+    with pytest.raises(KeyError, match="val_fine_accuracy"):
+        evaluation.final_values({"b": [{"loss": [1.0]}]})
+
+
+def test_seed_table_shows_mean_and_sample_spread():
+    values = evaluation.final_values({"a": [history(0.50, 0.6), history(0.52, 0.6)],
+                                      "b": [history(0.40, 0.7)]})
+    table = evaluation.seed_table(values)
+    assert table.loc["a", "fine acc"] == "51.00 ± 1.41"  # sd of 50 and 52 is sqrt(2)
+    assert table.loc["b", "fine acc"] == "40.00"  # one seed: no spread shown
+    assert table.loc["a", "seeds"] == 2
+
+
+def test_noise_check_uses_the_t_test_over_seeds():
+    runs = {
+        "base": [history(0.50, 0.6), history(0.52, 0.6), history(0.51, 0.6)],
+        "close": [history(0.515, 0.6), history(0.525, 0.6), history(0.505, 0.6)],
+        "far": [history(0.60, 0.6), history(0.61, 0.6), history(0.62, 0.6)],
+    }
+    verdict = evaluation.compare_to_baseline(evaluation.final_values(runs), "base", "fine acc")
+    assert verdict.loc["base", "verdict"] == "baseline"
+    assert verdict.loc["close", "verdict"] == "within noise"
+    assert verdict.loc["far", "verdict"] == "better beyond noise"
+    assert verdict.loc["far", "fine acc difference"] == pytest.approx(0.10)
+    assert verdict.loc["far", "standard error"] == pytest.approx(math.sqrt(0.01**2 / 3 * 2))
+
+
+def test_one_seed_or_no_spread_gives_no_verdict():
+    one = {"base": [history(0.5, 0.6)], "other": [history(0.7, 0.6)]}
+    verdict = evaluation.compare_to_baseline(evaluation.final_values(one), "base", "fine acc")
+    assert verdict.loc["other", "verdict"].startswith("unknown")
+    same = {"base": [history(0.5, 0.6)] * 2, "other": [history(0.7, 0.6)] * 2}
+    verdict = evaluation.compare_to_baseline(evaluation.final_values(same), "base", "fine acc")
+    assert verdict.loc["other", "verdict"].startswith("no spread")
+    with pytest.raises(KeyError, match="baseline"):
+        evaluation.compare_to_baseline(evaluation.final_values(one), "missing", "fine acc")
+
+
+def test_t_critical_values():
+    assert evaluation.t_critical(2) == 4.30
+    assert evaluation.t_critical(11) == 2.23
+    assert evaluation.t_critical(1000) == 1.96
