@@ -1,0 +1,146 @@
+"""Draw the benchmark figures from the JSON files the benchmark scripts write.
+
+    python benchmarks/make_figures.py                       # benchmarks/results/*.json
+    python benchmarks/make_figures.py --results DIR --out benchmarks/figures
+
+Writes ``training_throughput.png`` (images/s per architecture and loop, with the ratio to
+``fit`` above each bar; the 95 % goal marked), ``celeba_pipeline.png`` (first-epoch
+images/s of each pipeline against the bare-decode ceiling, 80 % goal marked) and
+``notebooks.png`` (quick-profile wall time per notebook) for whichever JSON files exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def subtitle(payload: dict) -> str:
+    m = payload["machine"]
+    return (f"{m['cpu']}, {m['cores']} cores (shared with other work), TF {m['tensorflow']}, "
+            f"{m['date']}")
+
+
+def finish(fig, out: Path, payload: dict, title: str) -> None:
+    fig.suptitle(f"{title}\n{subtitle(payload)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def training_figure(payload: dict, out: Path) -> None:
+    results = payload["results"]
+    modes = ("fit", "train", "train+DST")
+    colours = ("#4c72b0", "#dd8452", "#55a868")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.26
+    for panel, (ax, key, label) in enumerate(zip(
+            axes, ("images_per_s_median", "cpu_ms_per_image_median"),
+            ("images / s (wall clock, median)", "CPU ms per image (all threads, median)"))):
+        for i, (mode, colour) in enumerate(zip(modes, colours)):
+            xs = [j + (i - 1) * width for j in range(len(results))]
+            ys = [r["modes"][mode][key] for r in results]
+            every = [r["modes"][mode][key.replace("_median", "_all")] for r in results]
+            spread = [[y - min(a) for y, a in zip(ys, every)], [max(a) - y for y, a in zip(ys, every)]]
+            bars = ax.bar(xs, ys, width, label=mode, color=colour, yerr=spread, capsize=2,
+                          error_kw={"lw": 0.8})
+            if mode != "fit":
+                ratio_key = "ratio_to_fit_median" if panel == 0 else "cpu_ratio_to_fit_median"
+                for bar, r in zip(bars, results):
+                    ax.annotate(f"{r['modes'][mode][ratio_key]:.2f}", (bar.get_x() + width / 2, bar.get_height()),
+                                ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(results)))
+        ax.set_xticklabels([r["architecture"] for r in results], rotation=15)
+        ax.set_ylabel(label)
+    axes[0].set_title("Throughput; bars: median, whiskers: min-max over repeats\n"
+                      "numbers: median of per-repeat ratios to fit (goal >= 0.95)", fontsize=9)
+    axes[1].set_title("CPU cost per image; whiskers: min-max\n"
+                      "numbers: median of per-repeat fit CPU / loop CPU (goal >= 0.95)", fontsize=9)
+    axes[0].legend(fontsize=8)
+    s = payload["settings"]
+    finish(fig, out, payload, f"Training step: fit vs mtlkit.training.train (batch {s['batch_size']}, "
+           f"{s['steps']} steps x {s['timed_epochs']} timed epochs, {s['repeats']} repeats)")
+
+
+def pipeline_figure(payload: dict, out: Path) -> None:
+    results = payload["results"]
+    names = list(results)
+    colours = ["#4c72b0" if n == "ceiling" else "#dd8452" if n.startswith("load_celeba") else "#999999"
+               for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    panels = (("first_epoch_images_per_s_median", "ratio_to_ceiling_median",
+               "first epoch, images / s (wall clock, median)"),
+              ("first_epoch_cpu_ms_per_image_median", "cpu_ratio_to_ceiling_median",
+               "CPU ms per image (all threads, median)"))
+    for ax, (key, ratio_key, label) in zip(axes, panels):
+        ys = [results[n][key] for n in names]
+        bars = ax.barh(range(len(names)), ys, color=colours)
+        for bar, n in zip(bars, names):
+            ax.annotate(f" {100 * results[n][ratio_key]:.0f} %",
+                        (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
+        ax.set_xlabel(label)
+    ceiling = results["ceiling"]
+    axes[0].axvline(0.8 * ceiling["first_epoch_images_per_s_median"], color="k", ls="--", lw=1,
+                    label="80 % of the ceiling (goal)")
+    axes[1].axvline(ceiling["first_epoch_cpu_ms_per_image_median"] / 0.8, color="k", ls="--", lw=1,
+                    label="ceiling CPU / 0.8 (goal: left of it)")
+    for ax in axes:
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_yticks(range(len(names)))
+    axes[0].set_yticklabels(names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_title("wall clock; % = rate / ceiling's rate (same repeat)", fontsize=9)
+    axes[1].set_title("CPU cost; % = ceiling's CPU / this CPU (robust to other load)", fontsize=9)
+    s = payload["settings"]
+    finish(fig, out, payload, f"CelebA pipeline vs bare JPEG decode: {s['images']} images of "
+           f"celeba_mini ({s['split']}), batch {s['batch_size']}; orange: load_celeba, grey: alternatives")
+
+
+def notebooks_figure(payload: dict, out: Path) -> None:
+    times = payload["times"]
+    fig, ax = plt.subplots(figsize=(8, 3))
+    names = list(times)
+    ax.barh(range(len(names)), [times[n] for n in names], color="#4c72b0")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    total = sum(times.values())
+    ax.set_xlabel(f"seconds (total {total:.0f} s; goal: total <= 600 s)")
+    ax.set_title(f"Quick-profile wall time per notebook\n{payload.get('note', '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--out", type=Path, default=HERE / "figures")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    drawn = 0
+    for stem, draw, png in (("training", training_figure, "training_throughput.png"),
+                            ("celeba_pipeline", pipeline_figure, "celeba_pipeline.png"),
+                            ("notebooks", notebooks_figure, "notebooks.png")):
+        path = args.results / f"{stem}.json"
+        if path.exists():
+            draw(json.loads(path.read_text()), args.out / png)
+            print(f"wrote {args.out / png}")
+            drawn += 1
+    if not drawn:
+        print(f"no results in {args.results}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
