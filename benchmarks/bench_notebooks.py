@@ -4,6 +4,10 @@ Runs ``python run_notebooks.py --profile quick`` (papermill, one kernel per note
 executed copies in ``notebooks/executed/``), shows its output as it goes, reads the
 "Wall time per notebook" table it prints at the end, and writes it as JSON.
 
+The notebooks keep finished training runs under ``MTLKIT_RUNS_DIR`` and reuse them when run
+again; so that the times are those of a first run, this points ``MTLKIT_RUNS_DIR`` at a fresh
+temporary folder (deleted afterwards) unless ``--keep-runs`` is given.
+
     python benchmarks/bench_notebooks.py --json benchmarks/results/notebooks.json
     python benchmarks/bench_notebooks.py --only 03 04
 """
@@ -13,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,12 +32,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", help="notebook numbers or names (default: all)")
     p.add_argument("--json", metavar="OUT", help="write the times to this JSON file")
+    p.add_argument("--keep-runs", action="store_true",
+                   help="use the usual MTLKIT_RUNS_DIR (stored runs are reused: not a cold run)")
     args = p.parse_args(argv)
+    if args.keep_runs:
+        return run(args, dict(os.environ))
+    with tempfile.TemporaryDirectory(prefix="mtlkit-runs-") as runs:
+        return run(args, {**os.environ, "MTLKIT_RUNS_DIR": runs})
+
+
+def run(args: argparse.Namespace, env: dict) -> int:
     command = [sys.executable, str(ROOT / "run_notebooks.py"), "--profile", "quick"]
     if args.only:
         command += ["--only", *args.only]
     started = time.strftime("%Y-%m-%d %H:%M %Z")
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     times, in_table = {}, False
     for line in proc.stdout:
         print(line, end="", flush=True)
@@ -50,6 +66,7 @@ def main(argv=None) -> int:
                    "command": "python run_notebooks.py --profile quick"
                               + (f" --only {' '.join(args.only)}" if args.only else ""),
                    "times": times, "total_s": sum(times.values()),
+                   "fresh_runs_dir": not args.keep_runs,
                    "note": f"{machine()['cpu']}, {machine()['cores']} cores shared with other work; {started}"}
         Path(args.json).write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.json}")

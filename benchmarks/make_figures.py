@@ -2,6 +2,7 @@
 
     python benchmarks/make_figures.py                       # benchmarks/results/*.json
     python benchmarks/make_figures.py --results DIR --out benchmarks/figures
+    python benchmarks/make_figures.py --markdown            # also print the README's tables
 
 Writes ``training_throughput.png`` (images/s per architecture and loop, with the ratio to
 ``fit`` above each bar; the 95 % goal marked), ``celeba_pipeline.png`` (first-epoch
@@ -88,13 +89,14 @@ def pipeline_figure(payload: dict, out: Path) -> None:
             ax.annotate(f" {100 * results[n][ratio_key]:.0f} %",
                         (bar.get_width(), bar.get_y() + bar.get_height() / 2), va="center", fontsize=8)
         ax.set_xlabel(label)
+        ax.set_xlim(0, 1.45 * max(ys))  # room for the labels and the legend
     ceiling = results["ceiling"]
     axes[0].axvline(0.8 * ceiling["first_epoch_images_per_s_median"], color="k", ls="--", lw=1,
                     label="80 % of the ceiling (goal)")
     axes[1].axvline(ceiling["first_epoch_cpu_ms_per_image_median"] / 0.8, color="k", ls="--", lw=1,
                     label="ceiling CPU / 0.8 (goal: left of it)")
-    for ax in axes:
-        ax.legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="center right")
+    axes[1].legend(fontsize=8, loc="lower right")
     axes[0].set_yticks(range(len(names)))
     axes[0].set_yticklabels(names, fontsize=8)
     axes[0].invert_yaxis()
@@ -121,11 +123,63 @@ def notebooks_figure(payload: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def markdown_tables(results_dir: Path) -> str:
+    """The README's tables, from the same JSON files (so no figure is copied by hand)."""
+    out = []
+    for stem in ("training", "training_overhead"):
+        path = results_dir / f"{stem}.json"
+        if not path.exists():
+            continue
+        payload = json.loads(path.read_text())
+        out += [f"`{payload['command']}` ({payload['machine']['date']})", "",
+                "| architecture | fit img/s | train img/s | train+DST img/s | train / fit | DST / fit "
+                "| CPU ms/img fit / train / DST | train / fit (CPU) | DST / fit (CPU) "
+                "| compile s fit / train / DST | measuring pass s (first call) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in payload["results"]:
+            m, mp = r["modes"], r["measuring_pass"]
+            out.append(
+                f"| {r['architecture']} | {m['fit']['images_per_s_median']:.1f} "
+                f"| {m['train']['images_per_s_median']:.1f} | {m['train+DST']['images_per_s_median']:.1f} "
+                f"| {m['train']['ratio_to_fit_median']:.2f} | {m['train+DST']['ratio_to_fit_median']:.2f} "
+                f"| {' / '.join(format(m[k]['cpu_ms_per_image_median'], '.3g') for k in ('fit', 'train', 'train+DST'))} "
+                f"| {m['train']['cpu_ratio_to_fit_median']:.3f} | {m['train+DST']['cpu_ratio_to_fit_median']:.3f} "
+                f"| {' / '.join(format(m[k]['compile_s_first_call'], '.1f') for k in ('fit', 'train', 'train+DST'))} "
+                f"| {mp['total_s_median']:.2f} ({mp['first_call_s_median']:.2f}) |")
+        out.append("")
+    path = results_dir / "celeba_pipeline.json"
+    if path.exists():
+        payload = json.loads(path.read_text())
+        out += [f"`{payload['command']}` ({payload['machine']['date']})", "",
+                "| pipeline | first epoch img/s | % of ceiling (wall) | CPU ms/img | % of ceiling (CPU) "
+                "| cached epochs img/s | max abs pixel diff to load_celeba |",
+                "|---|---|---|---|---|---|---|"]
+        for name, r in payload["results"].items():
+            cached = r.get("cached_epoch_images_per_s_median")
+            diff = r.get("max_abs_difference_to_load_celeba")
+            out.append(
+                f"| {name} | {r['first_epoch_images_per_s_median']:.0f} | {100 * r['ratio_to_ceiling_median']:.0f} % "
+                f"| {r['first_epoch_cpu_ms_per_image_median']:.3f} | {100 * r['cpu_ratio_to_ceiling_median']:.0f} % "
+                f"| {f'{cached:.0f}' if cached is not None else ''} | {f'{diff:.4f}' if diff is not None else ''} |")
+        out.append("")
+    path = results_dir / "notebooks.json"
+    if path.exists():
+        payload = json.loads(path.read_text())
+        out += [f"`{payload['command']}` ({payload['started']}; fresh runs folder: "
+                f"{payload.get('fresh_runs_dir', False)})", "", "| notebook | wall time (s) |", "|---|---|"]
+        out += [f"| {name} | {t:.1f} |" for name, t in payload["times"].items()]
+        out += [f"| **total** | **{payload['total_s']:.1f}** |", ""]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--out", type=Path, default=HERE / "figures")
+    p.add_argument("--markdown", action="store_true", help="also print the README's tables")
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown_tables(args.results))
     args.out.mkdir(parents=True, exist_ok=True)
     drawn = 0
     for stem, draw, png in (("training", training_figure, "training_throughput.png"),
