@@ -252,8 +252,9 @@ def machine() -> dict:
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"cpu": model, "cores": os.cpu_count(), "gpus": [g.name for g in gpus],
+    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+            for g in tf.config.list_physical_devices("GPU")]
+    return {"cpu": model, "cores": os.cpu_count(), "gpus": gpus,
             "tensorflow": tf.__version__, "keras": keras.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
 
