@@ -27,9 +27,9 @@ about the training step, not the input pipeline.
     python benchmarks/bench_training.py --all --json out.json
     python benchmarks/bench_training.py --architectures shared_conv --steps 30 --repeats 5
 
-On a GPU the same command measures the GPU (``fit`` then uses XLA via
-``jit_compile="auto"``, and so does ``train``); add ``--mixed-precision`` to measure the
-``mixed_float16`` policy.
+On a GPU the same command measures the GPU. Both loops run without XLA by default (the
+kit's default, ``jit_compile=False``); ``--jit-compile true`` (or ``auto``) compiles both with
+XLA, and ``--mixed-precision`` sets the ``mixed_float16`` policy.
 """
 
 from __future__ import annotations
@@ -150,13 +150,16 @@ def run_fit(model, ds, epochs):
     return timer, None
 
 
+JIT_COMPILE: bool | str = False  # set from --jit-compile
+
+
 def run_train(model, ds, epochs, optimizer, scheduler=None):
     timer = EpochTimer()
     losses = training.classification_losses(model.output_names)
     with MeasuringPassTimer() as mp:
         training.train(model, ds, epochs=epochs, losses=losses, optimizer=optimizer,
                        loss_weights={"fine": 2.0, "coarse": 1.0}, scheduler=scheduler,
-                       callbacks=[timer], verbose=0)
+                       callbacks=[timer], verbose=0, jit_compile=JIT_COMPILE)
     if mp.total is None and timer.train_begin is not None and scheduler is not None:
         mp.total = timer.first_epoch_begin - timer.train_begin
     return timer, mp if scheduler is not None else None
@@ -165,7 +168,8 @@ def run_train(model, ds, epochs, optimizer, scheduler=None):
 def bench_architecture(name: str, args, ds, n_images: int) -> dict:
     keras.utils.set_random_seed(args.seed)
     model = build(name)
-    training.compile_multitask(model, learning_rate=5e-4, loss_weights={"fine": 2, "coarse": 1})
+    training.compile_multitask(model, learning_rate=5e-4, loss_weights={"fine": 2, "coarse": 1},
+                               jit_compile=JIT_COMPILE)
     optimizers = {m: keras.optimizers.Adam(5e-4) for m in MODES[1:]}
     depths = dst.task_depths(model)
     initial = model.get_weights()  # every call starts from the same weights
@@ -321,8 +325,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", action="store_true",
                    help="set the mixed_float16 policy (meant for a GPU)")
+    p.add_argument("--jit-compile", choices=("false", "true", "auto"), default="false",
+                   help="XLA for both loops (default false, the kit's default)")
     p.add_argument("--json", metavar="OUT", help="write all measurements to this JSON file")
     args = p.parse_args(argv)
+    global JIT_COMPILE
+    JIT_COMPILE = {"false": False, "true": True, "auto": "auto"}[args.jit_compile]
     if args.steps < 2 or args.timed_epochs < 1 or args.repeats < 1 or args.batch_size < 1:
         p.error("need --steps >= 2, --timed-epochs >= 1, --repeats >= 1, --batch-size >= 1")
     names = list(architectures.NAMES) if args.all else list(args.architectures)

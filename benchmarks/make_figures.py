@@ -75,7 +75,7 @@ def training_figure(payload: dict, out: Path) -> None:
 def pipeline_figure(payload: dict, out: Path) -> None:
     results = payload["results"]
     names = list(results)
-    colours = ["#4c72b0" if n == "ceiling" else "#dd8452" if n.startswith("load_celeba") else "#999999"
+    colours = ["#4c72b0" if n == "ceiling" else "#999999" if n.startswith("previous") else "#dd8452"
                for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
     panels = (("first_epoch_images_per_s_median", "ratio_to_ceiling_median",
@@ -104,7 +104,7 @@ def pipeline_figure(payload: dict, out: Path) -> None:
     axes[1].set_title("CPU cost; % = ceiling's CPU / this CPU (robust to other load)", fontsize=9)
     s = payload["settings"]
     finish(fig, out, payload, f"CelebA pipeline vs bare JPEG decode: {s['images']} images of "
-           f"celeba_mini ({s['split']}), batch {s['batch_size']}; orange: load_celeba, grey: alternatives")
+           f"celeba_mini ({s['split']}), batch {s['batch_size']}; orange: the kit, grey: its previous loader")
 
 
 def notebooks_figure(payload: dict, out: Path) -> None:
@@ -152,15 +152,15 @@ def markdown_tables(results_dir: Path) -> str:
         payload = json.loads(path.read_text())
         out += [f"`{payload['command']}` ({payload['machine']['date']})", "",
                 "| pipeline | first epoch img/s | % of ceiling (wall) | CPU ms/img | % of ceiling (CPU) "
-                "| cached epochs img/s | max abs pixel diff to load_celeba |",
+                "| cached epochs img/s | max abs pixel diff to the previous loader (0..255) |",
                 "|---|---|---|---|---|---|---|"]
         for name, r in payload["results"].items():
             cached = r.get("cached_epoch_images_per_s_median")
-            diff = r.get("max_abs_difference_to_load_celeba")
+            diff = r.get("max_abs_difference_to_previous")
             out.append(
                 f"| {name} | {r['first_epoch_images_per_s_median']:.0f} | {100 * r['ratio_to_ceiling_median']:.0f} % "
                 f"| {r['first_epoch_cpu_ms_per_image_median']:.3f} | {100 * r['cpu_ratio_to_ceiling_median']:.0f} % "
-                f"| {f'{cached:.0f}' if cached is not None else ''} | {f'{diff:.4f}' if diff is not None else ''} |")
+                f"| {f'{cached:.0f}' if cached is not None else ''} | {f'{diff:.1f}' if diff is not None else ''} |")
         out.append("")
     path = results_dir / "notebooks.json"
     if path.exists():

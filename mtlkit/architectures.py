@@ -200,8 +200,13 @@ def build_celeba(
 ) -> keras.Model:
     """One ResNet18 shared by one linear head per attribute; outputs are logits.
 
-    The model takes RGB images with values in [0, 1] and normalises them the way the
-    ImageNet-pretrained backbone expects. ``model.output_names`` are the attributes.
+    The model takes RGB images with values 0..255 (uint8, as :func:`mtlkit.celeba.load_celeba`
+    gives them, or float) of any size, and prepares them itself: ``Resizing`` to
+    ``image_size`` (bilinear: meant for enlarging the 178x178 crops to 224; to shrink, ask
+    the loader for the small size, which antialiases), ``Rescaling`` to [0, 1] and the
+    ImageNet normalisation the pretrained backbone expects. Done in the model, this work
+    runs on the accelerator, and a saved model takes raw face crops.
+    ``model.output_names`` are the attributes.
     """
     from mtlkit.celeba import ATTRIBUTES  # the 40 official names
 
@@ -219,12 +224,14 @@ def build_celeba(
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
 
     backbone = resnet18_backbone(weights)
-    inputs = keras.Input(shape=(height, width, 3), name="image")
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    x = layers.Resizing(height, width, name="resize")(inputs)
+    x = layers.Rescaling(1 / 255, name="to_unit_range")(x)
     x = layers.Normalization(
         mean=IMAGENET_MEAN,
         variance=[s**2 for s in IMAGENET_STD],
         name="imagenet_normalization",
-    )(inputs)
+    )(x)
     features = backbone(x)
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     outputs = {a: layers.Dense(1, dtype="float32", name=a)(pooled) for a in attributes}

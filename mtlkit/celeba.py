@@ -16,12 +16,15 @@ Three sources give the same thing, an unbatched ``tf.data.Dataset`` of
 
 Preprocessing (the 2023 report's): the aligned 178x218 (width x height) image is centre
 cropped to its central 178x178 square -- the face, without most of the background above
-and below -- then resized (with antialiasing) to ``image_size`` x ``image_size``, with RGB
-values in [0, 1]. The loader does **not** apply ImageNet normalisation: the model does that
-in its first layer (:func:`mtlkit.architectures.build_celeba`), so the same images serve a
-pretrained and a randomly initialised network, and plots show the images as they are.
+and below -- optionally shrunk (antialiased) to ``image_size`` x ``image_size``. Images stay uint8
+(0..255). Everything else happens inside the model
+(:func:`mtlkit.architectures.build_celeba`): resizing to the network's input size, scaling
+to [0, 1] and the ImageNet normalisation. So the CPU only decodes and crops (the libjpeg
+decode is the cost; see ``benchmarks/README.md``), the resize runs on the accelerator, the
+same images serve a pretrained and a randomly initialised network, a cache holds a quarter
+of what float32 would take, and plots show the images as they are.
 Caching, shuffling, batching and prefetching are left to :func:`mtlkit.data.batched`. For
-data too large to cache (the full train split at 224 px is 98 GB as float32), pass
+data too large to cache (the full train split is 15 GB even as uint8 178x178), pass
 ``shuffle_seed`` to :func:`load_celeba`: it shuffles the cheap list of files (or encoded
 TFDS records) every epoch *before* decoding, so no big shuffle buffer of images is needed.
 """
@@ -275,19 +278,83 @@ def majority_classes(labels: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[st
 
 
 # ---------------------------------------------------------------------- images
-def crop_and_resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
-    """uint8 HxWx3 -> float32 ``image_size`` x ``image_size`` x 3 in [0, 1].
+ALIGNED_SHAPE = (218, 178)  # height, width of every aligned CelebA image
+FACE_SIDE = 178  # side of their centre square
+DCT_RATIOS = (1, 2, 4, 8)  # the scales libjpeg can decode at directly (1/1, 1/2, 1/4, 1/8)
 
-    Centre crop to the largest centred square (178x178 of CelebA's 178x218 aligned images:
-    the face, without the strips of background above and below), then an antialiased resize.
+
+def _resize(square: tf.Tensor, image_size: int, shrink: bool) -> tf.Tensor:
+    method = "area" if shrink else "bilinear"
+    resized = tf.image.resize(square, (image_size, image_size), method=method)
+    return tf.saturate_cast(tf.round(resized), tf.uint8)
+
+
+def resize_square(square: tf.Tensor, image_size: int | None) -> tf.Tensor:
+    """Square uint8 image -> uint8 ``image_size`` x ``image_size`` (None: unchanged).
+
+    Shrinking uses ``method="area"`` (each output pixel averages the input pixels it
+    covers, so fine detail does not alias); enlarging uses plain bilinear interpolation
+    (antialiasing has nothing to do when enlarging, and the plain kernel is 2.5 times
+    faster). The result is rounded back to uint8: a quarter of float32's memory in a cache.
     """
-    image = tf.image.convert_image_dtype(image, tf.float32)
+    if image_size is None:
+        return square
+    return tf.cond(
+        tf.shape(square)[0] > image_size,
+        lambda: _resize(square, image_size, shrink=True),
+        lambda: _resize(square, image_size, shrink=False),
+    )
+
+
+def dct_ratio(image_size: int, shape: tuple[int, int] = ALIGNED_SHAPE) -> int:
+    """The coarsest libjpeg scale 1/r to decode a ``shape`` image's centre square at, when
+    it is shrunk to ``image_size`` afterwards.
+
+    r must leave at least 1.5 times ``image_size`` to average down from (an area resize by
+    less blurs like a sub-pixel shift), and the square must fall on whole pixels of the
+    scaled image (else the picture shifts). For CelebA's 178x178 square, 20 px from the top:
+    r = 2 up to 59 px, else 1 (178 is not a multiple of 4).
+    """
+    height, width = shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    usable = [r for r in DCT_RATIOS
+              if side % r == top % r == left % r == 0 and 2 * (side // r) >= 3 * image_size]
+    return max(usable, default=1)
+
+
+def crop_and_resize(image: tf.Tensor, image_size: int | None) -> tf.Tensor:
+    """Decoded uint8 HxWx3 image -> its centred square, resized (see :func:`resize_square`).
+
+    The largest centred square of CelebA's 178x218 aligned images is 178x178: the face,
+    without the strips of background above and below.
+    """
     shape = tf.shape(image)
     side = tf.minimum(shape[0], shape[1])
     top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
-    image = image[top : top + side, left : left + side]
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    return resize_square(image[top : top + side, left : left + side], image_size)
+
+
+def decode_face(raw: tf.Tensor, image_size: int | None) -> tf.Tensor:
+    """Encoded JPEG bytes -> uint8 centre square at ``image_size`` (None: native side).
+
+    The same picture as decoding the whole file and calling :func:`crop_and_resize`, for
+    less work: ``tf.io.decode_and_crop_jpeg`` decodes only the square, and for small sizes
+    libjpeg decodes it directly at half scale (an average in the DCT domain, see
+    :func:`dct_ratio`) before the final area resize. The scale and the filter are chosen
+    once, in Python, for CelebA's 178x218 aligned images (per-image ``tf.cond`` costs a
+    quarter of the decode time): an image of another size still comes out at
+    ``image_size``, only through a less fitting filter. See ``benchmarks/README.md``.
+    """
+    ratio = 1 if image_size is None else dct_ratio(image_size)
+    shape = tf.io.extract_jpeg_shape(raw)
+    height, width = (shape[0] + ratio - 1) // ratio, (shape[1] + ratio - 1) // ratio
+    side = tf.minimum(height, width)
+    window = tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+    square = tf.io.decode_and_crop_jpeg(raw, window, channels=3, ratio=ratio)
+    if image_size is None:
+        return square
+    return _resize(square, image_size, shrink=image_size < FACE_SIDE // ratio)
 
 
 def _labels_dict(labels: pd.DataFrame, attributes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -369,7 +436,7 @@ def _maybe_shuffle(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
 
 
 def _folder_dataset(
-    data_dir: Path, split: str, attributes: list[str], image_size: int,
+    data_dir: Path, split: str, attributes: list[str], image_size: int | None,
     limit: int | None, skip_unreadable: bool, verify: str, shuffle_seed: int | None,
 ) -> tf.data.Dataset:
     labels = read_annotations(data_dir)
@@ -380,8 +447,7 @@ def _folder_dataset(
     paths = [str(folder / n) for n in labels.index]
 
     def load(path, y):
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        return crop_and_resize(image, image_size), y
+        return decode_face(tf.io.read_file(path), image_size), y
 
     ds = tf.data.Dataset.from_tensor_slices((paths, _labels_dict(labels, attributes)))
     ds = _maybe_shuffle(ds, shuffle_seed).map(load, num_parallel_calls=tf.data.AUTOTUNE)
@@ -411,12 +477,11 @@ def _tfds_raw(
 
 
 def _tfds_dataset(
-    data_dir: str | os.PathLike | None, split: str, attributes: list[str], image_size: int,
+    data_dir: str | os.PathLike | None, split: str, attributes: list[str], image_size: int | None,
     limit: int | None, download: bool, shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     def convert(example):
-        image = tf.io.decode_image(example["image"], channels=3, expand_animations=False)
-        image = crop_and_resize(image, image_size)
+        image = decode_face(example["image"], image_size)  # TFDS keeps celeb_a as JPEG
         return image, {a: tf.cast(example["attributes"][a], tf.int32) for a in attributes}
 
     ds = _maybe_shuffle(_tfds_raw(data_dir, split, limit, download), shuffle_seed)
@@ -481,7 +546,8 @@ def _synthetic_dataset(
         shift = tf.random.stateless_uniform([2], k2, -jitter, jitter + 1, tf.int32)
         marks = tf.roll(tf.tensordot(strength, cues, axes=1), shift, axis=[0, 1])
         noise = tf.random.stateless_normal([image_size, image_size, 3], k3, stddev=0.15)
-        return tf.clip_by_value(face + marks + noise, 0.0, 1.0), y
+        image = tf.clip_by_value(face + marks + noise, 0.0, 1.0)
+        return tf.saturate_cast(tf.round(image * 255.0), tf.uint8), y  # like the real loaders
 
     ds = tf.data.Dataset.from_tensor_slices(
         (np.arange(len(labels), dtype=np.int64), _labels_dict(labels, attributes))
@@ -494,7 +560,7 @@ def load_celeba(
     split: str,
     attributes: Sequence[str] = EIGHT,
     source: str = "tfds",
-    image_size: int = 224,
+    image_size: int | None = None,
     data_dir: str | os.PathLike | None = None,
     skip_unreadable: bool = False,
     limit: int | None = None,
@@ -504,13 +570,17 @@ def load_celeba(
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     """CelebA images and labels: an unbatched ``tf.data.Dataset`` of
-    ``(float32 image [image_size, image_size, 3] in [0, 1], {attribute: int32 0 or 1})``.
+    ``(uint8 RGB image [image_size, image_size, 3], {attribute: int32 0 or 1})``.
 
     Args:
         split: "train", "validation" or "test" (the official partition).
         attributes: any of the 40 :data:`ATTRIBUTES`; default the report's :data:`EIGHT`.
         source: "tfds", "folder" (official layout in ``data_dir``) or "synthetic".
-        image_size: side of the square images after the centre crop.
+        image_size: side of the square images after the centre crop. None (the default)
+            keeps the crop's own size, 178x178 for CelebA: the fastest choice, and the one
+            to use when the model enlarges (``build_celeba(image_size=224)`` resizes on the
+            accelerator). Ask for a smaller size here to shrink on the CPU, with
+            antialiasing, and to cache less. The synthetic set renders at 178 for None.
         data_dir: the CelebA folder (``source="folder"``, required) or TFDS' data dir.
         skip_unreadable: leave out listed images that are missing or not readable JPEGs
             (with a warning giving the count; ``ds.skipped`` holds it) instead of raising.
@@ -525,11 +595,17 @@ def load_celeba(
             (cheap: file names or encoded records), from this seed. For training on data
             too large to cache; with a small cached set shuffle in ``batched`` instead.
 
-    Images are not ImageNet-normalised: the model does that itself. Nothing is cached or
+    Images stay uint8 with values 0..255: :func:`mtlkit.architectures.build_celeba`'s
+    model resizes, rescales and ImageNet-normalises them itself. Nothing is cached or
     batched here; use :func:`mtlkit.data.batched`.
     """
     split = check_split(split)
     attributes = check_attributes(attributes)
+    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
+        raise ValueError(
+            f"image_size={image_size!r}: pass a positive number of pixels (e.g. 56), or None "
+            f"for the crop's own size ({FACE_SIDE}x{FACE_SIDE})."
+        )
     if source == "folder":
         if data_dir is None:
             raise ValueError(
@@ -542,7 +618,8 @@ def load_celeba(
         return _tfds_dataset(data_dir, split, attributes, image_size, limit, download,
                              shuffle_seed)
     if source == "synthetic":
-        return _synthetic_dataset(split, attributes, image_size, limit, seed, shuffle_seed)
+        return _synthetic_dataset(split, attributes, image_size or FACE_SIDE, limit, seed,
+                                  shuffle_seed)
     raise ValueError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
 
 

@@ -34,7 +34,8 @@ class CifarSettings:
     train_limit: int | None = None
     eval_limit: int | None = None
     synthetic_sizes: tuple | None = None  # (train, test) pool sizes of the stand-in
-    jit_compile: bool | str = "auto"
+    jit_compile: bool | str = False  # XLA: True, False or "auto" (XLA on a GPU)
+    mixed_precision: bool = False  # the mixed_float16 policy (float16 compute, float32 weights)
 
     @property
     def data_label(self) -> str:
@@ -46,7 +47,9 @@ class CifarSettings:
         else:
             what = "CIFAR-100 (TensorFlow Datasets)"
         size = f", {self.train_limit} training images" if self.train_limit else ""
-        return f"{what}, {self.profile} profile{size}, {self.epochs} epochs"
+        options = "".join([", mixed float16" if self.mixed_precision else "",
+                           f", jit_compile={self.jit_compile}" if self.jit_compile else ""])
+        return f"{what}, {self.profile} profile{size}, {self.epochs} epochs{options}"
 
     @property
     def tag(self) -> str:
@@ -97,7 +100,12 @@ def cifar100_datasets(settings: CifarSettings, seed: int) -> dict:
 
 
 def build_compiled(name: str, settings: CifarSettings) -> keras.Model:
-    """One of the six architectures, compiled the report's way."""
+    """One of the six architectures, compiled the report's way.
+
+    Sets Keras's global dtype policy from ``settings.mixed_precision`` first, so a model is
+    always built with the precision its run folder (``settings.tag``) was trained with.
+    """
+    keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
     return training.compile_multitask(
         build_cifar100(name),
         learning_rate=settings.learning_rate,

@@ -59,12 +59,15 @@ def compile_multitask(
     learning_rate: float,
     loss_weights: Mapping[str, float] | None = None,
     binary: bool = False,
-    jit_compile: bool | str = "auto",
+    jit_compile: bool | str = False,
 ) -> keras.Model:
     """Compile ``model`` with Adam, a cross-entropy per output, and per-task accuracy.
 
     The CIFAR-100 report: ``learning_rate=5e-4, loss_weights={"fine": 2, "coarse": 1}``.
     The CelebA report: ``learning_rate=1e-3, binary=True``.
+    ``jit_compile``: ``False`` (default; XLA changes results in the last digits), ``True``
+    (XLA: usually faster on a GPU) or ``"auto"`` (Keras decides: XLA on a GPU).
+    Under a ``mixed_float16`` policy Keras wraps Adam in a ``LossScaleOptimizer`` itself.
     """
     tasks = list(model.output_names)
     if loss_weights is not None:
@@ -272,8 +275,12 @@ def _accuracy_for(loss: keras.losses.Loss, name: str) -> keras.metrics.Metric | 
     return None
 
 
-def _use_xla(model: keras.Model) -> bool:
-    """XLA exactly when ``fit`` would use it with ``jit_compile="auto"``: on an accelerator."""
+def _use_xla(model: keras.Model, jit_compile: bool | str) -> bool:
+    """``jit_compile`` as ``fit`` reads it: ``"auto"`` means XLA on an accelerator."""
+    if jit_compile != "auto":
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"jit_compile={jit_compile!r}: use True, False or 'auto'.")
+        return jit_compile
     accelerators = [d for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
     if not accelerators or tf.config.experimental.is_op_determinism_enabled():
         return False
@@ -317,7 +324,8 @@ class _TaskMeters:
 class _Loop:
     """The compiled training, evaluation and measuring steps of :func:`train`."""
 
-    def __init__(self, model, losses, optimizer, loss_weights, train_spec, val_spec=None):
+    def __init__(self, model, losses, optimizer, loss_weights, train_spec, val_spec=None,
+                 jit_compile: bool | str = False):
         self.model, self.optimizer = model, optimizer
         self.tasks = list(model.output_names)
         self.losses = losses
@@ -331,7 +339,7 @@ class _Loop:
         self.val_meters = _TaskMeters(self.tasks, losses, prefix="val_")
         # one trace per step function: the datasets' specs (batch dimension None) fix the
         # input signature, so a smaller last batch does not trigger a second trace
-        jit = _use_xla(model)
+        jit = _use_xla(model, jit_compile)
         self.train_step = tf.function(self._train_step, input_signature=train_spec, jit_compile=jit)
         self.measure_step = tf.function(self._measure_step, input_signature=train_spec, jit_compile=jit)
         self.eval_step = tf.function(self._eval_step, input_signature=val_spec, jit_compile=jit)
@@ -380,9 +388,10 @@ class _Loop:
     def _train_step(self, x, y):
         with tf.GradientTape() as tape:
             y_pred, task_losses, total = self._forward(x, y, training=True)
+            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
         variables = self.model.trainable_variables
-        gradients = tape.gradient(total, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
         self._watch(task_losses)
         self.train_meters.update(total, task_losses, y, y_pred, _batch_size(x))
         return self.train_meters.results()
@@ -495,6 +504,7 @@ def train(
     seed: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int = 1,
+    jit_compile: bool | str = False,
 ) -> keras.callbacks.History:
     """Train a multi-task model with a readable loop, optionally with DST task gates.
 
@@ -529,6 +539,13 @@ def train(
         callbacks: Keras callbacks (``EarlyStopping``, ``CSVLogger``, ...); they see ``logs``
             with every value of the history below.
         verbose: 0 silent, 1 a Keras progress bar.
+        jit_compile: compile the steps with XLA: ``False`` (default; XLA changes results in
+            the last digits), ``True``, or ``"auto"`` (XLA on an accelerator, like ``fit``).
+
+    Mixed precision: build the model under ``keras.mixed_precision.set_global_policy(
+    "mixed_float16")`` (the kit's logits layers stay float32). ``train`` then wraps the
+    optimizer in a ``keras.optimizers.LossScaleOptimizer``, as ``compile`` does, so small
+    float16 gradients do not underflow; a step whose gradients overflow is skipped.
 
     Returns:
         a ``keras.callbacks.History``; ``.history`` holds per-epoch lists: ``loss`` (the
@@ -559,6 +576,10 @@ def train(
         set_seed(seed)
         if scheduler is not None and scheduler.seed is None:
             scheduler.reseed(seed)
+    if model.dtype_policy.name == "mixed_float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
 
@@ -574,7 +595,8 @@ def train(
                 "Ask for at least that many, or use a fresh run_dir."
             )
     val_spec = validation_data.element_spec if validation_data is not None else None
-    loop = _Loop(model, task_losses, optimizer, weights, data_for(0).element_spec, val_spec)
+    loop = _Loop(model, task_losses, optimizer, weights, data_for(0).element_spec, val_spec,
+                 jit_compile)
     result = _history(model, record["history"])
     result.step_function = loop.train_step
     if record["epoch"] >= epochs or record["stopped"]:

@@ -232,8 +232,61 @@ def test_crop_keeps_the_central_square():
     image[:20] = 255  # the strip above the crop
     image[20:198] = 100
     out = celeba.crop_and_resize(tf.constant(image), 89).numpy()
-    assert out.shape == (89, 89, 3) and out.dtype == np.float32
-    np.testing.assert_allclose(out, 100 / 255, atol=1e-5)
+    assert out.shape == (89, 89, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, 100)
+    assert celeba.crop_and_resize(tf.constant(image), None).shape == (178, 178, 3)
+
+
+def test_resize_square_shrinks_with_antialiasing_and_enlarges_bilinear():
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes: plain subsampling would alias them away
+    small = celeba.resize_square(tf.constant(stripes), 16).numpy()
+    assert small.dtype == np.uint8 and np.all(np.abs(small.astype(int) - 128) <= 1)
+
+    ramp = np.repeat(np.linspace(0, 255, 8).astype(np.uint8)[None, :, None], 8, 0).repeat(3, 2)
+    big = celeba.resize_square(tf.constant(ramp), 20).numpy().astype(float)
+    expected = tf.image.resize(ramp, (20, 20), method="bilinear").numpy()
+    np.testing.assert_allclose(big, np.round(expected), atol=0)
+
+
+def test_dct_ratio_keeps_the_square_on_whole_pixels():
+    assert [celeba.dct_ratio(s) for s in (224, 178, 60, 59, 56, 20, 8)] == [1, 1, 1, 2, 2, 2, 2]
+    assert celeba.dct_ratio(20, shape=(256, 256)) == 8  # 256 / 8 = 32 >= 1.5 * 20
+    assert celeba.dct_ratio(20, shape=(260, 256)) == 2  # top offset 2: only 1/2 is exact
+
+
+def _reference(path, image_size):
+    """The plain way: decode the whole JPEG, crop the centre square, resize in float."""
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    square = tf.cast(celeba.crop_and_resize(image, None), tf.float32)
+    method = "area" if image_size < square.shape[0] else "bilinear"
+    return tf.image.resize(square, (image_size, image_size), method=method).numpy()
+
+
+@needs_mini
+@pytest.mark.parametrize("image_size", [None, 224, 178, 120, 60, 56, 20])
+def test_decode_face_matches_decoding_everything(image_size):
+    """decode_and_crop_jpeg (with libjpeg's 1/2 scaling when small) ~ the full decode.
+
+    Measured on 30 celeba_mini images: at full scale the largest difference is uint8
+    rounding (0.5); through the 1/2-scale decode (sizes up to 59) the mean difference is
+    at most 2.4 of 255 per image and the largest 29 (a different, also averaging, filter).
+    """
+    paths = sorted((MINI / celeba.IMAGE_FOLDER).glob("*.jpg"))[:6]
+    for path in paths:
+        fast = celeba.decode_face(tf.io.read_file(str(path)), image_size).numpy()
+        assert fast.dtype == np.uint8
+        if image_size is None:
+            full = tf.io.decode_jpeg(tf.io.read_file(str(path)), channels=3).numpy()
+            np.testing.assert_array_equal(fast, full[20:198])
+            continue
+        slow = _reference(str(path), image_size)
+        assert fast.shape == slow.shape == (image_size, image_size, 3)
+        diff = np.abs(fast - slow)
+        if image_size * 3 > 178:  # decoded at full scale: the same up to uint8 rounding
+            assert diff.max() <= 0.5 + 1e-3
+        else:  # libjpeg's DCT-domain downscale first: a slightly different average
+            assert diff.mean() < 3.0 and diff.max() < 40
 
 
 @needs_mini
@@ -253,8 +306,8 @@ def test_folder_loader_on_celeba_mini():
            for f in map(str.split, lines[2:]) if f[0] in set(truth.index[:5])}
     assert len(raw) == 5
     for (image, labels), name in zip(ds.take(5), truth.index[:5]):
-        assert image.shape == (48, 48, 3) and image.dtype == tf.float32
-        assert 0.0 <= float(tf.reduce_min(image)) and float(tf.reduce_max(image)) <= 1.0
+        assert image.shape == (48, 48, 3) and image.dtype == tf.uint8
+        assert float(tf.math.reduce_std(tf.cast(image, tf.float32))) > 10  # a real photo
         assert {a: int(v) for a, v in labels.items()} == raw[name]
         assert labels["Male"].dtype == tf.int32
 
@@ -273,6 +326,16 @@ def test_limit_and_shuffle_seed_on_celeba_mini():
     assert sorted(first) == sorted(expected.tolist())
 
 
+@needs_mini
+def test_native_size_and_bad_image_size():
+    ds = celeba.load_celeba("validation", source="folder", data_dir=MINI, limit=4)
+    assert ds.element_spec[0].dtype == tf.uint8
+    assert {tuple(image.shape) for image, _ in ds} == {(178, 178, 3)}
+    for bad in (0, -5, 56.0, "224"):
+        with pytest.raises(ValueError, match="image_size=.*positive number of pixels"):
+            celeba.load_celeba("validation", source="folder", data_dir=MINI, image_size=bad)
+
+
 # --------------------------------------------------------------------- synthetic
 def test_synthetic_is_deterministic_with_real_rates():
     a = celeba.load_celeba("train", source="synthetic", image_size=32, limit=200, seed=5)
@@ -281,8 +344,8 @@ def test_synthetic_is_deterministic_with_real_rates():
     (xa, ya), (xb, yb), (xc, _) = (next(iter(d.batch(200))) for d in (a, b, c))
     np.testing.assert_array_equal(xa.numpy(), xb.numpy())
     assert not np.array_equal(xa.numpy(), xc.numpy())
-    assert xa.dtype == tf.float32 and xa.shape == (200, 32, 32, 3)
-    assert float(tf.reduce_min(xa)) >= 0 and float(tf.reduce_max(xa)) <= 1
+    assert xa.dtype == tf.uint8 and xa.shape == (200, 32, 32, 3)
+    assert int(tf.reduce_max(xa)) > 200 and int(tf.reduce_min(xa)) < 50  # uses the range
     for attribute in EIGHT:
         assert np.array_equal(ya[attribute].numpy(), yb[attribute].numpy())
 

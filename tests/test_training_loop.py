@@ -332,6 +332,7 @@ def test_non_finite_loss_stops_naming_task_and_epoch(tmp_path):
         ({"train_data": tf.data.Dataset.from_tensor_slices((np.zeros((4, 8), "float32"), {"a": np.zeros(4)})).batch(2)},
          ValueError, r"no labels for task\(s\) \['b'\]"),
         ({"train_data": dataset().take(0)}, ValueError, "no batches"),
+        ({"jit_compile": "yes"}, ValueError, "jit_compile='yes'"),
     ],
 )
 def test_bad_input(change, error, match):
@@ -339,3 +340,21 @@ def test_bad_input(change, error, match):
     kwargs.update(change)
     with pytest.raises(error, match=match):
         train(build(), **kwargs)
+
+
+def test_mixed_precision_scales_the_loss_so_small_gradients_survive():
+    """Under mixed_float16, gradients of 1e-7-weighted losses underflow float16 to exactly 0;
+    train wraps the optimizer in a LossScaleOptimizer (as compile does), so they survive."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        set_seed(0)
+        model = build()
+        before = [v.numpy().copy() for v in model.trainable_variables]
+        history = train(model, dataset(), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(1.0),
+                        loss_weights={"a": 1e-7, "b": 1e-7}, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(v.dtype == "float32" for v in model.trainable_variables)  # float32 weights
+    assert np.isfinite(history.history["loss"][0])
+    # without loss scaling this is exactly 0.0 (checked by hand when the test was written)
+    assert max_diff(before, [v.numpy() for v in model.trainable_variables]) > 0
