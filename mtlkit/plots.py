@@ -76,6 +76,25 @@ def save(fig, filename: str) -> Path:
     return path
 
 
+def plot_task_losses(history: Mapping[str, Sequence[float]], tasks: Sequence[str], title: str):
+    """Per-task loss per epoch (the report's Figure 1), training solid, validation dashed.
+
+    ``history`` is ``model.fit(...).history`` (keys ``<task>_loss``, ``val_<task>_loss``).
+    Returns the matplotlib figure.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    epochs = np.arange(1, len(history[f"{tasks[0]}_loss"]) + 1)
+    for i, task in enumerate(tasks):
+        colour = plt.cm.tab10(i % 10)
+        ax.plot(epochs, history[f"{task}_loss"], "-o", color=colour, label=task)
+        if f"val_{task}_loss" in history:
+            ax.plot(epochs, history[f"val_{task}_loss"], "--", color=colour, alpha=0.7)
+    ax.set(xlabel="epoch", ylabel="binary cross-entropy", title=title, xticks=epochs)
+    ax.legend(fontsize=8, ncol=2, title="solid: train, dashed: validation", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def image_grid(images, titles: Sequence[str], *, caption: str, columns: int = 8, filename: str | None = None):
     """A grid of images (values in [0, 1] or uint8) with a title under each."""
     rows = int(np.ceil(len(images) / columns))
