@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ROOT / "notebooks"
 
 
+PATH_VARIABLES = ("MTLKIT_DATA_DIR", "MTLKIT_CELEBA_DIR", "MTLKIT_CIFAR100_DIR", "MTLKIT_RUNS_DIR",
+                  "MTLKIT_FIGURES_DIR")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("quick", "full"), default="quick")
@@ -36,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no notebook matches {args.only}; available: {[n.name for n in NOTEBOOKS.glob('*.ipynb')]}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MTLKIT_PROFILE"] = args.profile
+    # the kernels run in notebooks/: make folders given relative to here mean the same there
+    for name in PATH_VARIABLES:
+        if os.environ.get(name):
+            os.environ[name] = str(Path(os.environ[name]).expanduser().resolve())
 
     times = {}
     for nb in notebooks:

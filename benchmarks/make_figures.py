@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 
 def subtitle(payload: dict) -> str:
     m = payload["machine"]
-    return (f"{m['cpu']}, {m['cores']} cores (shared with other work), TF {m['tensorflow']}, "
-            f"{m['date']}")
+    gpus = ", ".join(m.get("gpus") or []) or "no GPU"
+    return f"{m['cpu']}, {m['cores']} cores, {gpus}, TF {m['tensorflow']}, {m['date']}"
 
 
 def finish(fig, out: Path, payload: dict, title: str) -> None:
@@ -95,7 +95,7 @@ def pipeline_figure(payload: dict, out: Path) -> None:
                     label="80 % of the ceiling (goal)")
     axes[1].axvline(ceiling["first_epoch_cpu_ms_per_image_median"] / 0.8, color="k", ls="--", lw=1,
                     label="ceiling CPU / 0.8 (goal: left of it)")
-    axes[0].legend(fontsize=8, loc="center right")
+    axes[0].legend(fontsize=8, loc="lower right")
     axes[1].legend(fontsize=8, loc="lower right")
     axes[0].set_yticks(range(len(names)))
     axes[0].set_yticklabels(names, fontsize=8)
@@ -123,52 +123,72 @@ def notebooks_figure(payload: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def _table(payload: dict, columns: list[str]) -> list[str]:
+    """A table's caption (the command that measured it, and when) and its header rows."""
+    return [f"`{payload['command']}` ({payload['machine']['date']})", "",
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _training_rows(payload: dict) -> list[str]:
+    rows = _table(payload, [
+        "architecture", "fit img/s", "train img/s", "train+DST img/s", "train / fit", "DST / fit",
+        "CPU ms/img fit / train / DST", "train / fit (CPU)", "DST / fit (CPU)",
+        "compile s fit / train / DST", "measuring pass s (first call)"])
+    for r in payload["results"]:
+        m, mp = r["modes"], r["measuring_pass"]
+        rows.append(
+            f"| {r['architecture']} | {m['fit']['images_per_s_median']:.1f} "
+            f"| {m['train']['images_per_s_median']:.1f} | {m['train+DST']['images_per_s_median']:.1f} "
+            f"| {m['train']['ratio_to_fit_median']:.2f} | {m['train+DST']['ratio_to_fit_median']:.2f} "
+            f"| {' / '.join(format(m[k]['cpu_ms_per_image_median'], '.3g') for k in ('fit', 'train', 'train+DST'))} "
+            f"| {m['train']['cpu_ratio_to_fit_median']:.3f} | {m['train+DST']['cpu_ratio_to_fit_median']:.3f} "
+            f"| {' / '.join(format(m[k]['compile_s_first_call'], '.1f') for k in ('fit', 'train', 'train+DST'))} "
+            f"| {mp['total_s_median']:.2f} ({mp['first_call_s_median']:.2f}) |")
+    return rows
+
+
+def _pipeline_rows(payload: dict) -> list[str]:
+    rows = _table(payload, [
+        "pipeline", "first epoch img/s", "% of ceiling (wall)", "CPU ms/img", "% of ceiling (CPU)",
+        "cached epochs img/s", "max abs pixel diff to the previous loader (0..255)"])
+    for name, r in payload["results"].items():
+        cached = r.get("cached_epoch_images_per_s_median")
+        diff = r.get("max_abs_difference_to_previous")
+        rows.append(
+            f"| {name} | {r['first_epoch_images_per_s_median']:.0f} | {100 * r['ratio_to_ceiling_median']:.0f} % "
+            f"| {r['first_epoch_cpu_ms_per_image_median']:.3f} | {100 * r['cpu_ratio_to_ceiling_median']:.0f} % "
+            f"| {f'{cached:.0f}' if cached is not None else ''} | {f'{diff:.1f}' if diff is not None else ''} |")
+    return rows
+
+
+def _options_rows(payload: dict) -> list[str]:
+    rows = _table(payload, [
+        "configuration", "img/s", "speed vs float32", "first epoch extra s", "final train loss",
+        "final val loss", "max abs train-loss diff to float32", "max abs weight diff to float32"])
+    for r in payload["results"]:
+        rows.append(
+            f"| {r['config']} | {r['images_per_s']:.1f} | {r.get('speed_ratio_to_float32', 1):.2f} "
+            f"| {r['first_epoch_extra_s']:.1f} | {r['final_loss']:.4f} | {r['final_val_loss']:.4f} "
+            f"| {r.get('max_abs_loss_diff_to_float32', 0):.3g} | {r.get('max_abs_weight_diff_to_float32', 0):.3g} |")
+    return rows
+
+
+def _notebook_rows(payload: dict) -> list[str]:
+    rows = [f"`{payload['command']}` ({payload['started']}; fresh runs folder: "
+            f"{payload.get('fresh_runs_dir', False)})", "", "| notebook | wall time (s) |", "|---|---|"]
+    rows += [f"| {name} | {t:.1f} |" for name, t in payload["times"].items()]
+    return rows + [f"| **total** | **{payload['total_s']:.1f}** |"]
+
+
 def markdown_tables(results_dir: Path) -> str:
     """The README's tables, from the same JSON files (so no figure is copied by hand)."""
     out = []
-    for stem in ("training", "training_overhead"):
+    for stem, rows in (("training", _training_rows), ("training_overhead", _training_rows),
+                       ("celeba_pipeline", _pipeline_rows), ("options", _options_rows),
+                       ("options_mixed_cpu", _options_rows), ("notebooks", _notebook_rows)):
         path = results_dir / f"{stem}.json"
-        if not path.exists():
-            continue
-        payload = json.loads(path.read_text())
-        out += [f"`{payload['command']}` ({payload['machine']['date']})", "",
-                "| architecture | fit img/s | train img/s | train+DST img/s | train / fit | DST / fit "
-                "| CPU ms/img fit / train / DST | train / fit (CPU) | DST / fit (CPU) "
-                "| compile s fit / train / DST | measuring pass s (first call) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in payload["results"]:
-            m, mp = r["modes"], r["measuring_pass"]
-            out.append(
-                f"| {r['architecture']} | {m['fit']['images_per_s_median']:.1f} "
-                f"| {m['train']['images_per_s_median']:.1f} | {m['train+DST']['images_per_s_median']:.1f} "
-                f"| {m['train']['ratio_to_fit_median']:.2f} | {m['train+DST']['ratio_to_fit_median']:.2f} "
-                f"| {' / '.join(format(m[k]['cpu_ms_per_image_median'], '.3g') for k in ('fit', 'train', 'train+DST'))} "
-                f"| {m['train']['cpu_ratio_to_fit_median']:.3f} | {m['train+DST']['cpu_ratio_to_fit_median']:.3f} "
-                f"| {' / '.join(format(m[k]['compile_s_first_call'], '.1f') for k in ('fit', 'train', 'train+DST'))} "
-                f"| {mp['total_s_median']:.2f} ({mp['first_call_s_median']:.2f}) |")
-        out.append("")
-    path = results_dir / "celeba_pipeline.json"
-    if path.exists():
-        payload = json.loads(path.read_text())
-        out += [f"`{payload['command']}` ({payload['machine']['date']})", "",
-                "| pipeline | first epoch img/s | % of ceiling (wall) | CPU ms/img | % of ceiling (CPU) "
-                "| cached epochs img/s | max abs pixel diff to the previous loader (0..255) |",
-                "|---|---|---|---|---|---|---|"]
-        for name, r in payload["results"].items():
-            cached = r.get("cached_epoch_images_per_s_median")
-            diff = r.get("max_abs_difference_to_previous")
-            out.append(
-                f"| {name} | {r['first_epoch_images_per_s_median']:.0f} | {100 * r['ratio_to_ceiling_median']:.0f} % "
-                f"| {r['first_epoch_cpu_ms_per_image_median']:.3f} | {100 * r['cpu_ratio_to_ceiling_median']:.0f} % "
-                f"| {f'{cached:.0f}' if cached is not None else ''} | {f'{diff:.1f}' if diff is not None else ''} |")
-        out.append("")
-    path = results_dir / "notebooks.json"
-    if path.exists():
-        payload = json.loads(path.read_text())
-        out += [f"`{payload['command']}` ({payload['started']}; fresh runs folder: "
-                f"{payload.get('fresh_runs_dir', False)})", "", "| notebook | wall time (s) |", "|---|---|"]
-        out += [f"| {name} | {t:.1f} |" for name, t in payload["times"].items()]
-        out += [f"| **total** | **{payload['total_s']:.1f}** |", ""]
+        if path.exists():
+            out += rows(json.loads(path.read_text())) + [""]
     return "\n".join(out)
 
 
