@@ -28,6 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^\s+(\S+\.ipynb)\s+([0-9.]+) s\s*$")
 
 
+def data_used() -> str:
+    """Which data the notebooks read: the local copies named in the environment, or the
+    synthetic stand-ins (the notebooks' quick-profile default)."""
+    cifar = os.environ.get("MTLKIT_CIFAR100_DIR")
+    celeba = os.environ.get("MTLKIT_CELEBA_DIR")
+    return (f"CIFAR-100: {'local copy ' + cifar if cifar else 'synthetic stand-in'}; "
+            f"CelebA: {'local copy ' + celeba if celeba else 'synthetic stand-in'}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", help="notebook numbers or names (default: all)")
@@ -67,7 +76,7 @@ def run(args: argparse.Namespace, env: dict) -> int:
                               + (f" --only {' '.join(args.only)}" if args.only else ""),
                    "times": times, "total_s": sum(times.values()),
                    "fresh_runs_dir": not args.keep_runs,
-                   "note": f"{machine()['cpu']}, {machine()['cores']} cores shared with other work; {started}"}
+                   "data": data_used()}
         Path(args.json).write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -68,8 +68,9 @@ def training_figure(payload: dict, out: Path) -> None:
                       "numbers: median of per-repeat fit CPU / loop CPU (goal >= 0.95)", fontsize=9)
     axes[0].legend(fontsize=8)
     s = payload["settings"]
-    finish(fig, out, payload, f"Training step: fit vs mtlkit.training.train (batch {s['batch_size']}, "
-           f"{s['steps']} steps x {s['timed_epochs']} timed epochs, {s['repeats']} repeats)")
+    finish(fig, out, payload, f"Training step: fit vs mtlkit.training.train on the synthetic CIFAR-100 "
+           f"stand-in (batch {s['batch_size']}, {s['steps']} steps x {s['timed_epochs']} timed epochs, "
+           f"{s['repeats']} repeats)")
 
 
 def pipeline_figure(payload: dict, out: Path) -> None:
@@ -117,10 +118,7 @@ def notebooks_figure(payload: dict, out: Path) -> None:
     ax.invert_yaxis()
     total = sum(times.values())
     ax.set_xlabel(f"seconds (total {total:.0f} s; goal: total <= 600 s)")
-    ax.set_title(f"Quick-profile wall time per notebook\n{payload.get('note', '')}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    finish(fig, out, payload, f"Quick-profile wall time per notebook\n{payload.get('data', '')}")
 
 
 def _table(payload: dict, columns: list[str]) -> list[str]:
@@ -175,7 +173,8 @@ def _options_rows(payload: dict) -> list[str]:
 
 def _notebook_rows(payload: dict) -> list[str]:
     rows = [f"`{payload['command']}` ({payload['started']}; fresh runs folder: "
-            f"{payload.get('fresh_runs_dir', False)})", "", "| notebook | wall time (s) |", "|---|---|"]
+            f"{payload.get('fresh_runs_dir', False)}; data: {payload.get('data', 'not recorded')})", "",
+            "| notebook | wall time (s) |", "|---|---|"]
     rows += [f"| {name} | {t:.1f} |" for name, t in payload["times"].items()]
     return rows + [f"| **total** | **{payload['total_s']:.1f}** |"]
 

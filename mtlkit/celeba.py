@@ -306,6 +306,13 @@ def resize_square(square: tf.Tensor, image_size: int | None) -> tf.Tensor:
     )
 
 
+def loader_size(image_size: int) -> int | None:
+    """The ``load_celeba`` size for a model that takes ``image_size`` pixels: shrink on the
+    CPU (antialiased, and a smaller cache), but leave enlarging to the model's ``Resizing``
+    layer, on the accelerator (None: the native 178x178 crop)."""
+    return image_size if image_size < FACE_SIDE else None
+
+
 def dct_ratio(image_size: int, shape: tuple[int, int] = ALIGNED_SHAPE) -> int:
     """The coarsest libjpeg scale 1/r to decode a ``shape`` image's centre square at, when
     it is shrunk to ``image_size`` afterwards.

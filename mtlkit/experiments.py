@@ -47,8 +47,7 @@ class CifarSettings:
         else:
             what = "CIFAR-100 (TensorFlow Datasets)"
         size = f", {self.train_limit} training images" if self.train_limit else ""
-        options = "".join([", mixed float16" if self.mixed_precision else "",
-                           f", jit_compile={self.jit_compile}" if self.jit_compile else ""])
+        options = training.speed_options_label(self.mixed_precision, self.jit_compile)
         return f"{what}, {self.profile} profile{size}, {self.epochs} epochs{options}"
 
     @property

@@ -53,6 +53,13 @@ def accuracy_metrics(tasks, *, binary: bool = False) -> dict[str, list]:
     return {t: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for t in tasks}
 
 
+def speed_options_label(mixed_precision: bool, jit_compile: bool | str) -> str:
+    """", mixed float16, jit_compile=True" for the options that are on ("" for none): the
+    suffix of every title and run name, since both options change the numbers."""
+    return "".join([", mixed float16" if mixed_precision else "",
+                    f", jit_compile={jit_compile}" if jit_compile else ""])
+
+
 def compile_multitask(
     model: keras.Model,
     *,

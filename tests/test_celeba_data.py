@@ -253,6 +253,8 @@ def test_dct_ratio_keeps_the_square_on_whole_pixels():
     assert [celeba.dct_ratio(s) for s in (224, 178, 60, 59, 56, 20, 8)] == [1, 1, 1, 2, 2, 2, 2]
     assert celeba.dct_ratio(20, shape=(256, 256)) == 8  # 256 / 8 = 32 >= 1.5 * 20
     assert celeba.dct_ratio(20, shape=(260, 256)) == 2  # top offset 2: only 1/2 is exact
+    # the loader shrinks; enlarging (and the native size) is left to the model
+    assert [celeba.loader_size(s) for s in (56, 177, 178, 224)] == [56, 177, None, None]
 
 
 def _reference(path, image_size):

@@ -114,23 +114,25 @@ def test_truncated_pickle(tmp_path):
         data.load_cifar100("train", "folder", data_dir=tmp_path)
 
 
-def test_wrong_shapes(tmp_path):
-    write_official(tmp_path)
-    path = tmp_path / "cifar-100-python" / "test"
-    batch = pickle.loads(path.read_bytes())
+def _cut_images(batch):
     batch[b"data"] = batch[b"data"][:, :3000]
-    path.write_bytes(pickle.dumps(batch))
-    with pytest.raises(ValueError, match=r"\(N, 3072\)"):
-        data.load_cifar100("test", "folder", data_dir=tmp_path)
 
 
-def test_labels_that_do_not_match_the_images(tmp_path):
+def _cut_labels(batch):
+    batch[b"fine_labels"] = batch[b"fine_labels"][:-1]
+
+
+@pytest.mark.parametrize("change, match", [
+    (_cut_images, r"\(N, 3072\)"),                 # wrong image shape
+    (_cut_labels, "20 images but 19 fine"),        # labels that do not match the images
+])
+def test_inconsistent_test_batch(tmp_path, change, match):
     write_official(tmp_path)
     path = tmp_path / "cifar-100-python" / "test"
     batch = pickle.loads(path.read_bytes())
-    batch[b"fine_labels"] = batch[b"fine_labels"][:-1]
+    change(batch)
     path.write_bytes(pickle.dumps(batch))
-    with pytest.raises(ValueError, match="20 images but 19 fine"):
+    with pytest.raises(ValueError, match=match):
         data.load_cifar100("test", "folder", data_dir=tmp_path)
 
 
