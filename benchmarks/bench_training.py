@@ -83,7 +83,7 @@ class EpochTimer(keras.callbacks.Callback):
 class MeasuringPassTimer:
     """Time DST's measuring pass, split into its first call (trace) and the steady steps.
 
-    Wraps ``mtlkit.training._measuring_pass`` (a private helper) for the duration of one
+    Wraps ``mtlkit.loop._measuring_pass`` (a private helper) for the duration of one
     ``train`` call; if it does not exist, only the total (train begin -> epoch 0 begin) is
     known.
     """
@@ -115,12 +115,12 @@ class MeasuringPassTimer:
                 loop.measure_step = step
                 self.total = time.perf_counter() - t0
 
-        training._measuring_pass = timed_pass
+        loop._measuring_pass = timed_pass
         return self
 
     def __exit__(self, *exc):
         if self._original is not None:
-            training._measuring_pass = self._original
+            loop._measuring_pass = self._original
 
 
 def build(name: str) -> keras.Model:

@@ -1,3 +1,40 @@
-"""mtlkit: a Keras 3 teaching kit for multi-task learning."""
+"""mtlkit: a Keras 3 teaching kit for multi-task learning.
 
-__version__ = "0.1.0"
+Importing the kit imports TensorFlow with its start-up log lines (oneDNN notes, "could not
+find cuda drivers", "failed call to cuInit" on a machine without a GPU) sent to nowhere, so
+that they do not clutter the notebooks students read. Set ``MTLKIT_SHOW_TF_LOGS=1`` to see
+them. Import ``mtlkit`` before ``keras`` or ``tensorflow`` for this to take effect.
+"""
+
+import os
+import sys
+
+__version__ = "0.2.0"
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow and look for devices with the process's stderr sent to /dev/null.
+
+    TensorFlow's C++ start-up messages bypass Python's logging, so only redirecting file
+    descriptor 2 hides them. Python errors still surface: the import raises as usual.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("MTLKIT_SHOW_TF_LOGS"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no real stderr (some embedded interpreters)
+        return
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the cuInit message comes here, not at import
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow_quietly()

@@ -1,16 +1,19 @@
 """Run profiles and folders shared by the notebooks.
 
-Every notebook has a ``PROFILE`` parameter:
+Every notebook has a ``PROFILE`` parameter with one of three values:
 
-* ``"full"`` -- the report's real protocol on the real dataset (hours, best on a GPU);
-* ``"quick"`` -- a few minutes on a laptop CPU: a small subset, one or two epochs, and the
+* ``"quick"`` -- a few minutes on a laptop CPU: a small subset, a few epochs, and the
   embedded synthetic data where the real data cannot be reached. It exists so that every
-  notebook can be executed end to end (nbval in CI, a first look in class); its numbers are
-  **not** results on the real datasets, and every table and figure says which profile and
-  data produced it.
+  notebook runs end to end anywhere (nbval in CI, a first look in class) and still shows
+  learning; its numbers are **not** results on the real datasets, and every table and
+  figure says which profile and data produced it.
+* ``"standard"`` (the default) -- the real dataset and the pretrained backbone, with fewer
+  epochs and seeds than the reports, sized so that one notebook finishes in one sitting on a
+  free Colab GPU (about 45 minutes at most). Each notebook prints its expected duration.
+* ``"full"`` -- the reports' protocols on the real datasets (hours on a GPU; resumable).
 
-The environment variable ``MTLKIT_PROFILE`` sets the default, so ``pytest --nbval-lax``
-can run the notebooks quickly without editing them.
+The environment variable ``MTLKIT_PROFILE`` sets the notebooks' default, so ``pytest`` and
+``run_notebooks.py`` can run them in the quick profile without editing them.
 """
 
 from __future__ import annotations
@@ -18,19 +21,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROFILES = ("full", "quick")
+PROFILES = ("quick", "standard", "full")
+"""The three run profiles, from minutes on a CPU to the reports' protocols."""
+
+DEFAULT_PROFILE = "standard"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def profile_from_env(default: str = "full") -> str:
-    """The profile named by ``MTLKIT_PROFILE``, else ``default``."""
-    return check_profile(os.environ.get("MTLKIT_PROFILE", default))
-
-
 def check_profile(profile: str) -> str:
+    """Return ``profile`` if it is one of :data:`PROFILES`, else raise a clear error."""
     if profile not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r}: use one of {PROFILES}.")
+        raise ValueError(
+            f"Unknown profile {profile!r}. Use one of {', '.join(map(repr, PROFILES))}: "
+            "'quick' (CPU minutes, synthetic data where the real data is out of reach), "
+            "'standard' (real data, one Colab GPU sitting) or 'full' (the reports' protocols)."
+        )
     return profile
 
 

@@ -38,6 +38,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from mtlkit.tasks import check_names
+
 METRICS = ("depth", "samples", "incompleteness", "stagnancy")
 """The four DST metrics, in the paper's order."""
 
@@ -136,12 +138,7 @@ def _check_losses(losses: Mapping[str, float], tasks: Sequence[str], what: str) 
     """Losses for exactly ``tasks``, as finite non-negative floats, or a clear error."""
     if not isinstance(losses, Mapping):
         raise TypeError(f"{what} must be a dict {{task: mean loss}}, got {type(losses).__name__}.")
-    unknown = sorted(set(losses) - set(tasks))
-    missing = [t for t in tasks if t not in losses]
-    if unknown:
-        raise ValueError(f"{what} names unknown task(s) {unknown}; the scheduler's tasks are {list(tasks)}.")
-    if missing:
-        raise ValueError(f"{what} is missing task(s) {missing}: give the mean loss of every task {list(tasks)}.")
+    check_names(losses, tasks, what)
     out = {}
     for t in tasks:
         value = float(losses[t])
@@ -151,7 +148,9 @@ def _check_losses(losses: Mapping[str, float], tasks: Sequence[str], what: str) 
                 "lower the learning rate or look for NaNs in the data."
             )
         if value < 0:
-            raise ValueError(f"{what}: the loss of task {t!r} is negative ({value}); DST's ratios need losses >= 0.")
+            raise ValueError(
+                f"{what}: the loss of task {t!r} is negative ({value}); DST's ratios need losses >= 0."
+            )
         out[t] = value
     return out
 
@@ -161,10 +160,7 @@ def _check_per_task(values, tasks: Sequence[str], name: str) -> dict[str, float]
     if values is None:
         return None
     values = dict(values)
-    unknown = sorted(set(values) - set(tasks))
-    missing = [t for t in tasks if t not in values]
-    if unknown or missing:
-        raise ValueError(f"{name} must give a value for exactly the tasks {list(tasks)} (unknown: {unknown}, missing: {missing}).")
+    check_names(values, tasks, name)
     bad = {t: v for t, v in values.items() if not (math.isfinite(float(v)) and float(v) >= 0)}
     if bad or max(float(v) for v in values.values()) <= 0:
         raise ValueError(f"{name} must be non-negative numbers, not all 0; got {values}.")
@@ -220,9 +216,13 @@ class DSTScheduler:
         self.depths = _check_per_task(depths, self.tasks, "depths")
         self.sample_counts = _check_per_task(sample_counts, self.tasks, "sample_counts")
         if "depth" in self.metrics and self.depths is None:
-            raise ValueError("The 'depth' metric needs depths={task: layers}: pass task_depths(model), or drop 'depth' from metrics.")
+            raise ValueError(
+                "The 'depth' metric needs depths={task: layers}: pass task_depths(model), or drop 'depth' from metrics."
+            )
         if "samples" in self.metrics and self.sample_counts is None:
-            raise ValueError("The 'samples' metric needs sample_counts={task: labelled examples}, or drop 'samples' from metrics.")
+            raise ValueError(
+                "The 'samples' metric needs sample_counts={task: labelled examples}, or drop 'samples' from metrics."
+            )
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
         self.alpha = float(alpha)
@@ -231,13 +231,32 @@ class DSTScheduler:
         self.rescale_losses = bool(rescale_losses)
         self.rng = np.random.default_rng(seed)
         self.initial: dict[str, float] | None = None
-        self.previous: dict[str, float] | None = None
-        self.rates: dict[str, float] | None = None
-        self.epoch = 0  # training epochs observed so far
-        self.probabilities = {t: 1.0 for t in self.tasks}  # for the next epoch
         self._gates: dict[str, int] | None = None  # drawn for the epoch being trained
         self._redraws = 0
         self.history: list[dict] = []
+
+    # -- where it stands: read from the history ---------------------------------------
+    @property
+    def epoch(self) -> int:
+        """Training epochs observed so far."""
+        return len(self.history)
+
+    @property
+    def previous(self) -> dict[str, float] | None:
+        """The last observed epoch's mean losses (None before the first)."""
+        return self.history[-1]["loss"] if self.history else None
+
+    @property
+    def rates(self) -> dict[str, float] | None:
+        """The running improvement rates ``r_j`` after the last epoch (None before)."""
+        return self.history[-1]["rate"] if self.history else None
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Every task's keep probability ``p_j`` for the next epoch (1 before the first)."""
+        if not self.history:
+            return {t: 1.0 for t in self.tasks}
+        return dict(self.history[-1]["next_probability"])
 
     # -- observing --------------------------------------------------------------------
     def reseed(self, seed: int) -> None:
@@ -250,7 +269,9 @@ class DSTScheduler:
         losses = _check_losses(losses, self.tasks, "observe_initial(losses)")
         zero = [t for t, v in losses.items() if v == 0]
         if zero:
-            raise ValueError(f"The starting loss of {zero} is 0: incompleteness divides by it. Check the labels and the loss.")
+            raise ValueError(
+                f"The starting loss of {zero} is 0: incompleteness divides by it. Check the labels and the loss."
+            )
         self.initial = losses
 
     @property
@@ -265,55 +286,62 @@ class DSTScheduler:
 
     def observe_epoch(self, losses: Mapping[str, float]) -> dict[str, float]:
         """Take one training epoch's mean losses; return every task's ``p_j`` for the next epoch."""
-        losses = _check_losses(losses, self.tasks, f"observe_epoch(losses) at epoch {self.epoch + 1}")
+        losses = _check_losses(
+            losses, self.tasks, f"observe_epoch(losses) at epoch {self.epoch + 1}"
+        )
         needs_start = {"incompleteness", "stagnancy"} & set(self.metrics)
         if needs_start and self.initial is None:
-            raise RuntimeError(f"The metrics {sorted(needs_start)} need the epoch-0 losses: call observe_initial first.")
-        self.epoch += 1
-        values = self._metric_values(losses)
+            raise RuntimeError(
+                f"The metrics {sorted(needs_start)} need the epoch-0 losses: call observe_initial first."
+            )
+        values, rates = self._metric_values(losses)
         enabled = [values[m] for m in self.metrics]
-        self.probabilities = {
+        probabilities = {
             t: (1.0 + sum(v[t] for v in enabled)) / (1.0 + len(enabled)) for t in self.tasks
         }
-        gates = self._gates or {t: 1 for t in self.tasks}
-        self.history.append({
-            "epoch": self.epoch,
-            "loss": losses,
-            **values,
-            "rate": dict(self.rates) if self.rates else None,
-            "gate": gates,
-            "next_probability": dict(self.probabilities),
-            "redraws": self._redraws,
-        })
-        self.previous, self._gates, self._redraws = losses, None, 0
-        return dict(self.probabilities)
+        self.history.append(
+            {
+                "epoch": self.epoch + 1,
+                "loss": losses,
+                **values,
+                "rate": rates,
+                "gate": self._gates or {t: 1 for t in self.tasks},
+                "next_probability": probabilities,
+                "redraws": self._redraws,
+            }
+        )
+        self._gates, self._redraws = None, 0
+        return dict(probabilities)
 
-    def _metric_values(self, losses: dict[str, float]) -> dict[str, dict[str, float] | None]:
-        """Every metric that can be computed (all four, when the inputs exist)."""
+    def _metric_values(self, losses: dict[str, float]) -> tuple[dict, dict | None]:
+        """Every metric that can be computed (all four, when the inputs exist), and the new
+        running rates ``r_j`` (None without starting losses)."""
         out: dict[str, dict[str, float] | None] = {m: None for m in METRICS}
+        rates = None
         if self.depths is not None:
             out["depth"] = _relative(self.depths)
         if self.sample_counts is not None:
             out["samples"] = _relative(self.sample_counts)
         if self.initial is not None:
             out["incompleteness"] = incompleteness(losses, self.initial)
-            out["stagnancy"] = self._stagnancy(losses, out["incompleteness"])
-        return out
+            rates = self._next_rates(losses, out["incompleteness"])
+            out["stagnancy"] = stagnancy(rates)
+        return out, rates
 
-    def _stagnancy(self, losses: dict[str, float], incomplete: dict[str, float]) -> dict[str, float]:
-        """Update the running improvement rates ``r_j`` and return ``S_j``."""
+    def _next_rates(self, losses: dict[str, float], incomplete: dict[str, float]) -> dict:
+        """The running improvement rates ``r_j`` after this epoch."""
         if self.rates is None:  # epoch 1: the improvement over the measuring pass
-            self.rates = {
+            return {
                 t: abs(self.initial[t] - losses[t]) / self.initial[t] / max(incomplete[t], _GUARD)
                 for t in self.tasks
             }
-        else:
-            for t in self.tasks:
-                before = self.previous[t]
-                delta = (before - losses[t]) / max(before, _GUARD) / max(incomplete[t], _GUARD)
-                if delta > 0:  # a loss that did not fall leaves its rate as it was
-                    self.rates[t] = self.alpha * delta + (1 - self.alpha) * self.rates[t]
-        return stagnancy(self.rates)
+        rates = dict(self.rates)
+        for t in self.tasks:
+            before = self.previous[t]
+            delta = (before - losses[t]) / max(before, _GUARD) / max(incomplete[t], _GUARD)
+            if delta > 0:  # a loss that did not fall leaves its rate as it was
+                rates[t] = self.alpha * delta + (1 - self.alpha) * rates[t]
+        return rates
 
     # -- drawing ----------------------------------------------------------------------
     def sample(self) -> dict[str, int]:
@@ -358,10 +386,6 @@ class DSTScheduler:
             "alpha": self.alpha,
             "seed": self.seed,
             "initial": self.initial,
-            "previous": self.previous,
-            "rates": self.rates,
-            "epoch": self.epoch,
-            "probabilities": self.probabilities,
             "gates": self._gates,
             "redraws": self._redraws,
             "history": self.history,
@@ -375,9 +399,7 @@ class DSTScheduler:
                 f"This scheduler state is for tasks {state['tasks']} with metrics {state['metrics']}, "
                 f"not tasks {self.tasks} with metrics {list(self.metrics)}: build the same scheduler."
             )
-        self.alpha, self.seed, self.epoch = state["alpha"], state["seed"], state["epoch"]
-        self.initial, self.previous, self.rates = state["initial"], state["previous"], state["rates"]
-        self.probabilities = dict(state["probabilities"])
+        self.alpha, self.seed, self.initial = state["alpha"], state["seed"], state["initial"]
         self._gates, self._redraws = state["gates"], state["redraws"]
         self.history = [dict(r) for r in state["history"]]
         self.rng = np.random.default_rng()

@@ -105,7 +105,7 @@ def _forced(probabilities, redraw: bool, seed=123) -> DSTScheduler:
     tasks = list(probabilities)
     s = DSTScheduler(tasks, metrics=(), seed=seed, redraw_if_all_dropped=redraw)
     s.observe_epoch({t: 1.0 for t in tasks})  # past epoch 1
-    s.probabilities = dict(probabilities)
+    s.history[-1]["next_probability"] = dict(probabilities)  # as if the metrics gave these
     return s
 
 
@@ -185,8 +185,8 @@ def test_bad_construction(kwargs, match):
 @pytest.mark.parametrize(
     "losses, match",
     [
-        ({"a": 1.0, "b": 1.0, "zz": 1.0}, "unknown task"),
-        ({"a": 1.0}, "missing task"),
+        ({"a": 1.0, "b": 1.0, "zz": 1.0}, r"unknown: \[.zz.\]"),
+        ({"a": 1.0}, r"missing: \[.b.\]"),
         ({"a": float("nan"), "b": 1.0}, "'a' is nan"),
         ({"a": 1.0, "b": float("inf")}, "'b' is inf"),
         ({"a": -1.0, "b": 1.0}, "negative"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import training
+from mtlkit import runs, training
 
 
 def tiny_build():
@@ -53,7 +53,7 @@ def test_interrupted_fit_resumes_after_the_last_finished_epoch(tmp_path):
     assert len(history["loss"]) == 4
     assert {"a_loss", "b_accuracy"} <= set(history)
     stored = json.loads((tmp_path / "history.json").read_text())
-    assert stored["epochs"] == 4 and stored["history"]["loss"] == history["loss"]
+    assert stored["epochs_done"] == 4 and stored["finished"] and stored["history"]["loss"] == history["loss"]
     assert not (tmp_path / "backup").exists()
 
 
@@ -90,14 +90,14 @@ def test_non_finite_loss_stops_with_the_task_and_epoch(tmp_path):
 
 def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     path = tmp_path / "history.json"
-    training.atomic_write_json(path, {"ok": 1})
+    runs.atomic_write_json(path, {"ok": 1})
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(json, "dump", disk_full)
     with pytest.raises(OSError, match="free some space"):
-        training.atomic_write_json(path, {"ok": 2})
+        runs.atomic_write_json(path, {"ok": 2})
     assert json.loads(path.read_text()) == {"ok": 1}  # the old file is intact
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -105,7 +105,7 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
 def test_loss_weights_must_name_outputs():
     inputs = keras.Input((3,))
     model = keras.Model(inputs, {"a": keras.layers.Dense(2, name="a")(inputs)})
-    with pytest.raises(ValueError, match="not outputs of the model"):
+    with pytest.raises(ValueError, match="loss_weights must name only the tasks"):
         training.compile_multitask(model, learning_rate=1e-3, loss_weights={"fine": 2})
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import training
+from mtlkit import runs, training
 from mtlkit.dst import DSTScheduler
-from mtlkit.training import CHECKPOINT, set_seed, train
+from mtlkit.runs import CHECKPOINT
+from mtlkit.training import set_seed, train
 
 LOSSES = {
     "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -233,7 +234,7 @@ def test_straight_and_killed_then_resumed_runs_end_identically(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert killed.wait(timeout=120) == 17, killed.stderr.read()[-2000:]
     stored = json.loads((tmp_path / "resumed" / "history.json").read_text())
-    assert stored["epoch"] == 2  # the kill in epoch 3 lost only that epoch
+    assert stored["epochs_done"] == 2  # the kill in epoch 3 lost only that epoch
     proc, resumed = run_script(tmp_path, tmp_path / "resumed", "run", "resumed")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (w_straight, r_straight), (w_resumed, r_resumed) = load(straight), load(resumed)
@@ -275,12 +276,12 @@ def test_failure_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
         f.write(b"PK\x03\x04 partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(training.np, "savez", disk_full)
+    monkeypatch.setattr(runs.np, "savez", disk_full)
     with pytest.raises(OSError, match="No space left.*run again"):
         fresh_run(tmp_path, 2)
-    monkeypatch.setattr(training.np, "savez", real_savez)
+    monkeypatch.setattr(runs.np, "savez", real_savez)
     assert not (tmp_path / (CHECKPOINT + ".tmp")).exists()
-    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == 1
+    assert json.loads((tmp_path / "history.json").read_text())["epochs_done"] == 1
     _, history = fresh_run(tmp_path, 2)  # resumes from the intact epoch-1 checkpoint
     assert len(history.history["loss"]) == 2
 
@@ -315,7 +316,7 @@ def test_non_finite_loss_stops_naming_task_and_epoch(tmp_path):
     data = lambda e: dataset() if e == 0 else tf.data.Dataset.from_tensor_slices((x, bad)).batch(32)
     with pytest.raises(FloatingPointError, match=r"task 'b' became NaN or infinite at step 2 of epoch 2"):
         fresh_run(tmp_path, 3, data=data)
-    assert json.loads((tmp_path / "history.json").read_text())["epoch"] == 1
+    assert json.loads((tmp_path / "history.json").read_text())["epochs_done"] == 1
     model, history = fresh_run(tmp_path, 1)  # the good checkpoint is still there and readable
     assert len(history.history["loss"]) == 1
 
@@ -325,7 +326,7 @@ def test_non_finite_loss_stops_naming_task_and_epoch(tmp_path):
     "change, error, match",
     [
         ({"losses": {"a": LOSSES["a"]}}, ValueError, r"missing: \['b'\]"),
-        ({"loss_weights": {"c": 1.0}}, ValueError, "not outputs"),
+        ({"loss_weights": {"c": 1.0}}, ValueError, "loss_weights must name only"),
         ({"epochs": 0}, ValueError, "positive int"),
         ({"scheduler": DSTScheduler(["a", "c"], metrics=())}, ValueError, "scheduler's tasks"),
         ({"train_data": np.zeros((4, 8))}, TypeError, "tf.data.Dataset"),

@@ -1,0 +1,408 @@
+"""The custom training loop: Keras's ``fit`` written out to be read, with DST task gates.
+
+Read it top-down: :func:`train` sets things up and runs epochs; :func:`_run_epoch` runs
+one; :class:`_Loop` holds the compiled steps. One training step is::
+
+    with tf.GradientTape() as tape:
+        predictions = model(x, training=True)
+        task_losses = [L_j(y_j, prediction_j) for every task j]   # mean over labelled examples
+        total = sum_j coefficient_j * task_losses[j] + regularisation
+    gradients = tape.gradient(total, model.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+
+with ``coefficient_j = gate_j * w_j * loss_weight_j`` held in a ``tf.Variable``: new gates
+each epoch are a variable assignment, not a new trace of the step function.
+
+**Partial labels.** A label below 0 (CelebA's ``-1``) means "unknown": each task's loss
+and accuracy average over the examples that carry its label, and a batch in which no
+example carries it adds nothing for that task (no NaN, no gradient).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from mtlkit import runs
+from mtlkit import tasks as task_utils
+from mtlkit.runs import set_seed
+
+
+def train(
+    model: keras.Model,
+    train_data,
+    *,
+    epochs: int,
+    losses,
+    optimizer: keras.optimizers.Optimizer,
+    loss_weights: Mapping[str, float] | None = None,
+    scheduler=None,
+    validation_data: tf.data.Dataset | None = None,
+    run_dir: str | os.PathLike | None = None,
+    seed: int | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int = 1,
+    jit_compile: bool | str = False,
+    metadata: Mapping | None = None,
+) -> keras.callbacks.History:
+    """Train a multi-task model with a readable loop, optionally with DST task gates.
+
+    Args:
+        model: a functional model whose outputs are a dict keyed by task.
+        train_data: batched ``tf.data.Dataset`` of ``(inputs, {task: labels})``; or a
+            function ``epoch -> dataset`` (epoch counted from 0), which makes shuffling
+            depend on the epoch only -- then a resumed run sees the same order as a
+            straight one (``lambda e: ds.shuffle(n, seed=seed + e).batch(b)``). Labels
+            below 0 mark examples without a label for that task (module doc).
+        epochs: the total number of epochs (also when resuming).
+        losses: ``{task: loss}`` or one loss for every task; a Loss object, a loss name
+            (``"binary_crossentropy"``) or a function, as ``compile`` accepts.
+        optimizer: a Keras optimizer; it is built on the model's trainable variables.
+        loss_weights: ``{task: weight}``; the trained loss is ``sum_j weight_j * L_j``.
+        scheduler: a :class:`mtlkit.dst.DSTScheduler`. Then an epoch-0 pass measures the
+            starting losses (training mode, so BatchNorm's moving statistics do move; no
+            trainable weight changes), and epoch ``e`` trains on
+            ``sum_j gate_j * w_j * weight_j * L_j``. A dropped task's loss is still measured
+            and logged; its gradient is exactly 0. **With Adam a dropped task's head still
+            moves**: Adam's momentum from earlier epochs keeps updating every weight even when
+            its gradient is 0 (plain SGD leaves it where it was).
+        validation_data: evaluated (inference mode) at every epoch end, as ``val_*``.
+        run_dir: folder for a checkpoint written at every epoch end (weights, optimizer,
+            scheduler and its random generator, history; written to a temporary file, then
+            renamed). Called again with the same ``run_dir`` it continues after the last
+            finished epoch; when all ``epochs`` are done (or EarlyStopping stopped the run)
+            it loads the final weights and returns the stored history without training.
+            Callbacks' own state (EarlyStopping's patience counter) is not kept.
+        seed: calls :func:`mtlkit.runs.set_seed` and seeds a scheduler made with
+            ``seed=None``. Shuffling and augmentation in ``train_data`` are the caller's:
+            seed them too. With all of that, two runs on a CPU are identical.
+        callbacks: Keras callbacks (``EarlyStopping``, ``CSVLogger``, ...); they see ``logs``
+            with every value of the history below, and may add values to it at epoch end.
+        verbose: 0 silent, 1 a Keras progress bar.
+        jit_compile: compile the steps with XLA: ``False`` (default; XLA changes results in
+            the last digits), ``True``, or ``"auto"`` (XLA on an accelerator, like ``fit``).
+        metadata: JSON-able facts about the run, stored in ``run_dir/history.json``.
+
+    Mixed precision: build the model under ``keras.mixed_precision.set_global_policy(
+    "mixed_float16")`` (the kit's logits layers stay float32). ``train`` then wraps the
+    optimizer in a ``keras.optimizers.LossScaleOptimizer``, as ``compile`` does.
+
+    Returns:
+        a ``keras.callbacks.History``; ``.history`` holds per-epoch lists: ``loss`` (the
+        trained, gated sum), ``<task>_loss``, ``<task>_accuracy`` (cross-entropy losses),
+        ``val_...`` with validation data, and with a scheduler ``<task>_gate`` and
+        ``<task>_keep_prob`` (the probability its gate was drawn with).
+        ``.step_function`` is the compiled training step.
+
+    Raises:
+        FloatingPointError: a task's mean training loss became NaN or infinite (the
+            message names the task and the epoch; the last good checkpoint stays).
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
+    names = list(model.output_names)
+    losses = task_utils.task_losses(losses, names)
+    weights = dict(loss_weights or {})
+    task_utils.check_names(weights, names, "loss_weights", every=False)
+    if scheduler is not None:
+        task_utils.check_names(scheduler.tasks, names, "The DST scheduler's tasks")
+    data_for = train_data if callable(train_data) else (lambda epoch: train_data)
+    _check_data(data_for(0), names, "train_data")
+    if validation_data is not None:
+        _check_data(validation_data, names, "validation_data")
+    if seed is not None:
+        set_seed(seed)
+        if scheduler is not None and scheduler.seed is None:
+            scheduler.reseed(seed)
+    optimizer = _prepare_optimizer(model, optimizer)
+
+    record = {"epoch": 0, "history": {}, "stopped": False, "metadata": dict(metadata or {})}
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        record = _restore(run_dir, model, optimizer, scheduler, epochs) or record
+    val_spec = validation_data.element_spec if validation_data is not None else None
+    loop = _Loop(model, losses, optimizer, weights, data_for(0).element_spec, val_spec, jit_compile)
+    if record["epoch"] >= epochs or record["stopped"]:
+        return _history(model, record["history"], loop.train_step)
+
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=_steps(data_for(record["epoch"])),
+    )  # fmt: skip
+    model.stop_training = False
+    callback_list.on_train_begin()
+    if scheduler is not None and scheduler.initial is None:
+        scheduler.observe_initial(_measuring_pass(loop, data_for(0)))
+    for epoch in range(record["epoch"], epochs):
+        logs = _run_epoch(loop, data_for(epoch), epoch, scheduler, validation_data, callback_list)
+        callback_list.on_epoch_end(epoch, logs)
+        for key, value in logs.items():
+            record["history"].setdefault(key, []).append(float(value))
+        record.update(epoch=epoch + 1, stopped=bool(model.stop_training))
+        record["finished"] = record["epoch"] >= epochs or record["stopped"]
+        if run_dir is not None:
+            _save(run_dir, model, optimizer, scheduler, record)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return _history(model, record["history"], loop.train_step)
+
+
+def _prepare_optimizer(model: keras.Model, optimizer) -> keras.optimizers.Optimizer:
+    """Wrap the optimizer for loss scaling under mixed precision, and build it."""
+    if model.dtype_policy.name == "mixed_float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callback_list) -> dict:
+    """Train one epoch (0-based ``epoch``) and return its logs."""
+    logs: dict[str, float] = {}
+    gates = scales = {t: 1.0 for t in loop.tasks}
+    if scheduler is not None:
+        probabilities = dict(scheduler.probabilities)
+        gates, scales = scheduler.sample(), scheduler.loss_scales
+        logs.update({f"{t}_keep_prob": probabilities[t] for t in loop.tasks})
+        logs.update({f"{t}_gate": float(gates[t]) for t in loop.tasks})
+    loop.set_coefficients(gates, scales)
+    loop.reset_epoch()
+    callback_list.on_epoch_begin(epoch)
+    steps = 0
+    for steps, (x, y) in enumerate(data, start=1):
+        callback_list.on_train_batch_begin(steps - 1)
+        step_logs = _guarded(loop.train_step, x, y)
+        callback_list.on_train_batch_end(steps - 1, step_logs)
+    if steps == 0:
+        raise ValueError(
+            "train_data gave no batches: is the dataset empty, or was it consumed (an iterator)?"
+        )
+    loop.check_finite(epoch + 1)
+    values = loop.train_meters.read()
+    if scheduler is not None:
+        scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
+    logs = {**values, **logs}
+    if validation_data is not None:
+        loop.val_meters.reset()
+        for x, y in validation_data:
+            loop.eval_step(x, y)
+        logs.update(loop.val_meters.read())
+    return logs
+
+
+def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
+    """DST's epoch 0: every task's mean training loss before any update."""
+    loop.reset_epoch()
+    for x, y in data:
+        loop.measure_step(x, y)
+    loop.check_finite(0)
+    values = loop.train_meters.read()
+    return {t: values[f"{t}_loss"] for t in loop.tasks}
+
+
+# ------------------------------------------------------------------- the compiled steps
+class _Loop:
+    """The compiled training, evaluation and measuring steps of :func:`train`."""
+
+    def __init__(self, model, losses, optimizer, loss_weights, train_spec, val_spec=None,
+                 jit_compile: bool | str = False):  # fmt: skip
+        self.model, self.optimizer = model, optimizer
+        self.tasks = list(model.output_names)
+        self.losses = losses
+        self.binary = [task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in self.tasks]
+        self.loss_weights = [float(loss_weights.get(t, 1.0)) for t in self.tasks]
+        # gate_j * w_j * loss_weight_j, changed once per epoch without retracing
+        self.coefficients = tf.Variable(self.loss_weights, trainable=False, dtype=tf.float32)
+        self.train_meters = task_utils.TaskMeters(self.tasks, losses)
+        self.val_meters = task_utils.TaskMeters(self.tasks, losses, prefix="val_")
+        # the step (1-based, within the epoch) at which each task's loss was first not finite
+        self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.first_non_finite = tf.Variable([0] * len(self.tasks), trainable=False, dtype=tf.int64)
+        # one trace per step function: the datasets' specs (batch dimension None) fix the
+        # input signature, so a smaller last batch does not trigger a second trace
+        jit = _use_xla(model, jit_compile)
+        compile_ = lambda f, spec: tf.function(f, input_signature=spec, jit_compile=jit)  # noqa: E731
+        self.train_step = compile_(self._train_step, train_spec)
+        self.measure_step = compile_(self._measure_step, train_spec)
+        self.eval_step = compile_(self._eval_step, val_spec)
+
+    def _train_step(self, x, y):
+        with tf.GradientTape() as tape:
+            y_pred, task_losses, counts = self._forward(x, y, training=True)
+            total = self._total(task_losses, tf.unstack(self.coefficients))
+            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
+        variables = self.model.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
+        self._watch(task_losses)
+        self.train_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
+        return self.train_meters.results()
+
+    def _eval_step(self, x, y):
+        y_pred, task_losses, counts = self._forward(x, y, training=False)
+        total = self._total(task_losses, self.loss_weights)
+        self.val_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
+
+    def _measure_step(self, x, y):
+        """DST's epoch 0: the training-mode losses, and no update of any trainable weight."""
+        y_pred, task_losses, counts = self._forward(x, y, training=True)
+        self._watch(task_losses)
+        total = tf.add_n(task_losses)
+        self.train_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
+
+    def _forward(self, x, y, training: bool):
+        """Predictions, each task's mean loss over its labelled examples, and their counts."""
+        y_pred = self.model(x, training=training)
+        pairs = [
+            task_utils.masked_loss(self.losses[t], y[t], y_pred[t], binary=b)
+            for t, b in zip(self.tasks, self.binary)
+        ]
+        return y_pred, [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _total(self, task_losses, weights):
+        """The weighted sum of the task losses, plus the model's regularisation penalties."""
+        total = tf.add_n([w * loss for w, loss in zip(weights, task_losses)])
+        if self.model.losses:  # regularisation penalties, as fit adds them
+            total = total + tf.add_n(self.model.losses)
+        return total
+
+    # -- per-epoch bookkeeping ----------------------------------------------------------
+    def set_coefficients(self, gates: Mapping[str, float], scales: Mapping[str, float]) -> None:
+        values = [gates[t] * scales[t] * w for t, w in zip(self.tasks, self.loss_weights)]
+        self.coefficients.assign(values)
+
+    def reset_epoch(self) -> None:
+        self.train_meters.reset()
+        self.steps.assign(0)
+        self.first_non_finite.assign(tf.zeros_like(self.first_non_finite))
+
+    def _watch(self, task_losses) -> None:
+        """Remember the first step at which each task's loss was NaN or infinite."""
+        step = self.steps.assign_add(1)
+        bad = tf.logical_not(tf.math.is_finite(tf.stack(task_losses)))
+        first = self.first_non_finite
+        first.assign(tf.where(tf.logical_and(bad, tf.equal(first, 0)), step, first))
+
+    def check_finite(self, epoch: int) -> None:
+        """Raise if a loss was not finite in this epoch, naming the task that went first."""
+        first = self.first_non_finite.numpy()
+        if not first.any():
+            return
+        order = sorted((int(s), t) for s, t in zip(first, self.tasks) if s > 0)
+        (step, task), later = order[0], order[1:]
+        where = "the measuring pass (epoch 0)" if epoch == 0 else f"epoch {epoch}"
+        also = "; then " + ", ".join(f"{t!r} at step {s}" for s, t in later) if later else ""
+        raise FloatingPointError(
+            f"The training loss of task {task!r} became NaN or infinite at step {step} of "
+            f"{where}{also}. Lower the learning rate or check that task's labels and inputs "
+            "for NaNs; the last good checkpoint in run_dir was kept."
+        )
+
+
+# ------------------------------------------------------------------------------ helpers
+def _use_xla(model: keras.Model, jit_compile: bool | str) -> bool:
+    """``jit_compile`` as ``fit`` reads it: ``"auto"`` means XLA on an accelerator."""
+    if jit_compile != "auto":
+        if not isinstance(jit_compile, bool):
+            raise ValueError(f"jit_compile={jit_compile!r}: use True, False or 'auto'.")
+        return jit_compile
+    accelerators = [d for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
+    if not accelerators or tf.config.experimental.is_op_determinism_enabled():
+        return False
+    return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
+
+
+def _guarded(step, x, y):
+    """Run a compiled step; turn the label check's graph error into a clear ValueError."""
+    try:
+        return step(x, y)
+    except tf.errors.InvalidArgumentError as err:
+        if task_utils.BAD_BINARY_LABELS not in str(err):
+            raise
+        bad = [t for t, labels in y.items() if not _binary_ok(labels)]
+        raise ValueError(
+            f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}. Map the labels to 0/1 (CelebA's "
+            "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
+            "for examples whose label is unknown."
+        ) from None
+
+
+def _binary_ok(labels) -> bool:
+    values = tf.reshape(tf.cast(labels, tf.float32), [-1]).numpy()
+    return bool(((values == -1) | (values == 0) | (values == 1) | (values != values)).all())
+
+
+def _batch_size(x) -> tf.Tensor:
+    first = tf.nest.flatten(x)[0]
+    return tf.cast(tf.shape(first)[0], tf.float32)
+
+
+def _check_data(data, names: list[str], what: str) -> None:
+    """``data`` must yield ``(inputs, {task: labels})`` batches covering every task."""
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError(
+            f"{what} must be a batched tf.data.Dataset of (inputs, {{task: labels}}) (or, for "
+            f"train_data, a function epoch -> such a dataset); got {type(data).__name__}."
+        )
+    spec = data.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping)):
+        raise ValueError(
+            f"{what} must yield (inputs, {{task: labels}}) pairs; its elements look like "
+            f"{spec}. Map it with `lambda x, y: (x, y)` into that form (sample weights are "
+            "not supported)."
+        )
+    missing = [t for t in names if t not in spec[1]]
+    if missing:
+        raise ValueError(
+            f"{what} has no labels for task(s) {missing}; its label keys are {sorted(spec[1])}."
+        )
+
+
+def _steps(data: tf.data.Dataset) -> int | None:
+    n = int(data.cardinality())
+    return n if n >= 0 else None
+
+
+def _history(model, history: dict, step_function) -> keras.callbacks.History:
+    """A ``keras.callbacks.History`` holding ``history`` (as ``fit`` returns one)."""
+    result = keras.callbacks.History()
+    result.set_model(model)
+    result.history = {k: list(v) for k, v in history.items()}
+    result.epoch = list(range(len(next(iter(history.values()), []))))
+    result.step_function = step_function
+    return result
+
+
+# ------------------------------------------------------------------------- checkpoints
+def _restore(run_dir: Path, model, optimizer, scheduler, epochs: int) -> dict | None:
+    """Load the run directory's last finished epoch, or None for a fresh run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = runs.read_checkpoint(run_dir, model, optimizer)
+    if record is None:
+        return None
+    if record["epoch"] > epochs:
+        raise ValueError(
+            f"{run_dir} already holds {record['epoch']} epochs, more than epochs={epochs}. "
+            "Ask for at least that many, or use a fresh run_dir."
+        )
+    stored = record.get("scheduler")
+    if (stored is None) != (scheduler is None):
+        raise ValueError(
+            f"{run_dir} was trained {'with' if stored else 'without'} a DST scheduler; resume "
+            "it the same way, or use a fresh run_dir."
+        )
+    if scheduler is not None:
+        scheduler.set_state(stored)
+    return record
+
+
+def _save(run_dir: Path, model, optimizer, scheduler, record: dict) -> None:
+    state = {**record, "scheduler": scheduler.get_state() if scheduler is not None else None}
+    runs.write_checkpoint(run_dir, model, optimizer, state)

@@ -1,0 +1,207 @@
+"""What makes a run repeatable and resumable: one seed, safe files, checkpoints, history.
+
+Both ways of training in the kit (:func:`mtlkit.training.fit_resumable` and
+:func:`mtlkit.training.train`) keep a *run directory*:
+
+* ``history.json`` -- one format for both: ``{"format": 2, "epochs_done", "finished",
+  "metadata", "history"}``, where ``history`` maps each logged value to its per-epoch list;
+* ``checkpoint.npz`` (:func:`train` only) -- weights, optimizer variables and the loop's
+  state (scheduler, weighting method, random generators) after the last finished epoch.
+
+Every file is written to a temporary name and then renamed, so a run killed at any moment
+leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import keras
+import numpy as np
+
+CHECKPOINT = "checkpoint.npz"
+"""The file in a run directory that holds the last finished epoch of ``train``."""
+
+HISTORY = "history.json"
+"""The file in a run directory that holds the per-epoch history (both loops)."""
+
+HISTORY_FORMAT = 2
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's ``random``, NumPy, Keras and TensorFlow in one call.
+
+    Pass the same ``seed`` to the data pipeline (shuffling, augmentation) and the DST
+    scheduler: with all of them seeded, two runs on the CPU give identical histories.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__}).")
+    keras.utils.set_random_seed(seed)
+
+
+# ------------------------------------------------------------------------ safe files
+def atomic_write(path: Path, write: Callable, *, binary: bool = False) -> None:
+    """Call ``write(file)`` on a temporary file, then rename it to ``path``.
+
+    A reader never sees a half-written ``path``: it is the old file or the new one.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(
+            f"Could not write {path} ({err}). If the disk is full, free some space (or "
+            "point MTLKIT_RUNS_DIR at a larger disk) and run again: finished epochs are kept."
+        ) from err
+
+
+def atomic_write_json(path: Path, payload) -> None:
+    """Write JSON to ``path`` so that a reader never sees a half-written file."""
+    atomic_write(path, lambda f: json.dump(payload, f, indent=1))
+
+
+# -------------------------------------------------------------------- history.json
+def write_history(
+    run_dir: Path,
+    history: Mapping[str, list],
+    *,
+    finished: bool,
+    metadata: Mapping | None = None,
+) -> None:
+    """Write ``history.json`` in the one format both loops use."""
+    epochs_done = len(next(iter(history.values()), []))
+    payload = {
+        "format": HISTORY_FORMAT,
+        "epochs_done": epochs_done,
+        "finished": bool(finished),
+        "metadata": dict(metadata or {}),
+        "history": {k: [float(v) for v in values] for k, values in history.items()},
+    }
+    atomic_write_json(Path(run_dir) / HISTORY, payload)
+
+
+def read_history(run_dir: Path) -> dict | None:
+    """``history.json`` of a run directory in the current format, or None when absent.
+
+    Files written before the format was unified are read too: ``fit_resumable`` stored
+    ``{"epochs", "metadata", "history"}`` once finished; ``train`` stored ``{"epoch",
+    "history"}`` after every epoch.
+    """
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("format") == HISTORY_FORMAT:
+        return stored
+    history = stored.get("history", {})
+    if "epochs" in stored:  # an old finished fit_resumable run
+        return {
+            "format": HISTORY_FORMAT,
+            "epochs_done": stored["epochs"],
+            "finished": True,
+            "metadata": stored.get("metadata", {}),
+            "history": history,
+        }
+    return {
+        "format": HISTORY_FORMAT,
+        "epochs_done": stored.get("epoch", 0),
+        "finished": False,
+        "metadata": {},
+        "history": history,
+    }
+
+
+# ----------------------------------------------------------------- checkpoints
+def model_signature(model: keras.Model) -> list[list]:
+    """Every variable's short name and shape, in order: what a checkpoint must match.
+
+    Short names (``kernel``, ``gamma``), not full paths: automatic layer names such as
+    ``dense_3`` depend on what else was built in the same Python process.
+    """
+    return [[v.path.split("/")[-1], list(v.shape)] for v in model.variables]
+
+
+def write_checkpoint(run_dir: Path, model, optimizer, state: dict, extra=()) -> None:
+    """Save weights, optimizer and ``extra`` variables and the JSON-able ``state``.
+
+    ``state["history"]`` also goes to ``history.json`` (``finished`` from ``state``).
+    """
+    arrays = {f"model_{i}": v.numpy() for i, v in enumerate(model.variables)}
+    arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
+    arrays.update({f"extra_{i}": np.asarray(v.numpy()) for i, v in enumerate(extra)})
+    state = {
+        **state,
+        "signature": model_signature(model),
+        "optimizer_variables": len(optimizer.variables),
+        "extra_variables": len(extra),
+    }
+    arrays["state"] = json.dumps(state)
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda f: np.savez(f, **arrays), binary=True)
+    write_history(
+        run_dir,
+        state["history"],
+        finished=state.get("finished", False),
+        metadata=state.get("metadata"),
+    )
+
+
+def read_checkpoint(run_dir: Path, model, optimizer, extra=()) -> dict | None:
+    """Load the last finished epoch into ``model``, ``optimizer`` and ``extra``; return its
+    state (None when the run directory holds no checkpoint yet)."""
+    run_dir = Path(run_dir)
+    (run_dir / (CHECKPOINT + ".tmp")).unlink(missing_ok=True)  # an interrupted write
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+        state = json.loads(str(arrays.pop("state")))
+    except Exception as err:
+        raise ValueError(
+            f"The checkpoint {path} cannot be read ({type(err).__name__}: {err}). Delete it to "
+            "start this run again from epoch 1, or use another run_dir."
+        ) from err
+    _check_signature(run_dir, model_signature(model), state["signature"])
+    if state["optimizer_variables"] != len(optimizer.variables):
+        raise ValueError(
+            f"{path} was written with another kind of optimizer; use the same one, or a "
+            "fresh run_dir."
+        )
+    if state.get("extra_variables", 0) != len(extra):
+        raise ValueError(
+            f"{path} was written with another weighting method ({state.get('extra_variables', 0)}"
+            f" extra variables, not {len(extra)}); resume with the same one, or a fresh run_dir."
+        )
+    for prefix, variables in (
+        ("model", model.variables),
+        ("optimizer", optimizer.variables),
+        ("extra", extra),
+    ):
+        for i, variable in enumerate(variables):
+            variable.assign(arrays[f"{prefix}_{i}"])
+    return state
+
+
+def _check_signature(run_dir: Path, expected: list, found: list) -> None:
+    """Refuse a checkpoint of another model, saying where the two first differ."""
+    if expected == found:
+        return
+    pairs = zip(expected, found)
+    diff = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(expected), len(found)))
+    theirs = found[diff] if diff < len(found) else "none"
+    ours = expected[diff] if diff < len(expected) else "none"
+    raise ValueError(
+        f"{run_dir} holds a checkpoint of a different model: {len(found)} variables against "
+        f"this model's {len(expected)}, first difference at variable {diff} ({theirs} vs "
+        f"{ours}). Use a fresh run_dir for this model (or recompute the run)."
+    )

@@ -1,0 +1,178 @@
+"""The tasks of a multi-task model: their names, losses and accuracies, checked once.
+
+A multi-task model in the kit is a functional Keras model whose outputs are a dict keyed by
+task name (``model.output_names``). Everything that is given *per task* -- losses,
+``loss_weights``, DST depths, labels -- must name exactly those tasks; :func:`check_names`
+is the one place that says so when it does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import keras
+import tensorflow as tf
+
+
+def check_names(
+    given: Iterable[str], tasks: Iterable[str], what: str, *, every: bool = True
+) -> None:
+    """Raise a clear ValueError unless ``given`` names only (and, if ``every``, all) ``tasks``."""
+    given, tasks = list(given), list(tasks)
+    unknown = sorted(set(given) - set(tasks))
+    missing = [t for t in tasks if t not in given] if every else []
+    if unknown or missing:
+        parts = [f"unknown: {unknown}" if unknown else "", f"missing: {missing}" if missing else ""]
+        raise ValueError(
+            f"{what} must name {'exactly' if every else 'only'} the tasks {tasks} "
+            f"({'; '.join(p for p in parts if p)})."
+        )
+
+
+def classification_losses(tasks: Iterable[str], *, binary: bool = False) -> dict:
+    """One cross-entropy on logits per task: sparse categorical, or binary."""
+    if binary:
+        return {t: keras.losses.BinaryCrossentropy(from_logits=True) for t in tasks}
+    return {t: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for t in tasks}
+
+
+def as_loss(loss) -> keras.losses.Loss:
+    """A ``keras.losses.Loss`` object from a Loss, a name (``"binary_crossentropy"``), or a
+    function ``(y_true, y_pred) -> per-example losses``."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    function = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if not callable(function):
+        raise ValueError(f"{loss!r} is not a loss: give a keras Loss, its name or a function.")
+    if isinstance(function, keras.losses.Loss):
+        return function
+    return _FunctionLoss(function)
+
+
+class _FunctionLoss(keras.losses.Loss):
+    """A loss function as a Loss object (mean over the batch, like ``compile`` makes it)."""
+
+    def __init__(self, fn: Callable):
+        super().__init__(name=getattr(fn, "__name__", "loss"))
+        self.fn, self._fn_kwargs = fn, {}
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+
+def task_losses(losses, tasks: list[str]) -> dict[str, keras.losses.Loss]:
+    """``{task: Loss}`` from a dict of losses or from one loss for every task."""
+    if not isinstance(losses, Mapping):
+        losses = {t: losses for t in tasks}
+    check_names(losses, tasks, "losses")
+    return {t: as_loss(losses[t]) for t in tasks}
+
+
+_ACCURACIES: dict[str, Callable] = {
+    "binary_crossentropy": lambda name, logits: keras.metrics.BinaryAccuracy(
+        threshold=0.0 if logits else 0.5, name=name
+    ),
+    "sparse_categorical_crossentropy": lambda name, logits: keras.metrics.SparseCategoricalAccuracy(
+        name=name
+    ),
+    "categorical_crossentropy": lambda name, logits: keras.metrics.CategoricalAccuracy(name=name),
+}
+
+
+def loss_kind(loss: keras.losses.Loss) -> str | None:
+    """The cross-entropy a loss computes (``"binary_crossentropy"``, ...), or None."""
+    function = getattr(loss, "fn", None)
+    name = getattr(function, "__name__", None)
+    return name if name in _ACCURACIES else None
+
+
+def accuracy_for(loss, name: str) -> keras.metrics.Metric | None:
+    """The accuracy metric that goes with a cross-entropy loss (None for other losses).
+
+    Works for Loss objects and for losses given by name, on logits or probabilities.
+    """
+    loss = as_loss(loss)
+    kind = loss_kind(loss)
+    if kind is None:
+        return None
+    from_logits = bool(getattr(loss, "_fn_kwargs", {}).get("from_logits", False))
+    return _ACCURACIES[kind](name, from_logits)
+
+
+def accuracy_metrics(losses: Mapping[str, keras.losses.Loss]) -> dict[str, list]:
+    """``{task: [accuracy]}`` for ``compile``, logged as ``<task>_accuracy``."""
+    metrics = {t: accuracy_for(loss, "accuracy") for t, loss in losses.items()}
+    return {t: [m] for t, m in metrics.items() if m is not None}
+
+
+BAD_BINARY_LABELS = "binary labels must be 0 or 1 (or -1 for 'unknown')"
+
+
+def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = False):
+    """One task's mean loss over the examples that carry a label, and how many do.
+
+    A label below 0 (CelebA's ``-1``) means "unknown": that example adds nothing to the
+    task's loss. A batch without any labelled example gives exactly 0 (and no gradient).
+    NaN labels are not "unknown": they make the loss NaN, which the loops report.
+    Binary tasks must have labels in {-1, 0, 1}: anything else stops the step.
+    """
+    labels = tf.convert_to_tensor(labels)
+    mask = label_mask(labels)
+    if binary:
+        allowed = (
+            (labels == -1)
+            | (labels == 0)
+            | (labels == 1)
+            | tf.math.is_nan(tf.cast(labels, tf.float32))
+        )
+        tf.debugging.assert_equal(tf.reduce_all(allowed), True, message=BAD_BINARY_LABELS)
+    known = tf.where(labels < 0, tf.zeros_like(labels), labels)
+    if binary:
+        known = tf.cast(known, predictions.dtype)
+    per_example = tf.cast(loss.call(known, predictions), tf.float32)
+    per_example = tf.reduce_mean(tf.reshape(per_example, [tf.shape(labels)[0], -1]), axis=1)
+    count = tf.reduce_sum(mask)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_example * mask), count), count
+
+
+def label_mask(labels) -> tf.Tensor:
+    """1.0 for every example whose label is known (not below 0), else 0.0; shape (batch,)."""
+    labels = tf.convert_to_tensor(labels)
+    per_label = tf.reshape(labels, [tf.shape(labels)[0], -1])
+    return tf.cast(tf.reduce_all(tf.logical_not(per_label < 0), axis=1), tf.float32)
+
+
+class TaskMeters:
+    """Per-task running means of the loss and accuracies, kept in variables (no host sync)."""
+
+    def __init__(self, names: list[str], losses: Mapping[str, keras.losses.Loss], prefix=""):
+        self.tasks = names
+        self.total = keras.metrics.Mean(name=f"{prefix}loss")
+        self.loss = {t: keras.metrics.Mean(name=f"{prefix}{t}_loss") for t in names}
+        accuracies = {t: accuracy_for(losses[t], f"{prefix}{t}_accuracy") for t in names}
+        self.accuracy = {t: m for t, m in accuracies.items() if m is not None}
+
+    def update(self, total, task_losses, counts, y, y_pred, batch_size) -> None:
+        """Add one batch (called inside the compiled step)."""
+        self.total.update_state(total, sample_weight=batch_size)
+        for t, value, count in zip(self.tasks, task_losses, counts):
+            self.loss[t].update_state(value, sample_weight=count)
+        for t, metric in self.accuracy.items():
+            labels = tf.convert_to_tensor(y[t])
+            known = tf.where(labels < 0, tf.zeros_like(labels), labels)
+            metric.update_state(known, y_pred[t], sample_weight=label_mask(labels))
+
+    def all(self) -> list[keras.metrics.Metric]:
+        return [self.total, *self.loss.values(), *self.accuracy.values()]
+
+    def results(self) -> dict:
+        """The running values as tensors (the progress bar fetches them in its own thread)."""
+        return {m.name: m.result() for m in self.all()}
+
+    def reset(self) -> None:
+        for m in self.all():
+            m.reset_state()
+
+    def read(self) -> dict[str, float]:
+        """The epoch's values as Python floats: the one host round trip per epoch."""
+        return {k: float(v) for k, v in self.results().items()}
