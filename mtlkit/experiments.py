@@ -1,8 +1,15 @@
-"""The CIFAR-100 study's protocol in one place, so the notebooks stay short.
+"""The two studies' protocols in one place, so that the notebooks stay short.
 
-:func:`cifar100_settings` says what a profile runs (data, sizes, epochs, seeds) and
-:func:`run_cifar100` trains one architecture with one seed under those settings, keeping
-its results on disk: a sweep that is interrupted picks up where it stopped.
+For each study, a frozen *settings* object says what a profile runs (data, sizes, epochs,
+seeds); its ``tag``, hashed from every field that changes results, names the run folder;
+and one function trains one run under those settings, keeping its results on disk, so that
+a sweep that is interrupted picks up where it stopped and a finished run is read back:
+
+* CIFAR-100: :class:`CifarSettings`, :func:`cifar100_settings`, :func:`run_cifar100`;
+* CelebA: :class:`CelebaSettings`, :func:`celeba_settings`, :func:`run_celeba` (``fit``
+  for notebook 03, the custom loop with or without DST for notebook 05).
+
+:func:`expected_minutes` turns a settings object into the duration a notebook prints.
 """
 
 from __future__ import annotations
@@ -11,12 +18,16 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import keras
+import pandas as pd
+import tensorflow as tf
 
-from mtlkit import config, data, training
-from mtlkit.architectures import build_cifar100
+from mtlkit import celeba, config, data, dst, evaluation, runs, tasks, training
+from mtlkit.architectures import build_celeba, build_cifar100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +47,7 @@ class CifarSettings:
     synthetic_sizes: tuple | None = None  # (train, test) pool sizes of the stand-in
     jit_compile: bool | str = False  # XLA: True, False or "auto" (XLA on a GPU)
     mixed_precision: bool = False  # the mixed_float16 policy (float16 compute, float32 weights)
+    seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
 
     @property
     def data_label(self) -> str:
@@ -52,25 +64,39 @@ class CifarSettings:
 
     @property
     def tag(self) -> str:
-        """A folder name that changes whenever the settings do."""
-        digest = hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
-        return f"cifar100-{self.profile}-{self.source}-{digest.hexdigest()[:8]}"
+        """A folder name that changes whenever a setting that changes results does."""
+        return _tag("cifar100", self)
+
+
+def _tag(study: str, settings) -> str:
+    """``<study>-<profile>-<source>-<hash of every field but the list of seeds>``."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "seeds"}
+    digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
+    return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
+
+
+CIFAR_PROFILES = {
+    "quick": dict(epochs=2, train_limit=400, eval_limit=200, synthetic_sizes=(2000, 500),
+                  seeds=(0, 1)),
+    "standard": dict(epochs=5, seeds=(0, 1, 2)),
+    "full": dict(epochs=100, seeds=(0, 1, 2)),
+}  # fmt: skip
+"""What each profile changes in the report's protocol (:class:`CifarSettings`' defaults)."""
 
 
 def cifar100_settings(profile: str, source: str | None = None, **overrides) -> CifarSettings:
-    """The settings of a profile: ``"full"`` (the report) or ``"quick"`` (minutes on a CPU).
+    """The settings of a profile (see :data:`CIFAR_PROFILES` and :mod:`mtlkit.config`).
 
-    ``source=None`` picks the profile's data: TensorFlow Datasets for the full run, a local
-    copy when ``MTLKIT_CIFAR100_DIR`` names one, otherwise the synthetic stand-in for the
-    quick run. Any field of :class:`CifarSettings` can be overridden.
+    ``source=None`` picks the profile's data: a local copy when ``MTLKIT_CIFAR100_DIR`` names
+    one, else TensorFlow Datasets (standard, full) or the synthetic stand-in (quick). Any
+    field of :class:`CifarSettings` can be overridden; ``None`` values are ignored.
     """
     config.check_profile(profile)
     local = os.environ.get("MTLKIT_CIFAR100_DIR")
     if source is None:
-        source = "folder" if local else ("tfds" if profile == "full" else "synthetic")
+        source = "folder" if local else ("synthetic" if profile == "quick" else "tfds")
     base = dict(profile=profile, source=source, data_dir=overrides.pop("data_dir", local))
-    if profile == "quick":
-        base.update(epochs=2, train_limit=400, eval_limit=200, synthetic_sizes=(2000, 500))
+    base.update(CIFAR_PROFILES[profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
     return CifarSettings(**base)
 
@@ -92,7 +118,9 @@ def cifar100_datasets(settings: CifarSettings, seed: int) -> dict:
     }
     augment = data.augmentation(seed) if settings.augment else None
     return {
-        "train": data.batched(splits["train"], settings.batch_size, shuffle=True, seed=seed, augment=augment),
+        "train": data.batched(
+            splits["train"], settings.batch_size, shuffle=True, seed=seed, augment=augment
+        ),
         "validation": data.batched(splits["validation"], settings.batch_size),
         "test": data.batched(splits["test"], settings.batch_size),
     }
@@ -104,7 +132,9 @@ def build_compiled(name: str, settings: CifarSettings) -> keras.Model:
     Sets Keras's global dtype policy from ``settings.mixed_precision`` first, so a model is
     always built with the precision its run folder (``settings.tag``) was trained with.
     """
-    keras.mixed_precision.set_global_policy("mixed_float16" if settings.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if settings.mixed_precision else "float32"
+    )
     return training.compile_multitask(
         build_cifar100(name),
         learning_rate=settings.learning_rate,
@@ -142,3 +172,220 @@ def run_cifar100(
         verbose=verbose,
         metadata={"architecture": name, "seed": seed, **dataclasses.asdict(settings)},
     )
+
+
+# ========================================================================== CelebA
+@dataclasses.dataclass(frozen=True)
+class CelebaSettings:
+    """Everything one CelebA run depends on (the 2023 report's protocol by default)."""
+
+    profile: str = "full"
+    source: str = "tfds"
+    data_dir: str | None = None
+    attributes: tuple = data.EIGHT
+    image_size: int = 224  # the size the model sees (the loader shrinks, the model enlarges)
+    weights: str | None = "imagenet"  # or None: random initialisation
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    hide_labels: tuple = ()  # (("Wearing_Necklace", 0.9),): hide that share of its labels
+    jit_compile: bool | str = False
+    mixed_precision: bool = False
+    seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
+
+    @property
+    def data_label(self) -> str:
+        """A label for tables and figures: which data, profile and model produced them."""
+        what = celeba.describe_source(self.source, self.data_dir)
+        if self.source == "synthetic":
+            what += " (not CelebA)"
+        size = f", {self.train_limit:,} training images" if self.train_limit else ""
+        init = "ImageNet-pretrained" if self.weights else "random-init"
+        hidden = "".join(f", {a} labels {share:.0%} hidden" for a, share in self.hide_labels)
+        options = training.speed_options_label(self.mixed_precision, self.jit_compile)
+        return (f"{what}, {self.profile} profile{size}, {init} ResNet18 at {self.image_size} px, "
+                f"{self.epochs} epochs{hidden}{options}")  # fmt: skip
+
+    @property
+    def tag(self) -> str:
+        """A folder name that changes whenever a setting that changes results does."""
+        return _tag("celeba", self)
+
+
+CELEBA_PROFILES = {
+    "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
+                  seeds=(0, 1)),
+    "standard": dict(epochs=2, seeds=(0, 1)),
+    "full": dict(epochs=5, seeds=(0, 1, 2)),
+}  # fmt: skip
+"""What each profile changes in the 2023 report's protocol (:class:`CelebaSettings`)."""
+
+
+def celeba_settings(profile: str, source: str | None = None, **overrides) -> CelebaSettings:
+    """The settings of a profile (see :data:`CELEBA_PROFILES` and :mod:`mtlkit.config`).
+
+    ``source=None`` picks the data: a local copy when ``MTLKIT_CELEBA_DIR`` names one, else
+    TensorFlow Datasets (standard, full) or the synthetic stand-in (quick). Any field can be
+    overridden (``None`` values are ignored); ``hide_labels`` may be given as a dict.
+    """
+    config.check_profile(profile)
+    local = os.environ.get("MTLKIT_CELEBA_DIR")
+    if source is None:
+        source = "folder" if local else ("synthetic" if profile == "quick" else "tfds")
+    folder = overrides.pop("data_dir", local) if source == "folder" else None
+    base = dict(profile=profile, source=source, data_dir=folder)
+    base.update(CELEBA_PROFILES[profile])
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base["attributes"] = tuple(celeba.check_attributes(base.get("attributes", data.EIGHT)))
+    base["hide_labels"] = tuple(sorted(dict(base.get("hide_labels", ())).items()))
+    return CelebaSettings(**base)
+
+
+def _celeba_split(settings: CelebaSettings, split: str, **kwargs) -> tf.data.Dataset:
+    """One unbatched split of the settings' data, at the loader's size."""
+    limit = settings.train_limit if split == "train" else settings.eval_limit
+    hide = dict(settings.hide_labels) if split == "train" else None
+    return data.load_celeba(
+        split, settings.attributes, settings.source,
+        image_size=celeba.loader_size(settings.image_size), data_dir=settings.data_dir,
+        limit=limit, hide_labels=hide or None, **kwargs,
+    )  # fmt: skip
+
+
+def celeba_datasets(settings: CelebaSettings, seed: int) -> dict:
+    """Batched data for one seed: ``"train"`` (a function ``epoch -> batches``, reshuffled
+    every epoch from the seed), ``"validation"`` and ``"test"``.
+
+    Small training sets (quick profile) are decoded once and kept in memory; the full split
+    (15 GB of crops at 178 px) is not: its file list is reshuffled before decoding.
+    """
+    batch = settings.batch_size
+    if settings.train_limit and settings.train_limit <= 20_000:
+        cached = _celeba_split(settings, "train").cache()
+        train = lambda epoch: data.batched(  # noqa: E731
+            cached, batch, shuffle=True, seed=1000 * seed + epoch, cache=False
+        )
+    else:
+        train = lambda epoch: data.batched(  # noqa: E731
+            _celeba_split(settings, "train", shuffle_seed=1000 * seed + epoch), batch, cache=False
+        )
+    evaluation_sets = {s: data.batched(_celeba_split(settings, s), batch, cache=False)
+                       for s in ("validation", "test")}  # fmt: skip
+    return {"train": train, **evaluation_sets}
+
+
+def build_celeba_model(settings: CelebaSettings) -> keras.Model:
+    """The shared ResNet18 with one logit per attribute, under the settings' precision."""
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if settings.mixed_precision else "float32"
+    )
+    return build_celeba(settings.attributes, weights=settings.weights,
+                        image_size=settings.image_size)  # fmt: skip
+
+
+@dataclasses.dataclass
+class CelebaRun:
+    """One finished CelebA run: its per-epoch history and its test-split evaluation."""
+
+    history: dict
+    table: pd.DataFrame  # per attribute, with the majority baseline (evaluation.attribute_table)
+    summary: pd.Series  # mean task accuracy, exact match, ...
+    run_dir: Path
+    seconds: float  # training time of this run (0 when it was read back)
+    schedule: pd.DataFrame | None = None  # DST runs: the scheduler's history_frame()
+
+
+def run_celeba(
+    seed: int,
+    settings: CelebaSettings,
+    *,
+    arm: str = "fit",
+    scheduler_options: dict | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    recompute: bool = False,
+    verbose: int = 0,
+    callbacks: list | None = None,
+) -> CelebaRun:
+    """Train (or read back) one CelebA run and evaluate it on the test split.
+
+    ``arm``: ``"fit"`` (Keras ``fit``, notebook 03), ``"train"`` (the custom loop, no DST) or
+    ``"dst"`` (the custom loop with a :class:`mtlkit.dst.DSTScheduler`, made with
+    ``scheduler_options`` and the task depths and labelled-sample counts of this data).
+    The run lives in ``runs_dir/<settings.tag>/<arm>/seed<seed>``; a finished one is read
+    back from its ``results.json`` without training, unless ``recompute=True``.
+    """
+    if arm not in ("fit", "train", "dst"):
+        raise ValueError(f"arm={arm!r}: use 'fit', 'train' or 'dst'.")
+    run_dir = Path(runs_dir or config.runs_dir()) / settings.tag / arm / f"seed{seed}"
+    if recompute and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if (run_dir / RESULTS).exists():
+        return _read_run(run_dir)
+    start = time.perf_counter()
+    training.set_seed(seed)
+    datasets, model = celeba_datasets(settings, seed), build_celeba_model(settings)
+    metadata = {"arm": arm, "seed": seed, **dataclasses.asdict(settings)}
+    scheduler = None
+    if arm == "fit":
+        history = _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks)
+    else:
+        scheduler = _scheduler(model, settings, seed, scheduler_options) if arm == "dst" else None
+        history = training.train(
+            model, datasets["train"], epochs=settings.epochs,
+            losses=tasks.classification_losses(settings.attributes, binary=True),
+            optimizer=keras.optimizers.Adam(settings.learning_rate), scheduler=scheduler,
+            validation_data=datasets["validation"], run_dir=run_dir, seed=seed,
+            verbose=verbose, jit_compile=settings.jit_compile, callbacks=callbacks,
+            metadata=metadata,
+        ).history  # fmt: skip
+    majority = celeba.majority_classes(_train_labels(settings))
+    table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority)
+    seconds = time.perf_counter() - start
+    schedule = scheduler.history_frame() if arm == "dst" else None
+    runs.atomic_write_json(run_dir / RESULTS, {
+        "history": history, "table": table.to_dict(orient="index"),
+        "summary": summary.to_dict(), "seconds": seconds,
+        "schedule": None if schedule is None else schedule.to_dict(orient="list")})  # fmt: skip
+    return CelebaRun(history, table, summary, run_dir, seconds, schedule)
+
+
+RESULTS = "results.json"
+"""The file that marks a finished CelebA run: history, test table, summary, seconds."""
+
+
+def _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks) -> dict:
+    """Notebook 03's way: ``compile`` + resumable ``fit``; leaves the final weights in ``model``."""
+    training.compile_multitask(model, learning_rate=settings.learning_rate, binary=True,
+                               jit_compile=settings.jit_compile)  # fmt: skip
+    history = training.fit_resumable(
+        lambda: model, datasets["train"](0), epochs=settings.epochs, run_dir=run_dir,
+        validation_data=datasets["validation"], verbose=verbose, callbacks=callbacks,
+        metadata=metadata, save_weights=True,
+    )  # fmt: skip
+    model.load_weights(run_dir / training.FINAL_WEIGHTS)
+    return history
+
+
+def _train_labels(settings: CelebaSettings) -> pd.DataFrame:
+    """The training labels the run saw (hidden ones as -1)."""
+    return data.load_labels(
+        "train", settings.attributes, settings.source, data_dir=settings.data_dir,
+        limit=settings.train_limit, hide_labels=dict(settings.hide_labels) or None,
+    )  # fmt: skip
+
+
+def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None):
+    """A DST scheduler with this model's depths and this data's labelled-example counts."""
+    counts = (_train_labels(settings) >= 0).sum().to_dict()
+    return dst.DSTScheduler(settings.attributes, depths=dst.task_depths(model),
+                            sample_counts=counts, seed=seed, **(options or {}))  # fmt: skip
+
+
+def _read_run(run_dir: Path) -> CelebaRun:
+    stored = json.loads((run_dir / RESULTS).read_text())
+    table = pd.DataFrame.from_dict(stored["table"], orient="index")
+    table.index.name = "attribute"
+    schedule = pd.DataFrame(stored["schedule"]) if stored.get("schedule") else None
+    return CelebaRun(stored["history"], table, pd.Series(stored["summary"]), run_dir, 0.0, schedule)
