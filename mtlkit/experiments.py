@@ -78,7 +78,7 @@ def _tag(study: str, settings) -> str:
 CIFAR_PROFILES = {
     "quick": dict(epochs=2, train_limit=400, eval_limit=200, synthetic_sizes=(2000, 500),
                   seeds=(0, 1)),
-    "standard": dict(epochs=5, seeds=(0, 1, 2)),
+    "standard": dict(epochs=4, seeds=(0, 1, 2)),
     "full": dict(epochs=100, seeds=(0, 1, 2)),
 }  # fmt: skip
 """What each profile changes in the report's protocol (:class:`CifarSettings`' defaults)."""
@@ -215,16 +215,36 @@ class CelebaSettings:
 
 
 CELEBA_PROFILES = {
-    "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
-                  seeds=(0, 1)),
-    "standard": dict(epochs=2, seeds=(0, 1)),
-    "full": dict(epochs=5, seeds=(0, 1, 2)),
+    # notebook 03: one run of the report's protocol
+    "attributes": {
+        "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
+                      seeds=(0,)),
+        "standard": dict(epochs=2, seeds=(0,)),
+        "full": dict(epochs=5, seeds=(0,)),
+    },
+    # notebooks 05 and 06: the same model trained several ways, over seeds
+    "comparison": {
+        "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
+                      seeds=(0, 1)),
+        "standard": dict(epochs=3, train_limit=40_000, seeds=(0, 1)),
+        "full": dict(epochs=5, seeds=(0, 1, 2)),
+    },
+    # notebook 07: eight methods and eight single-task baselines, over seeds
+    "remedies": {
+        "quick": dict(weights=None, image_size=40, epochs=3, train_limit=600, eval_limit=300,
+                      seeds=(0, 1)),
+        "standard": dict(epochs=2, train_limit=10_000, seeds=(0, 1)),
+        "full": dict(epochs=5, seeds=(0, 1, 2)),
+    },
 }  # fmt: skip
-"""What each profile changes in the 2023 report's protocol (:class:`CelebaSettings`)."""
+"""What each profile changes in the 2023 report's protocol (:class:`CelebaSettings`), per
+kind of study: one run, a comparison of a few ways to train, or many methods."""
 
 
-def celeba_settings(profile: str, source: str | None = None, **overrides) -> CelebaSettings:
-    """The settings of a profile (see :data:`CELEBA_PROFILES` and :mod:`mtlkit.config`).
+def celeba_settings(
+    profile: str, source: str | None = None, *, study: str = "attributes", **overrides
+) -> CelebaSettings:
+    """The settings of a profile for a kind of ``study`` (see :data:`CELEBA_PROFILES`).
 
     ``source=None`` picks the data: a local copy when ``MTLKIT_CELEBA_DIR`` names one, else
     TensorFlow Datasets (standard, full) or the synthetic stand-in (quick). Any field can be
@@ -236,7 +256,9 @@ def celeba_settings(profile: str, source: str | None = None, **overrides) -> Cel
         source = "folder" if local else ("synthetic" if profile == "quick" else "tfds")
     folder = overrides.pop("data_dir", local) if source == "folder" else None
     base = dict(profile=profile, source=source, data_dir=folder)
-    base.update(CELEBA_PROFILES[profile])
+    if study not in CELEBA_PROFILES:
+        raise ValueError(f"study={study!r}: use one of {sorted(CELEBA_PROFILES)}.")
+    base.update(CELEBA_PROFILES[study][profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["attributes"] = tuple(celeba.check_attributes(base.get("attributes", data.EIGHT)))
     base["hide_labels"] = tuple(sorted(dict(base.get("hide_labels", ())).items()))
@@ -389,3 +411,51 @@ def _read_run(run_dir: Path) -> CelebaRun:
     table.index.name = "attribute"
     schedule = pd.DataFrame(stored["schedule"]) if stored.get("schedule") else None
     return CelebaRun(stored["history"], table, pd.Series(stored["summary"]), run_dir, 0.0, schedule)
+
+
+# ======================================================================= durations
+FORWARD_GFLOP = {"cifar100_two_trunks": 0.572, "cifar100_shared_trunk": 0.304,
+                 "resnet18_224": 3.627}  # fmt: skip
+"""Forward cost per image, counted by ``benchmarks/estimate_durations.py`` (Conv2D and
+Dense multiply-accumulates x 2; ResNet18's cost scales with the square of the image side)."""
+
+T4_TFLOPS = 4.0
+"""Sustained float32 speed assumed for a Colab T4: half of its 8.1 TFLOP/s peak."""
+
+PIPELINE_IMAGES_PER_S = {"cifar100": 2300, "celeba": 7000}
+"""Input images per second on 2 CPU cores (a free Colab VM has 2 vCPUs), measured here:
+CIFAR-100 with the report's augmentation (``benchmarks/estimate_durations.py``), CelebA
+JPEG decoding (``benchmarks/bench_celeba_pipeline.py``)."""
+
+SPLIT_SIZES = {"cifar100": (40_000, 20_000), "celeba": (162_770, 39_829)}
+"""(training, validation + test) images per epoch of the real datasets."""
+
+
+def expected_minutes(settings, runs: int = 1) -> str:
+    """The expected duration of ``runs`` runs under ``settings``, with how it was estimated.
+
+    Quick profile: measured wall times are in ``benchmarks/README.md``. Standard and full:
+    no GPU was available where the kit is developed, so this is an estimate (see
+    ``benchmarks/estimate_durations.py``): an epoch takes the longer of its compute (3x the
+    forward cost per training image, 1x per evaluation image, at :data:`T4_TFLOPS`; twice
+    that speed with mixed precision) and its input pipeline (:data:`PIPELINE_IMAGES_PER_S`).
+    """
+    if settings.profile == "quick":
+        return (f"{runs} quick run(s): a few minutes on a 2-core CPU (measured times per "
+                "notebook: benchmarks/README.md)")  # fmt: skip
+    cifar = isinstance(settings, CifarSettings)
+    study = "cifar100" if cifar else "celeba"
+    train, evaluate = SPLIT_SIZES[study]
+    train = min(train, settings.train_limit or train)
+    evaluate = min(evaluate, 2 * settings.eval_limit) if settings.eval_limit else evaluate
+    if cifar:
+        gflop = (FORWARD_GFLOP["cifar100_two_trunks"] + FORWARD_GFLOP["cifar100_shared_trunk"]) / 2
+    else:
+        gflop = FORWARD_GFLOP["resnet18_224"] * (settings.image_size / 224) ** 2
+    speed = T4_TFLOPS * 1e3 * (2 if settings.mixed_precision else 1)  # GFLOP/s
+    compute = (3 * train + evaluate) * gflop / speed
+    pipeline = (train + evaluate) / PIPELINE_IMAGES_PER_S[study]
+    minutes = runs * settings.epochs * max(compute, pipeline) / 60 + runs * 0.5  # + set-up
+    return (f"about {minutes:.0f} min on a Colab T4 GPU for {runs} run(s) of {settings.epochs} "
+            "epochs (an estimate from counted FLOPs at 4 TFLOP/s and a measured 2-core input "
+            "pipeline; no GPU was available to measure it), plus the first download")  # fmt: skip
