@@ -1,11 +1,14 @@
 """Execute every notebook with papermill and report how long each took.
 
-    python run_notebooks.py                    # quick profile, all notebooks
-    python run_notebooks.py --profile full     # the real protocols (hours; use a GPU)
-    python run_notebooks.py --only 02 03       # some notebooks
+    python run_notebooks.py                      # quick profile, every notebook
+    python run_notebooks.py --profile standard   # real data, one Colab-GPU sitting each
+    python run_notebooks.py --profile full       # the reports' protocols (hours; a GPU)
+    python run_notebooks.py --only 02 03         # some notebooks
 
 Executed copies go to ``notebooks/executed/`` (not committed); figures to ``figures/``.
-Each notebook runs in its own kernel with ``PROFILE`` set as a papermill parameter.
+Each notebook runs in its own kernel with ``PROFILE`` set as a papermill parameter. A
+notebook that fails does not stop the others: the table at the end lists each failure
+(notebook, cell, error), and the exit status is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -18,52 +21,89 @@ from pathlib import Path
 
 import papermill
 
+from mtlkit.config import PROFILES
+
 ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ROOT / "notebooks"
 
+PATH_VARIABLES = (
+    "MTLKIT_DATA_DIR",
+    "MTLKIT_CELEBA_DIR",
+    "MTLKIT_CIFAR100_DIR",
+    "MTLKIT_RUNS_DIR",
+    "MTLKIT_FIGURES_DIR",
+    "MTLKIT_RESNET18_PRESET",
+)
 
-PATH_VARIABLES = ("MTLKIT_DATA_DIR", "MTLKIT_CELEBA_DIR", "MTLKIT_CIFAR100_DIR", "MTLKIT_RUNS_DIR",
-                  "MTLKIT_FIGURES_DIR")
+
+def select(only: list[str] | None) -> list[Path]:
+    """The numbered notebooks, or those whose number or name is in ``only``."""
+    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+    return notebooks
+
+
+def run_one(notebook: Path, output_dir: Path, profile: str) -> str | None:
+    """Execute one notebook; return None, or a one-line description of its failure."""
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output_dir / notebook.name),
+            parameters={"PROFILE": profile},
+            cwd=str(NOTEBOOKS),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    except papermill.PapermillExecutionError as err:
+        return f"cell {err.exec_count}: {err.ename}: {err.evalue}".splitlines()[0][:200]
+    except Exception as err:  # the kernel died, or the notebook could not be read
+        return f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick")
-    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names to run")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names")
     parser.add_argument("--output-dir", type=Path, default=NOTEBOOKS / "executed")
     args = parser.parse_args(argv)
 
-    notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if args.only:
-        notebooks = [nb for nb in notebooks if any(nb.name.startswith(o) or nb.stem == o for o in args.only)]
-        if not notebooks:
-            parser.error(f"no notebook matches {args.only}; available: {[n.name for n in NOTEBOOKS.glob('*.ipynb')]}")
+    notebooks = select(args.only)
+    if not notebooks:
+        names = [n.stem for n in select(None)]
+        parser.error(f"no notebook matches {args.only}; available: {names}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MTLKIT_PROFILE"] = args.profile
     # the kernels run in notebooks/: make folders given relative to here mean the same there
     for name in PATH_VARIABLES:
-        if os.environ.get(name):
-            os.environ[name] = str(Path(os.environ[name]).expanduser().resolve())
+        value = os.environ.get(name)
+        if value and (name != "MTLKIT_RESNET18_PRESET" or Path(value).exists()):
+            os.environ[name] = str(Path(value).expanduser().resolve())
 
-    times = {}
+    results = {}
     for nb in notebooks:
         print(f"--- {nb.name} ({args.profile} profile)", flush=True)
         start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(nb), str(args.output_dir / nb.name), parameters={"PROFILE": args.profile},
-                cwd=str(NOTEBOOKS), progress_bar=False, kernel_name="python3",
-            )
-        except papermill.PapermillExecutionError as err:
-            print(f"FAILED: {nb.name} at cell {err.exec_count}: {err.ename}: {err.evalue}\n"
-                  f"The executed copy with the traceback is {args.output_dir / nb.name}.")
-            return 1
-        times[nb.name] = time.perf_counter() - start
-        print(f"    {times[nb.name]:6.1f} s", flush=True)
-    print(f"\nWall time per notebook ({args.profile} profile):")
-    for name, seconds in times.items():
-        print(f"  {name:40s} {seconds:7.1f} s")
-    print(f"  {'total':40s} {sum(times.values()):7.1f} s")
+        failure = run_one(nb, args.output_dir, args.profile)
+        results[nb.name] = (time.perf_counter() - start, failure)
+        print(f"    {results[nb.name][0]:6.1f} s  {'FAILED: ' + failure if failure else 'ok'}")
+    return report(results, args.profile, args.output_dir)
+
+
+def report(results: dict[str, tuple[float, str | None]], profile: str, output_dir: Path) -> int:
+    """Print the table of wall times and failures; return the exit status."""
+    print(f"\nWall time per notebook ({profile} profile):")
+    for name, (seconds, failure) in results.items():
+        print(f"  {name:36s} {seconds:7.1f} s  {'FAILED ' + failure if failure else 'ok'}")
+    print(f"  {'total':36s} {sum(s for s, _ in results.values()):7.1f} s")
+    failed = [name for name, (_, failure) in results.items() if failure]
+    if failed:
+        print(f"\n{len(failed)} notebook(s) failed: {', '.join(failed)}. The executed copies "
+              f"in {output_dir} show each traceback.")  # fmt: skip
+        return 1
     return 0
 
 

@@ -1,0 +1,41 @@
+"""run_notebooks.py: every notebook runs even after one fails, and the failure is reported."""
+
+import nbformat
+import pytest
+
+import run_notebooks
+
+
+def _notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell('PROFILE = "standard"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(s) for s in sources)]
+    nbformat.write(nb, path)
+
+
+def test_a_failure_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "01_breaks.ipynb", "x = 1", "raise RuntimeError('on purpose')")
+    _notebook(folder / "02_works.ipynb", "assert PROFILE == 'quick'")
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", folder)
+    status = run_notebooks.main(["--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "01_breaks.ipynb" in out and "RuntimeError: on purpose" in out
+    assert "cell 2" in out  # the failing cell is named
+    assert (tmp_path / "out" / "02_works.ipynb").exists()  # the second one still ran
+    assert out.count("ok") >= 1 and "1 notebook(s) failed: 01_breaks.ipynb" in out
+
+
+def test_unknown_profile_lists_the_three(capsys):
+    with pytest.raises(SystemExit):
+        run_notebooks.main(["--profile", "medium"])
+    err = capsys.readouterr().err
+    assert "quick" in err and "standard" in err and "full" in err
