@@ -133,6 +133,16 @@ def _forget_inside(model: keras.Model, memo: dict[int, int]) -> None:
                 memo.pop(id(t), None)
 
 
+def labelled_counts(labels) -> dict[str, int]:
+    """DST's ``sample_counts``: per task, how many examples carry a label (label >= 0).
+
+    ``labels``: a DataFrame with a column per task, or ``{task: array}`` (``-1`` = unknown,
+    as in :func:`mtlkit.data.load_labels` with ``hide_labels``).
+    """
+    columns = labels.items() if isinstance(labels, Mapping) else labels.items()
+    return {str(t): int((np.asarray(v) >= 0).sum()) for t, v in columns}
+
+
 # ------------------------------------------------------------------- input checking
 def _check_losses(losses: Mapping[str, float], tasks: Sequence[str], what: str) -> dict[str, float]:
     """Losses for exactly ``tasks``, as finite non-negative floats, or a clear error."""

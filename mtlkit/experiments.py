@@ -400,7 +400,7 @@ def _train_labels(settings: CelebaSettings) -> pd.DataFrame:
 
 def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None):
     """A DST scheduler with this model's depths and this data's labelled-example counts."""
-    counts = (_train_labels(settings) >= 0).sum().to_dict()
+    counts = dst.labelled_counts(_train_labels(settings))
     return dst.DSTScheduler(settings.attributes, depths=dst.task_depths(model),
                             sample_counts=counts, seed=seed, **(options or {}))  # fmt: skip
 

@@ -178,7 +178,7 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
     steps = 0
     for steps, (x, y) in enumerate(data, start=1):
         callback_list.on_train_batch_begin(steps - 1)
-        step_logs = _guarded(loop.train_step, x, y)
+        step_logs = _guarded(loop, x, y)
         callback_list.on_train_batch_end(steps - 1, step_logs)
     if steps == 0:
         raise ValueError(
@@ -319,14 +319,15 @@ def _use_xla(model: keras.Model, jit_compile: bool | str) -> bool:
     return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
 
 
-def _guarded(step, x, y):
-    """Run a compiled step; turn the label check's graph error into a clear ValueError."""
+def _guarded(loop: _Loop, x, y):
+    """Run the training step; turn the label check's graph error into a clear ValueError."""
     try:
-        return step(x, y)
+        return loop.train_step(x, y)
     except tf.errors.InvalidArgumentError as err:
         if task_utils.BAD_BINARY_LABELS not in str(err):
             raise
-        bad = [t for t, labels in y.items() if not _binary_ok(labels)]
+        binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
+        bad = [t for t in binary if not _binary_ok(y[t])]
         raise ValueError(
             f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}. Map the labels to 0/1 (CelebA's "
             "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "

@@ -105,7 +105,7 @@ def accuracy_metrics(losses: Mapping[str, keras.losses.Loss]) -> dict[str, list]
     return {t: [m] for t, m in metrics.items() if m is not None}
 
 
-BAD_BINARY_LABELS = "binary labels must be 0 or 1 (or -1 for 'unknown')"
+BAD_BINARY_LABELS = "binary labels must be 0 or 1, or -1 for unknown"
 
 
 def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = False):
