@@ -1,13 +1,23 @@
 """Model builders: one short function per architecture diagram.
 
 CIFAR-100 (the 2019 report): six ways of wiring a fine-label (100 classes) task and a
-coarse-label (20 classes) task. Every model is built from three small pieces:
+coarse-label (20 classes) task. Each model is drawn in the report as five blocks,
+``input_image -> conv_layers -> fc_layers_1 -> concat -> fc_layers_2 -> label``, and is
+built here from the same blocks, each a named functional sub-model (a ``keras.Model``
+used as a layer):
 
-* :func:`conv_trunk` -- the convolutional feature extractor (one per task, or shared);
-* :func:`dense_block` -- Dense -> Dropout(0.25) -> BatchNormalization;
-* a head made of two halves, ``fc_layers_1`` (1024 -> 512) and ``fc_layers_2``
-  (256 -> 128 -> logits), so that the *reuse* models can concatenate the other task's
-  logits between the halves.
+* :func:`conv_layers` -- the convolutional trunk (``conv_layers`` when both tasks share
+  it, ``fine_conv_layers`` and ``coarse_conv_layers`` when each task has its own);
+* :func:`fc_layers_1` (1024 -> 512) and :func:`fc_layers_2` (256 -> 128), the two halves
+  of a task head (``fine_fc_layers_1``, ...), with the logits layer, named after the
+  task, after the second half. In the *reuse* models a ``<task>_concat_reused`` layer
+  joins the other task's logits to the first half's output, and the second half reads
+  that concatenation.
+
+Inside the blocks are two tensor-level pieces, :func:`conv_trunk` and :func:`dense_block`
+(Dense -> Dropout(0.25) -> BatchNormalization). ``keras.utils.plot_model(model)`` draws the
+blocks; ``expand_nested=True`` opens them; ``model.get_layer("conv_layers").summary()``
+lists one block's layers.
 
 CelebA (the 2023 report): one ResNet18 backbone from keras-hub shared by one linear head
 per face attribute (:func:`build_celeba`).
@@ -18,6 +28,7 @@ with ``from_logits=True``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import keras
@@ -45,7 +56,7 @@ DESCRIPTIONS = {
 DROPOUT_RATE = 0.25
 
 
-# --------------------------------------------------------------------------- pieces
+# ------------------------------------------------------------ tensor-level pieces
 def conv_trunk(x: keras.KerasTensor, prefix: str) -> keras.KerasTensor:
     """Convolutional feature extractor: 32x32x3 -> 8,192 features (297,856 weights)."""
     x = layers.Conv2D(64, 3, padding="same", activation="relu", name=f"{prefix}_conv0")(x)
@@ -66,29 +77,48 @@ def dense_block(x: keras.KerasTensor, units: int, name: str) -> keras.KerasTenso
     return layers.BatchNormalization(name=f"{name}_bn")(x)
 
 
-def fc_layers_1(x: keras.KerasTensor, task: str) -> keras.KerasTensor:
-    """First half of a task head: dense blocks of 1024 and 512 units."""
-    x = dense_block(x, 1024, f"{task}_fc1024")
-    return dense_block(x, 512, f"{task}_fc512")
-
-
-def fc_layers_2(x: keras.KerasTensor, task: str, num_classes: int) -> keras.KerasTensor:
-    """Second half of a task head: dense blocks of 256 and 128 units, then the logits.
-
-    The logits layer is named after the task, so it is the model output of that name.
+# ----------------------------------------------------------------- named blocks
+def conv_layers(input_shape: tuple[int, ...] = (32, 32, 3), prefix: str = "shared") -> keras.Model:
+    """The convolutional trunk as one block: ``conv_layers`` for ``prefix="shared"``, else
+    ``<prefix>_conv_layers``. Its layers keep the prefix (``shared_conv0``, ``fine_bn1``...).
     """
-    x = dense_block(x, 256, f"{task}_fc256")
-    x = dense_block(x, 128, f"{task}_fc128")
-    # float32 logits keep the losses stable under a mixed-precision policy.
-    return layers.Dense(num_classes, dtype="float32", name=task)(x)
+    name = "conv_layers" if prefix == "shared" else f"{prefix}_conv_layers"
+    inputs = keras.Input(shape=input_shape, name=f"{name}_input")
+    return keras.Model(inputs, conv_trunk(inputs, prefix), name=name)
 
 
-def _head(x: keras.KerasTensor, task: str, num_classes: int, reused=None) -> keras.KerasTensor:
-    """A full head; ``reused`` logits of the other task are concatenated halfway."""
-    x = fc_layers_1(x, task)
+def fc_layers_1(features: int, task: str) -> keras.Model:
+    """First half of a task head, block ``<task>_fc_layers_1``: dense blocks of 1024, 512.
+
+    ``features`` is the width of its input (8,192 from :func:`conv_layers`).
+    """
+    inputs = keras.Input(shape=(features,), name=f"{task}_fc_layers_1_input")
+    x = dense_block(inputs, 1024, f"{task}_fc1024")
+    return keras.Model(inputs, dense_block(x, 512, f"{task}_fc512"), name=f"{task}_fc_layers_1")
+
+
+def fc_layers_2(features: int, task: str) -> keras.Model:
+    """Second half of a task head, block ``<task>_fc_layers_2``: dense blocks of 256, 128.
+
+    ``features`` is the width of its input: 512, or 512 plus the other task's logits in a
+    reuse model. The logits layer comes after this block (see :func:`build_cifar100`).
+    """
+    inputs = keras.Input(shape=(features,), name=f"{task}_fc_layers_2_input")
+    x = dense_block(inputs, 256, f"{task}_fc256")
+    return keras.Model(inputs, dense_block(x, 128, f"{task}_fc128"), name=f"{task}_fc_layers_2")
+
+
+def _head(features, task: str, num_classes: int, reused=None) -> keras.KerasTensor:
+    """``fc_layers_1 -> [concat reused logits] -> fc_layers_2 -> logits`` of one task.
+
+    The logits layer is named after the task, so it is the model output of that name; it
+    is float32 so that the losses stay stable under a mixed-precision policy.
+    """
+    x = fc_layers_1(features.shape[-1], task)(features)
     if reused is not None:
         x = layers.Concatenate(name=f"{task}_concat_reused")([x, reused])
-    return fc_layers_2(x, task, num_classes)
+    x = fc_layers_2(x.shape[-1], task)(x)
+    return layers.Dense(num_classes, dtype="float32", name=task)(x)
 
 
 # ----------------------------------------------------------------- CIFAR-100 models
@@ -100,19 +130,17 @@ def build_cifar100(
 ) -> keras.Model:
     """Build one of the six CIFAR-100 architectures (see :data:`NAMES`).
 
-    Returns a functional model whose outputs are ``{"fine": logits, "coarse": logits}``.
+    Returns a functional model made of the report's blocks (see the module docstring)
+    whose outputs are ``{"fine": logits, "coarse": logits}``.
     """
     if name not in NAMES:
-        raise ValueError(
-            f"Unknown architecture {name!r}. Choose one of: {', '.join(NAMES)}."
-        )
-    shared = name.startswith("shared")
-    inputs = keras.Input(shape=input_shape, name="image")
-    if shared:
-        fine_features = coarse_features = conv_trunk(inputs, "shared")
+        raise ValueError(f"Unknown architecture {name!r}. Choose one of: {', '.join(NAMES)}.")
+    inputs = keras.Input(shape=input_shape, name="input_image")
+    if name.startswith("shared"):
+        fine_features = coarse_features = conv_layers(input_shape, "shared")(inputs)
     else:
-        fine_features = conv_trunk(inputs, "fine")
-        coarse_features = conv_trunk(inputs, "coarse")
+        fine_features = conv_layers(input_shape, "fine")(inputs)
+        coarse_features = conv_layers(input_shape, "coarse")(inputs)
 
     if name.endswith("reuse_coarse"):
         # The coarse task is computed first; its logits inform the fine head.
@@ -153,14 +181,25 @@ def parameter_table(names=NAMES, **kwargs):
 
 # -------------------------------------------------------------------- CelebA model
 RESNET18_PRESET = "resnet_18_imagenet"
+"""The keras-hub preset loaded for ``weights="imagenet"`` unless ``MTLKIT_RESNET18_PRESET``
+names another (a preset name, or a folder written by ``backbone.save_to_preset``)."""
 
 # keras-hub's ResNet presets expect ImageNet-normalised RGB input.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def resnet18_preset() -> str:
+    """The ResNet18 preset to load: ``MTLKIT_RESNET18_PRESET`` if set, else the default."""
+    return os.path.expanduser(os.environ.get("MTLKIT_RESNET18_PRESET") or RESNET18_PRESET)
+
+
 def resnet18_backbone(weights: str | None = "imagenet"):
-    """A keras-hub ResNet18 backbone, pretrained (``"imagenet"``) or random (``None``)."""
+    """A keras-hub ResNet18 backbone, pretrained (``"imagenet"``) or random (``None``).
+
+    The pretrained one comes from :func:`resnet18_preset`: Kaggle's ``resnet_18_imagenet``
+    by default, or a local preset folder named by ``MTLKIT_RESNET18_PRESET``.
+    """
     import keras_hub
 
     if weights is None:
@@ -177,19 +216,23 @@ def resnet18_backbone(weights: str | None = "imagenet"):
         )
     if weights != "imagenet":
         raise ValueError(
-            f"weights={weights!r} is not supported: use 'imagenet' (pretrained, needs the "
-            "internet the first time) or None (random initialisation)."
+            f"weights={weights!r} is not supported: use 'imagenet' (pretrained, from the "
+            "preset named by MTLKIT_RESNET18_PRESET) or None (random initialisation)."
         )
+    preset = resnet18_preset()
     try:
-        return keras_hub.models.ResNetBackbone.from_preset(RESNET18_PRESET)
+        return keras_hub.models.ResNetBackbone.from_preset(preset)
     except Exception as err:  # network errors come in many types across versions
+        source = "MTLKIT_RESNET18_PRESET" if os.environ.get("MTLKIT_RESNET18_PRESET") else "default"
         raise RuntimeError(
-            f"Could not load the pretrained keras-hub preset {RESNET18_PRESET!r} "
-            f"({type(err).__name__}: {err}). The weights are downloaded from Kaggle "
-            "the first time, so this needs the internet (Colab has it). Either run where "
-            "the download works (it is then cached under ~/.cache/kagglehub), or pass "
-            "weights=None to train the same ResNet18 from random initialisation -- and "
-            "say so next to any result."
+            f"Could not load the pretrained ResNet18 preset {preset!r} ({source}; "
+            f"{type(err).__name__}: {err}). A preset name such as {RESNET18_PRESET!r} is "
+            "downloaded from Kaggle the first time, which needs the internet (Colab has it). "
+            "Either (1) run where Kaggle is reachable (the download is then cached under "
+            "~/.cache/kagglehub); or (2) where it is reachable, load the backbone and call "
+            "backbone.save_to_preset(FOLDER), copy FOLDER here and set "
+            "MTLKIT_RESNET18_PRESET=FOLDER; or (3) pass weights=None to train the same "
+            "ResNet18 from random initialisation -- and say so beside any result."
         ) from err
 
 
@@ -206,21 +249,12 @@ def build_celeba(
     the loader for the small size, which antialiases), ``Rescaling`` to [0, 1] and the
     ImageNet normalisation the pretrained backbone expects. Done in the model, this work
     runs on the accelerator, and a saved model takes raw face crops.
+    ``weights="imagenet"`` loads the backbone from :func:`resnet18_preset`.
     ``model.output_names`` are the attributes.
     """
-    from mtlkit.celeba import ATTRIBUTES  # the 40 official names
+    from mtlkit.celeba import check_attributes
 
-    attributes = list(attributes)
-    if not attributes:
-        raise ValueError("attributes is empty: pass at least one CelebA attribute name.")
-    unknown = [a for a in attributes if a not in ATTRIBUTES]
-    if unknown:
-        raise ValueError(
-            f"Unknown CelebA attribute(s) {unknown}. Valid names are the 40 column "
-            f"headers of list_attr_celeba.txt, e.g. {', '.join(ATTRIBUTES[:4])}, ..."
-        )
-    if len(set(attributes)) != len(attributes):
-        raise ValueError(f"attributes contains duplicates: {attributes}")
+    attributes = check_attributes(attributes)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
 
     backbone = resnet18_backbone(weights)

@@ -48,6 +48,7 @@ class CifarSettings:
     jit_compile: bool | str = False  # XLA: True, False or "auto" (XLA on a GPU)
     mixed_precision: bool = False  # the mixed_float16 policy (float16 compute, float32 weights)
     seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
+    builders: int = 2  # 2: models made of nested blocks (older runs' checkpoints differ)
 
     @property
     def data_label(self) -> str:

@@ -111,17 +111,315 @@ def image_grid(images, titles: Sequence[str], *, caption: str, columns: int = 8,
     return fig
 
 
-def plot_architecture(model, filename: str, *, show_shapes: bool = True, dpi: int = 48) -> Path:
-    """Draw a functional model like ``keras.utils.plot_model`` and save it under figures/.
+# ------------------------------------------------ multi-task studies: gates and baselines
+def _epoch_axis(ax, epochs: int) -> None:
+    """An x axis of whole epochs 1..``epochs`` (never 1.5)."""
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0.5, epochs + 0.5)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
 
-    Same picture as ``plot_model``, but with straight edge segments: Graphviz's orthogonal
-    edge router (Keras's default) crashes on some graphs with a shared trunk and a reuse
-    connection (``maze.c: chkSgraph`` assertion in Graphviz 2.4x).
+
+def _finish(fig, caption: str, filename: str | None):
+    """Caption (wrapped to the figure's width), layout, and the file under figures/."""
+    fig.suptitle(caption, fontsize=10, wrap=True)
+    fig.tight_layout()
+    if filename:
+        save(fig, filename)
+    return fig
+
+
+def plot_gated_losses(
+    histories: Mapping[str, History],
+    tasks: Sequence[str],
+    *,
+    caption: str,
+    filename: str | None = None,
+):
+    """Training loss of every task per epoch, one panel per run (``{"no DST": h, "DST": h}``).
+
+    A filled dot marks an epoch in which the task was trained; a hollow circle one in which
+    its gate (``<task>_gate`` in the history) was 0 -- its loss is still measured then.
+    ``caption`` names the data and profile.
     """
+    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4.3),
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, (name, history) in zip(axes[0], histories.items()):
+        for i, task in enumerate(tasks):
+            loss = np.asarray(history[f"{task}_loss"], dtype=float)
+            epochs = np.arange(1, len(loss) + 1)
+            off = np.asarray(history.get(f"{task}_gate", np.ones(len(loss)))) == 0
+            colour = plt.cm.tab10(i % 10)
+            ax.plot(epochs, loss, "-", color=colour, label=task)
+            ax.plot(epochs[~off], loss[~off], "o", color=colour, ms=5)
+            ax.plot(epochs[off], loss[off], "o", color=colour, mfc="white", ms=9, mew=2)
+        ax.plot([], [], "o", color="0.3", mfc="white", ms=9, mew=2, label="gate 0 (dropped)")
+        ax.set(title=name, ylabel="training loss")
+        _epoch_axis(ax, len(loss))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    return _finish(fig, caption, filename)
+
+
+def plot_gates(
+    history: History, tasks: Sequence[str], *, caption: str, filename: str | None = None
+):
+    """DST's keep probabilities and gates: one row per task, one column per epoch.
+
+    The colour (and number) is the keep probability the epoch's gate was drawn with
+    (``<task>_keep_prob``); a red frame marks a cell whose gate was 0 (``<task>_gate``).
+    """
+    keep = np.array([history[f"{t}_keep_prob"] for t in tasks], dtype=float)
+    gates = np.array([history[f"{t}_gate"] for t in tasks], dtype=float)
+    epochs = keep.shape[1]
+    fig, ax = plt.subplots(figsize=(min(4 + 0.8 * epochs, 14), 1.2 + 0.45 * len(tasks)))
+    extent = (0.5, epochs + 0.5, len(tasks) - 0.5, -0.5)
+    image = ax.imshow(keep, cmap="viridis", vmin=0.2, vmax=1.0, aspect="auto", extent=extent)
+    for row, column in zip(*np.nonzero(gates == 0)):
+        frame = plt.Rectangle((column + 0.55, row - 0.45), 0.9, 0.9, fill=False, ec="red", lw=2.5)
+        ax.add_patch(frame)
+    if epochs <= 20:
+        for (row, column), p in np.ndenumerate(keep):
+            ax.text(column + 1, row, f"{p:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if p < 0.6 else "black")  # fmt: skip
+    ax.plot([], [], "s", mfc="none", mec="red", mew=2.5, ms=10, label="gate 0 (dropped)")
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    _epoch_axis(ax, epochs)
+    fig.colorbar(image, ax=ax, label="keep probability")
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12 - 0.5 / len(tasks)), fontsize=8)
+    return _finish(fig, caption, filename)
+
+
+def plot_attribute_accuracy(
+    tables: Mapping[str, Sequence],
+    *,
+    caption: str,
+    column: str = "accuracy",
+    filename: str | None = None,
+):
+    """Per-attribute accuracy beside the majority baseline (the 2023 report's Figure 4, made
+    honest).
+
+    ``tables`` maps a run name (``"no DST"``, ``"DST"``) to its per-seed test tables
+    (:func:`mtlkit.evaluation.attribute_table`). Bars: mean over seeds; dots: the seeds;
+    black bars: the majority-class baseline. A bar below its black mark is worse than
+    always answering the training set's majority class.
+    """
+    attributes = [a for a in next(iter(tables.values()))[0].index if a != "mean over tasks"]
+    x, width = np.arange(len(attributes)), 0.8 / len(tables)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(attributes)), 4.3))
+    for i, (name, runs) in enumerate(tables.items()):
+        values = np.array([[t.loc[a, column] for a in attributes] for t in runs], dtype=float)
+        offset = x - 0.4 + width * (i + 0.5)
+        ax.bar(offset, values.mean(0), width * 0.9, label=f"{name} ({len(runs)} seed(s))")
+        ax.plot(np.repeat(offset, len(runs)), values.T.ravel(), ".", color="0.2", ms=4)
+    baseline = np.mean([[t.loc[a, "majority_baseline"] for a in attributes]
+                        for runs in tables.values() for t in runs], axis=0)  # fmt: skip
+    ax.hlines(baseline, x - 0.45, x + 0.45, color="black", lw=2.5, label="majority baseline")
+    ax.set_xticks(x, attributes, rotation=20, fontsize=8)
+    low = min(float(baseline.min()), *(float(t[column].min()) for r in tables.values() for t in r))
+    ax.set(ylabel=f"test {column}", ylim=(max(0.0, low - 0.05), 1.0))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _finish(fig, caption, filename)
+
+
+def plot_architecture(
+    model,
+    filename: str,
+    *,
+    expand_nested: bool | str | Sequence[str] = False,
+    show_shapes: bool = True,
+    dpi: int = 48,
+    show: bool = True,
+) -> Path | None:
+    """Draw a functional model like ``keras.utils.plot_model``, save it under figures/.
+
+    A nested model (a block such as ``conv_layers``) is one box; ``expand_nested=True``
+    opens every block, a block name (or a list of names) opens only those. Edges are
+    Keras's right-angled ones, redrawn as straight segments when Graphviz's orthogonal
+    router crashes (``maze.c: chkSgraph`` assertion, seen on some large flat graphs).
+    ``show`` displays the picture in a notebook. Returns the PNG's path.
+
+    Without Graphviz (its ``dot`` program, and the ``pydot`` package) nothing is drawn and
+    nothing raises: one line says what to install, the blocks are shown as a table
+    (:func:`block_table`) instead, and the result is None.
+    """
+    missing = graphviz_missing()
+    if missing:
+        print(f"No diagram: {missing}. The blocks are listed as a table instead.")
+        table = block_table(model, expand_nested=expand_nested)
+        if show:
+            _show(table)
+        return None
+    dot = _model_dot(model, expand_nested, show_shapes, dpi)
+    path = config.figures_dir() / filename
+    try:
+        dot.write_png(str(path))
+    except AssertionError:  # pydot's report of a crashed `dot` run
+        dot.set("splines", "polyline")
+        dot.write_png(str(path))
+    if show:
+        _show(path)
+    return path
+
+
+GRAPHVIZ_INSTALL = (
+    "Debian/Ubuntu: sudo apt-get install graphviz; macOS: brew install graphviz; "
+    "Windows or conda: conda install graphviz"
+)
+
+
+def graphviz_missing() -> str | None:
+    """What is missing to draw diagrams, with the fix (one line), or None when nothing is."""
+    import shutil
+
+    try:
+        import pydot  # noqa: F401
+    except ImportError:
+        return (
+            "the pydot package is missing. Install it (pip install pydot) and Graphviz "
+            f"({GRAPHVIZ_INSTALL})"
+        )
+    if shutil.which("dot") is None:
+        return (
+            f"Graphviz's `dot` program is not on the PATH. Install Graphviz ({GRAPHVIZ_INSTALL}); "
+            "pip install pydot alone is not enough"
+        )
+    return None
+
+
+def block_table(model, *, expand_nested: bool | str | Sequence[str] = False):
+    """The blocks of a functional model as a table: a text stand-in for its diagram.
+
+    One row per layer of ``model`` (a block -- a nested model -- is one row): its kind,
+    the layers that feed it, its output shape and its parameter count. The layers of the
+    blocks chosen by ``expand_nested`` (as in :func:`plot_architecture`) follow their
+    block's row, named ``block/layer``.
+    """
+    import pandas as pd
+
+    opened = _opened(model, expand_nested)
+    rows = []
+    for layer in model.layers:
+        rows.append(_layer_row(layer, layer.name))
+        if layer.name in opened:
+            rows += [_layer_row(inner, f"{layer.name}/{inner.name}") for inner in layer.layers]
+    return pd.DataFrame(rows).set_index("block")
+
+
+def _opened(model, expand_nested) -> set[str]:
+    """Names of the blocks of ``model`` that ``expand_nested`` asks to open."""
     import keras
 
-    dot = keras.utils.model_to_dot(model, show_shapes=show_shapes, dpi=dpi)
-    dot.set("splines", "polyline")
-    path = config.figures_dir() / filename
-    dot.write_png(str(path))
-    return path
+    blocks = {layer.name for layer in model.layers if isinstance(layer, keras.Model)}
+    if expand_nested is True or expand_nested is False:
+        return blocks if expand_nested else set()
+    names = {expand_nested} if isinstance(expand_nested, str) else set(expand_nested)
+    if names - blocks:
+        raise ValueError(
+            f"expand_nested names {sorted(names - blocks)}, which are not blocks (nested "
+            f"models) of {model.name!r}; its blocks are {sorted(blocks)}."
+        )
+    return names
+
+
+def _layer_row(layer, name: str) -> dict:
+    """One row of :func:`block_table`."""
+    import keras
+
+    nodes = layer._inbound_nodes
+    feeders = [t._keras_history.operation.name for n in nodes for t in n.input_tensors]
+    shapes = [tuple(t.shape) for t in nodes[0].output_tensors] if nodes else []
+    kind = type(layer).__name__
+    if isinstance(layer, keras.Model):
+        inner = [x for x in layer.layers if not isinstance(x, keras.layers.InputLayer)]
+        kind = f"block of {len(inner)} layers"
+    return {
+        "block": name,
+        "kind": kind,
+        "fed by": ", ".join(dict.fromkeys(feeders)) or "-",
+        "output shape": ", ".join(str(s) for s in shapes),
+        "parameters": layer.count_params() if layer.built else 0,
+    }
+
+
+def _model_dot(model, expand_nested, show_shapes: bool, dpi: int):
+    """``keras.utils.model_to_dot`` of ``model``, with the chosen blocks opened."""
+    import keras
+
+    kwargs = dict(show_shapes=show_shapes, dpi=dpi)
+    if expand_nested is True or expand_nested is False:
+        return keras.utils.model_to_dot(model, expand_nested=expand_nested, **kwargs)
+    dot = keras.utils.model_to_dot(model, **kwargs)
+    for name in sorted(_opened(model, expand_nested)):
+        _open_block(dot, model.get_layer(name), show_shapes)
+    return dot
+
+
+def _open_block(dot, block, show_shapes: bool) -> None:
+    """Replace ``block``'s box in ``dot`` by a dashed cluster of its layers."""
+    import keras
+    import pydot
+
+    if len(block.inputs) != 1 or len(block.outputs) != 1:
+        raise ValueError(
+            f"Only a block with one input and one output can be opened alone, not "
+            f"{block.name!r}; use expand_nested=True to open every block."
+        )
+    box = str(id(block))
+    entry = str(id(block.inputs[0]._keras_history.operation))
+    exit_ = str(id(block.outputs[0]._keras_history.operation))
+    for edge in dot.get_edges():
+        source, target = edge.get_source(), edge.get_destination()
+        if box in (source, target):
+            dot.del_edge(source, target)
+            new = (source, entry) if target == box else (exit_, target)
+            dot.add_edge(pydot.Edge(*new, penwidth="2"))
+    dot.del_node(box)
+    dot.add_subgraph(keras.utils.model_to_dot(block, show_shapes=show_shapes, subgraph=True))
+
+
+def _show(obj: Path | object) -> None:
+    """Show a picture (its path) or a table in a notebook; elsewhere print the table."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # no IPython: not in a notebook
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Image(str(obj)) if isinstance(obj, Path) else obj)
+    elif not isinstance(obj, Path):
+        print(obj.to_string())
+
+
+# ---------------------------------------------------------------- task interference
+def plot_series(frame, *, caption: str, ylabel: str, reference: float | None = 0.0,
+                filename: str | None = None):
+    """One line per column of ``frame`` over its index -- e.g. gradient cosines over epochs
+    trained (``GradientProbe.layer_frame()``), or loss ratios ``L_j / L_j(0)`` -- with a
+    dotted line at ``reference``."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for column in frame.columns:
+        ax.plot(frame.index, frame[column], marker=".", label=str(column))
+    if reference is not None:
+        ax.axhline(reference, color="k", lw=0.8, ls=":")
+    ax.set(xlabel=frame.index.name or "", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=1 + len(frame.columns) // 9)
+    return _finish(fig, caption, filename)
+
+
+def plot_cosine_matrices(tables: Mapping, *, caption: str, filename: str | None = None):
+    """Task x task cosine tables side by side (``{title: DataFrame}``), one -1..1 scale."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables) + 1, 4.6), squeeze=False)
+    for ax, (title, table) in zip(axes[0], tables.items()):
+        image = ax.imshow(table.to_numpy(), cmap="RdBu", vmin=-1, vmax=1)
+        ax.set_xticks(range(len(table.columns)), table.columns, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(table.index)), table.index, fontsize=7)
+        for (i, j), value in np.ndenumerate(table.to_numpy()):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6)
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="cosine of the task gradients")
+    fig.suptitle(caption, fontsize=10)
+    if filename:
+        save(fig, filename)
+    return fig

@@ -176,7 +176,8 @@ def fit_resumable(
         model.fit(train_data, epochs=epochs, validation_data=validation_data,
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # fmt: skip
     except ValueError as err:
-        if backup.exists() and "shape" in str(err).lower():
+        text = str(err).lower()
+        if backup.exists() and ("shape" in text or "could not be loaded" in text):
             raise ValueError(
                 f"The backup in {backup} was written by a different model ({err}). "
                 "Use a fresh run directory, or recompute=True to discard it."

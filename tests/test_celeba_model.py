@@ -44,22 +44,35 @@ def test_model_resizes_rescales_and_normalises_its_input():
     same_size = keras.ops.convert_to_numpy(prepare(crops[:, :48, :48]))
     np.testing.assert_allclose(same_size, (crops[:, :48, :48] / 255 - mean) / std, atol=1e-4)
     # uint8 and float input give the same logits
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(crops)["Male"]),
-                               keras.ops.convert_to_numpy(model(crops.astype("float32"))["Male"]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(crops)["Male"]),
+        keras.ops.convert_to_numpy(model(crops.astype("float32"))["Male"]),
+        atol=1e-5,
+    )
 
 
-def test_unknown_attribute():
-    with pytest.raises(ValueError, match="Unknown CelebA attribute.*Beard"):
-        build_celeba(["Male", "Beard"], weights=None)
+@pytest.mark.parametrize(
+    "attributes, match",
+    [
+        (["Male", "Beard"], "Unknown CelebA attribute.*Beard"),
+        (["Male", "Male"], "repeats"),
+        ([], "non-empty"),
+    ],
+)
+def test_attributes_are_checked_like_the_loader_does(attributes, match):
+    with pytest.raises(ValueError, match=match):
+        build_celeba(attributes, weights=None)
 
 
 def test_model_trains_on_one_batch_with_fit():
     """One fit step with the notebook's compile settings lowers nothing to NaN."""
     from mtlkit.training import compile_multitask
 
-    model = compile_multitask(build_celeba(["Male", "Smiling"], weights=None, image_size=32),
-                              learning_rate=1e-3, binary=True)
+    model = compile_multitask(
+        build_celeba(["Male", "Smiling"], weights=None, image_size=32),
+        learning_rate=1e-3,
+        binary=True,
+    )
     x = np.random.default_rng(1).integers(0, 256, size=(8, 40, 40, 3), dtype=np.uint8)
     y = {"Male": np.array([0, 1] * 4), "Smiling": np.array([1, 1, 0, 0] * 2)}
     history = model.fit(x, y, epochs=1, verbose=0)
@@ -67,11 +80,47 @@ def test_model_trains_on_one_batch_with_fit():
     assert np.isfinite(history.history["loss"][0])
 
 
-def test_pretrained_weights_fail_loudly_without_internet():
+def test_pretrained_weights_come_from_the_preset_named_by_the_environment(tmp_path, monkeypatch):
+    """A preset folder written by save_to_preset stands in for Kaggle's download."""
+    from mtlkit.architectures import resnet18_backbone
+
+    saved = resnet18_backbone(None)  # random weights: only a real load can reproduce them
+    saved.save_to_preset(str(tmp_path / "resnet18"))
+    monkeypatch.setenv("MTLKIT_RESNET18_PRESET", str(tmp_path / "resnet18"))
+    model = build_celeba(EIGHT, weights="imagenet", image_size=32)
+    loaded = model.get_layer(saved.name)
+    assert [w.path for w in loaded.weights] == [w.path for w in saved.weights]
+    for ours, theirs in zip(loaded.weights, saved.weights):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs)
+        )
+    fresh = resnet18_backbone(None)
+    assert not np.array_equal(
+        keras.ops.convert_to_numpy(fresh.weights[0]), keras.ops.convert_to_numpy(saved.weights[0])
+    )
+
+
+def test_a_missing_preset_says_how_to_go_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTLKIT_RESNET18_PRESET", str(tmp_path / "no_such_preset"))
+    with pytest.raises(RuntimeError) as err:
+        build_celeba(EIGHT, weights="imagenet", image_size=32)
+    message = str(err.value)
+    assert "no_such_preset" in message and "MTLKIT_RESNET18_PRESET" in message
+    for advice in ("Kaggle", "save_to_preset", "weights=None", "say so beside any result"):
+        assert advice in message
+
+
+def test_the_default_preset_needs_kaggle(monkeypatch):
     """Offline, asking for ImageNet weights is an error that says how to go on."""
+    monkeypatch.delenv("MTLKIT_RESNET18_PRESET", raising=False)
     try:
         model = build_celeba(EIGHT, weights="imagenet", image_size=32)
     except RuntimeError as err:
-        assert "weights=None" in str(err) and "internet" in str(err)
-    else:  # the preset was reachable: the weights must then really be loaded
+        assert "resnet_18_imagenet" in str(err) and "weights=None" in str(err)
+    else:  # Kaggle was reachable: the weights must then really be loaded
         assert model.count_params() == 11_190_216
+
+
+def test_bad_weights_argument():
+    with pytest.raises(ValueError, match="weights='random'.*None"):
+        build_celeba(EIGHT, weights="random")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import evaluation, plots
+from mtlkit import evaluation
 
 # Ten examples. "a": 4 positives; predictions (logit > 0) right on 3 of the 4 positives
 # and on 5 of the 6 negatives. "b": all negative, the model never predicts it.
@@ -88,9 +88,3 @@ def test_predict_with_labels_one_pass_stays_aligned():
     table, headline = evaluation.evaluate_attributes(model, ds, {"a": 0, "b": 0})
     assert headline["exact-match accuracy"] == 1.0
     assert (table["accuracy"] == 1.0).all()
-
-
-def test_plot_task_losses_draws_train_and_validation():
-    history = {"a_loss": [0.7, 0.5], "val_a_loss": [0.8, 0.6], "b_loss": [0.3, 0.2]}
-    fig = plots.plot_task_losses(history, ["a", "b"], "t")
-    assert len(fig.axes[0].lines) == 3 and fig.axes[0].get_title() == "t"
