@@ -27,8 +27,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from mtlkit import runs
+from mtlkit import runs, shared
 from mtlkit import tasks as task_utils
+from mtlkit import weighting as weighting_methods
 from mtlkit.runs import set_seed
 
 
@@ -48,6 +49,8 @@ def train(
     verbose: int = 1,
     jit_compile: bool | str = False,
     metadata: Mapping | None = None,
+    weighting=None,
+    representation_layer: str | None = None,
 ) -> keras.callbacks.History:
     """Train a multi-task model with a readable loop, optionally with DST task gates.
 
@@ -86,6 +89,14 @@ def train(
         jit_compile: compile the steps with XLA: ``False`` (default; XLA changes results in
             the last digits), ``True``, or ``"auto"`` (XLA on an accelerator, like ``fit``).
         metadata: JSON-able facts about the run, stored in ``run_dir/history.json``.
+        weighting: how the task losses are combined (:mod:`mtlkit.weighting`): ``None``
+            (equal weighting with ``loss_weights``, the default and the fastest), a name
+            (``"uw"``, ``"dwa"``, ``"rlw"``, ``"pcgrad"``, ``"mgda"``, ``"gradnorm"``, ``"ew"``)
+            or a method object. It works on the gated, weighted losses, beside DST. Gradient
+            methods change the shared variables' gradients only (heads keep their own);
+            MGDA-UB differentiates the shared representation (the output of
+            ``representation_layer``, by default the last layer every task depends on).
+            The history gets ``<task>_weight`` per epoch; resume restores the method's state.
 
     Mixed precision: build the model under ``keras.mixed_precision.set_global_policy(
     "mixed_float16")`` (the kit's logits layers stay float32). ``train`` then wraps the
@@ -111,21 +122,26 @@ def train(
     if scheduler is not None:
         task_utils.check_names(scheduler.tasks, names, "The DST scheduler's tasks")
     data_for = train_data if callable(train_data) else (lambda epoch: train_data)
-    _check_data(data_for(0), names, "train_data")
+    task_utils.check_batches(data_for(0), names, "train_data")
     if validation_data is not None:
-        _check_data(validation_data, names, "validation_data")
+        task_utils.check_batches(validation_data, names, "validation_data")
     if seed is not None:
         set_seed(seed)
         if scheduler is not None and scheduler.seed is None:
             scheduler.reseed(seed)
-    optimizer = _prepare_optimizer(model, optimizer)
+    method = None if weighting is None else weighting_methods.get(weighting, names)
+    if method is not None and seed is not None and getattr(method, "seed", 0) is None:
+        method.reseed(seed)
+    optimizer = _prepare_optimizer(model, optimizer, method)
 
     record = {"epoch": 0, "history": {}, "stopped": False, "metadata": dict(metadata or {})}
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
-        record = _restore(run_dir, model, optimizer, scheduler, epochs) or record
+        record = _restore(run_dir, model, optimizer, scheduler, method, epochs) or record
     val_spec = validation_data.element_spec if validation_data is not None else None
     loop = _Loop(model, losses, optimizer, weights, data_for(0).element_spec, val_spec, jit_compile)
+    if method is not None:
+        shared.prepare(loop, method, data_for(0), representation_layer)
     if record["epoch"] >= epochs or record["stopped"]:
         return _history(model, record["history"], loop.train_step)
 
@@ -138,28 +154,43 @@ def train(
     if scheduler is not None and scheduler.initial is None:
         scheduler.observe_initial(_measuring_pass(loop, data_for(0)))
     for epoch in range(record["epoch"], epochs):
+        if method is not None:
+            method.on_epoch_start(epoch, weighting_methods.epoch_losses(record["history"], names))
         logs = _run_epoch(loop, data_for(epoch), epoch, scheduler, validation_data, callback_list)
+        if method is not None:
+            logs.update({f"{t}_weight": w for t, w in method.weights_for_logging().items()})
         callback_list.on_epoch_end(epoch, logs)
         for key, value in logs.items():
             record["history"].setdefault(key, []).append(float(value))
         record.update(epoch=epoch + 1, stopped=bool(model.stop_training))
         record["finished"] = record["epoch"] >= epochs or record["stopped"]
         if run_dir is not None:
-            _save(run_dir, model, optimizer, scheduler, record)
+            _save(run_dir, model, optimizer, scheduler, method, record)
         if model.stop_training:
             break
     callback_list.on_train_end()
     return _history(model, record["history"], loop.train_step)
 
 
-def _prepare_optimizer(model: keras.Model, optimizer) -> keras.optimizers.Optimizer:
-    """Wrap the optimizer for loss scaling under mixed precision, and build it."""
-    if model.dtype_policy.name == "mixed_float16" and not isinstance(
-        optimizer, keras.optimizers.LossScaleOptimizer
-    ):
+def _prepare_optimizer(model: keras.Model, optimizer, method) -> keras.optimizers.Optimizer:
+    """Wrap the optimizer for loss scaling under mixed precision, and build it on the model's
+    variables and the weighting method's own (UW's log-variances)."""
+    mixed = model.dtype_policy.name == "mixed_float16"
+    if mixed and method is not None and method.kind == "gradient":
+        raise ValueError(
+            f"The gradient method {method.name!r} does not support mixed precision here: "
+            "train it in float32 (keras.mixed_precision.set_global_policy('float32'))."
+        )
+    if mixed and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    extra = list(method.variables) if method is not None else []
     if not optimizer.built:
-        optimizer.build(model.trainable_variables)
+        optimizer.build(model.trainable_variables + extra)
+    elif extra:
+        raise ValueError(
+            f"{method.name!r} trains variables of its own, so the optimizer must not be built "
+            "yet: pass a fresh optimizer and train() builds it."
+        )
     return optimizer
 
 
@@ -213,7 +244,7 @@ class _Loop:
 
     def __init__(self, model, losses, optimizer, loss_weights, train_spec, val_spec=None,
                  jit_compile: bool | str = False):  # fmt: skip
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.weighting = model, optimizer, None
         self.tasks = list(model.output_names)
         self.losses = losses
         self.binary = [task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in self.tasks]
@@ -234,16 +265,38 @@ class _Loop:
         self.eval_step = compile_(self._eval_step, val_spec)
 
     def _train_step(self, x, y):
-        with tf.GradientTape() as tape:
-            y_pred, task_losses, counts = self._forward(x, y, training=True)
-            total = self._total(task_losses, tf.unstack(self.coefficients))
-            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
-        variables = self.model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
+        if self.weighting is not None and self.weighting.kind == "gradient":
+            y_pred, task_losses, counts, total = shared.gradient_step(self, x, y)
+        else:
+            y_pred, task_losses, counts, total = self._loss_step(x, y)
         self._watch(task_losses)
         self.train_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
         return self.train_meters.results()
+
+    def _loss_step(self, x, y):
+        """The step of ``fit``: one gradient of the (gated, weighted) total loss."""
+        extra = self.weighting.variables if self.weighting is not None else []
+        with tf.GradientTape() as tape:
+            y_pred, task_losses, counts = self._forward(x, y, training=True)
+            coefficients = tf.unstack(self.coefficients)
+            if self.weighting is None:
+                total = self._total(task_losses, coefficients)
+            else:  # UW, DWA, RLW combine the gated, weighted losses
+                weighted = [c * loss for c, loss in zip(coefficients, task_losses)]
+                total = self._total([self.weighting.combine(weighted)], [1.0])
+            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
+        variables = self.model.trainable_variables + list(extra)
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
+        return y_pred, task_losses, counts, total
+
+    def task_losses(self, y, y_pred):
+        """Each task's mean loss over its labelled examples, and how many there were."""
+        pairs = [
+            task_utils.masked_loss(self.losses[t], y[t], y_pred[t], binary=b)
+            for t, b in zip(self.tasks, self.binary)
+        ]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def _eval_step(self, x, y):
         y_pred, task_losses, counts = self._forward(x, y, training=False)
@@ -260,11 +313,7 @@ class _Loop:
     def _forward(self, x, y, training: bool):
         """Predictions, each task's mean loss over its labelled examples, and their counts."""
         y_pred = self.model(x, training=training)
-        pairs = [
-            task_utils.masked_loss(self.losses[t], y[t], y_pred[t], binary=b)
-            for t, b in zip(self.tasks, self.binary)
-        ]
-        return y_pred, [p[0] for p in pairs], [p[1] for p in pairs]
+        return (y_pred, *self.task_losses(y, y_pred))
 
     def _total(self, task_losses, weights):
         """The weighted sum of the task losses, plus the model's regularisation penalties."""
@@ -327,7 +376,7 @@ def _guarded(loop: _Loop, x, y):
         if task_utils.BAD_BINARY_LABELS not in str(err):
             raise
         binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
-        bad = [t for t in binary if not _binary_ok(y[t])]
+        bad = [t for t in binary if not task_utils.binary_labels_ok(y[t])]
         raise ValueError(
             f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}. Map the labels to 0/1 (CelebA's "
             "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
@@ -335,35 +384,9 @@ def _guarded(loop: _Loop, x, y):
         ) from None
 
 
-def _binary_ok(labels) -> bool:
-    values = tf.reshape(tf.cast(labels, tf.float32), [-1]).numpy()
-    return bool(((values == -1) | (values == 0) | (values == 1) | (values != values)).all())
-
-
 def _batch_size(x) -> tf.Tensor:
     first = tf.nest.flatten(x)[0]
     return tf.cast(tf.shape(first)[0], tf.float32)
-
-
-def _check_data(data, names: list[str], what: str) -> None:
-    """``data`` must yield ``(inputs, {task: labels})`` batches covering every task."""
-    if not isinstance(data, tf.data.Dataset):
-        raise TypeError(
-            f"{what} must be a batched tf.data.Dataset of (inputs, {{task: labels}}) (or, for "
-            f"train_data, a function epoch -> such a dataset); got {type(data).__name__}."
-        )
-    spec = data.element_spec
-    if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping)):
-        raise ValueError(
-            f"{what} must yield (inputs, {{task: labels}}) pairs; its elements look like "
-            f"{spec}. Map it with `lambda x, y: (x, y)` into that form (sample weights are "
-            "not supported)."
-        )
-    missing = [t for t in names if t not in spec[1]]
-    if missing:
-        raise ValueError(
-            f"{what} has no labels for task(s) {missing}; its label keys are {sorted(spec[1])}."
-        )
 
 
 def _steps(data: tf.data.Dataset) -> int | None:
@@ -382,10 +405,22 @@ def _history(model, history: dict, step_function) -> keras.callbacks.History:
 
 
 # ------------------------------------------------------------------------- checkpoints
-def _restore(run_dir: Path, model, optimizer, scheduler, epochs: int) -> dict | None:
+def _restore(run_dir: Path, model, optimizer, scheduler, method, epochs: int) -> dict | None:
     """Load the run directory's last finished epoch, or None for a fresh run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = runs.read_checkpoint(run_dir, model, optimizer)
+
+    def same_way(state: dict) -> None:  # refuse a run trained another way, before loading
+        if (state.get("scheduler") is None) != (scheduler is None):
+            used = "with" if state.get("scheduler") else "without"
+            raise ValueError(f"{run_dir} was trained {used} a DST scheduler; resume it the same "
+                             "way, or use a fresh run_dir.")  # fmt: skip
+        stored = state.get("weighting")
+        if (stored and stored["name"]) != (method and method.name):
+            used = f"the weighting {stored['name']!r}" if stored else "no weighting method"
+            raise ValueError(f"{run_dir} was trained with {used}; resume it the same way, or "
+                             "use a fresh run_dir.")  # fmt: skip
+
+    record = runs.read_checkpoint(run_dir, model, optimizer, check=same_way)
     if record is None:
         return None
     if record["epoch"] > epochs:
@@ -393,17 +428,17 @@ def _restore(run_dir: Path, model, optimizer, scheduler, epochs: int) -> dict | 
             f"{run_dir} already holds {record['epoch']} epochs, more than epochs={epochs}. "
             "Ask for at least that many, or use a fresh run_dir."
         )
-    stored = record.get("scheduler")
-    if (stored is None) != (scheduler is None):
-        raise ValueError(
-            f"{run_dir} was trained {'with' if stored else 'without'} a DST scheduler; resume "
-            "it the same way, or use a fresh run_dir."
-        )
     if scheduler is not None:
-        scheduler.set_state(stored)
+        scheduler.set_state(record["scheduler"])
+    if method is not None:
+        method.set_state(record["weighting"])
     return record
 
 
-def _save(run_dir: Path, model, optimizer, scheduler, record: dict) -> None:
-    state = {**record, "scheduler": scheduler.get_state() if scheduler is not None else None}
+def _save(run_dir: Path, model, optimizer, scheduler, method, record: dict) -> None:
+    state = {
+        **record,
+        "scheduler": scheduler.get_state() if scheduler is not None else None,
+        "weighting": method.get_state() if method is not None else None,
+    }
     runs.write_checkpoint(run_dir, model, optimizer, state)

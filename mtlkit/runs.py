@@ -154,9 +154,10 @@ def write_checkpoint(run_dir: Path, model, optimizer, state: dict, extra=()) -> 
     )
 
 
-def read_checkpoint(run_dir: Path, model, optimizer, extra=()) -> dict | None:
+def read_checkpoint(run_dir: Path, model, optimizer, extra=(), check=None) -> dict | None:
     """Load the last finished epoch into ``model``, ``optimizer`` and ``extra``; return its
-    state (None when the run directory holds no checkpoint yet)."""
+    state (None when the run directory holds no checkpoint yet). ``check(state)`` may refuse
+    the state (raise) before anything is loaded."""
     run_dir = Path(run_dir)
     (run_dir / (CHECKPOINT + ".tmp")).unlink(missing_ok=True)  # an interrupted write
     path = run_dir / CHECKPOINT
@@ -171,6 +172,8 @@ def read_checkpoint(run_dir: Path, model, optimizer, extra=()) -> dict | None:
             f"The checkpoint {path} cannot be read ({type(err).__name__}: {err}). Delete it to "
             "start this run again from epoch 1, or use another run_dir."
         ) from err
+    if check is not None:
+        check(state)
     _check_signature(run_dir, model_signature(model), state["signature"])
     if state["optimizer_variables"] != len(optimizer.variables):
         raise ValueError(

@@ -176,3 +176,30 @@ class TaskMeters:
     def read(self) -> dict[str, float]:
         """The epoch's values as Python floats: the one host round trip per epoch."""
         return {k: float(v) for k, v in self.results().items()}
+
+
+def check_batches(data, names: list[str], what: str) -> None:
+    """``data`` must yield ``(inputs, {task: labels})`` batches covering every task."""
+    if not isinstance(data, tf.data.Dataset):
+        raise TypeError(
+            f"{what} must be a batched tf.data.Dataset of (inputs, {{task: labels}}) (or, for "
+            f"train_data, a function epoch -> such a dataset); got {type(data).__name__}."
+        )
+    spec = data.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping)):
+        raise ValueError(
+            f"{what} must yield (inputs, {{task: labels}}) pairs; its elements look like "
+            f"{spec}. Map it with `lambda x, y: (x, y)` into that form (sample weights are "
+            "not supported)."
+        )
+    missing = [t for t in names if t not in spec[1]]
+    if missing:
+        raise ValueError(
+            f"{what} has no labels for task(s) {missing}; its label keys are {sorted(spec[1])}."
+        )
+
+
+def binary_labels_ok(labels) -> bool:
+    """Whether every label is 0, 1, -1 (unknown) or NaN (a data error the loss reports)."""
+    values = tf.reshape(tf.cast(labels, tf.float32), [-1]).numpy()
+    return bool(((values == -1) | (values == 0) | (values == 1) | (values != values)).all())

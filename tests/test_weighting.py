@@ -1,0 +1,448 @@
+"""Weighting methods: every pure function against an independent NumPy computation, the
+method objects' interface, their state round trip, and the errors on bad input."""
+
+import itertools
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlkit import weighting
+from mtlkit.weighting import (
+    METHODS,
+    dwa_weights,
+    gradnorm_loss,
+    mgda_weights,
+    pcgrad,
+    pcgrad_orders,
+    project_conflicts,
+    rlw_weights,
+    uncertainty_total,
+)
+
+TASKS = ["a", "b", "c"]
+
+
+# ----------------------------------------------------------------- independent NumPy versions
+def numpy_pcgrad(G, orders):
+    """PCGrad written out one task at a time, projecting on the original gradients."""
+    total = np.zeros(G.shape[1])
+    for i in range(len(G)):
+        g = G[i].copy()
+        for j in orders[i]:
+            if g @ G[j] < 0:
+                g = g - (g @ G[j]) / (G[j] @ G[j]) * G[j]
+        total += g
+    return total
+
+
+def exact_min_norm(G):
+    """min over the simplex of |alpha^T G|^2 by trying every support: on a support S the
+    optimum of alpha^T M alpha with sum 1 is M_S^-1 1 normalised (kept when non-negative)."""
+    M, K = G @ G.T, len(G)
+    best = np.inf
+    for size in range(1, K + 1):
+        for S in map(list, itertools.combinations(range(K), size)):
+            a = np.linalg.solve(M[np.ix_(S, S)], np.ones(size))
+            if a.sum() > 0 and (a / a.sum() >= 0).all():
+                a = a / a.sum()
+                best = min(best, a @ M[np.ix_(S, S)] @ a)
+    return best
+
+
+def copy_of(rng: tf.random.Generator) -> tf.random.Generator:
+    return tf.random.Generator.from_state(rng.state.numpy(), rng.algorithm)
+
+
+# ------------------------------------------------------------------------------- PCGrad
+def test_pcgrad_two_tasks_exactly():
+    g1, g2 = np.array([1.0, 0.0, 2.0]), np.array([-2.0, 1.0, 0.5])  # g1 . g2 = -1: a conflict
+    expected = (g1 - (g1 @ g2) / (g2 @ g2) * g2) + (g2 - (g2 @ g1) / (g1 @ g1) * g1)
+    result = pcgrad(np.stack([g1, g2]), tf.random.Generator.from_seed(0)).numpy()
+    np.testing.assert_allclose(result, expected, rtol=1e-12)
+    agree = np.stack([g1, np.array([1.0, 1.0, 0.0])])  # no conflict: the plain sum
+    np.testing.assert_allclose(pcgrad(agree, tf.random.Generator.from_seed(0)), agree.sum(0))
+
+
+def test_pcgrad_three_tasks_follow_the_order_drawn():
+    G = np.array([[1.0, 0.0], [-0.6, 1.0], [-0.6, -1.0]])  # every pair conflicts
+    # the order matters here, so matching the drawn order is a real check
+    assert not np.allclose(
+        numpy_pcgrad(G, [[1, 2], [0, 2], [0, 1]]), numpy_pcgrad(G, [[2, 1], [0, 2], [0, 1]])
+    )
+    rng = tf.random.Generator.from_seed(7)
+    for _ in range(5):
+        orders = pcgrad_orders(3, copy_of(rng)).numpy()
+        for i, order in enumerate(orders):
+            assert sorted(order) == sorted(set(range(3)) - {i})
+        np.testing.assert_allclose(pcgrad(G, rng).numpy(), numpy_pcgrad(G, orders), rtol=1e-12)
+
+
+def test_pcgrad_really_shuffles():
+    rng = tf.random.Generator.from_seed(1)
+    firsts = {tuple(pcgrad_orders(3, rng).numpy()[0]) for _ in range(40)}
+    assert firsts == {(1, 2), (2, 1)}
+
+
+def test_pcgrad_random_many_tasks_and_inside_tf_function():
+    G = np.random.default_rng(0).normal(size=(5, 12)).astype("float32")
+    orders = np.array(
+        [np.random.default_rng(i).permutation([j for j in range(5) if j != i]) for i in range(5)]
+    )
+    np.testing.assert_allclose(
+        project_conflicts(G, orders), numpy_pcgrad(G, orders), rtol=1e-4, atol=1e-5
+    )
+    rng = tf.random.Generator.from_seed(3)
+    expected = numpy_pcgrad(G, pcgrad_orders(5, copy_of(rng)).numpy())
+    compiled = tf.function(lambda G: pcgrad(G, rng))
+    np.testing.assert_allclose(compiled(tf.constant(G)), expected, rtol=1e-4, atol=1e-5)
+
+
+# -------------------------------------------------------------------------------- MGDA
+# alpha_1 inside (0, 1), clipped at 1, clipped at 0, inside with a conflict, and g1 = g2
+PAIRS = [([1, 0], [0, 2]), ([1, 1], [3, 4]), ([3, 4], [1, 1]), ([2, -1], [-1, 3]), ([1, 2], [1, 2])]
+
+
+@pytest.mark.parametrize("g1, g2", PAIRS)
+def test_mgda_two_tasks_closed_form(g1, g2):
+    g1, g2 = np.array(g1, float), np.array(g2, float)
+    d = (g1 - g2) @ (g1 - g2)
+    a1 = 0.5 if d == 0 else np.clip((g2 - g1) @ g2 / d, 0.0, 1.0)
+    alpha = mgda_weights(np.stack([g1, g2])).numpy()
+    np.testing.assert_allclose(alpha, [a1, 1 - a1], rtol=1e-12)
+    grid = np.linspace(0, 1, 2001)  # no point of the segment does better
+    norms = np.linalg.norm(grid[:, None] * g1 + (1 - grid[:, None]) * g2, axis=1)
+    assert np.linalg.norm(alpha @ np.stack([g1, g2])) <= norms.min() + 1e-12
+
+
+@pytest.mark.parametrize("K, seed", [(3, 0), (4, 1), (5, 2), (6, 3), (3, 4), (5, 5)])
+def test_mgda_many_tasks_is_the_minimum_norm_point(K, seed):
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(K, 8)) + rng.normal(size=8) * rng.uniform(0, 2)  # some agreement
+    alpha = mgda_weights(G).numpy()
+    assert alpha.min() >= 0 and math.isclose(alpha.sum(), 1.0, rel_tol=1e-12)
+    found = alpha @ G @ G.T @ alpha
+    best = exact_min_norm(G)
+    assert found <= best * (1 + 1e-8) + 1e-12
+    samples = np.vstack([np.eye(K), rng.dirichlet(np.ones(K), size=20000)])
+    assert (np.einsum("nk,kl,nl->n", samples, G @ G.T, samples) >= found - 1e-10).all()
+
+
+def test_mgda_runs_compiled_in_float32():
+    G = np.random.default_rng(9).normal(size=(4, 30)).astype("float32")
+    alpha = tf.function(mgda_weights)(tf.constant(G)).numpy()
+    eager64 = mgda_weights(G.astype("float64")).numpy()
+    np.testing.assert_allclose(alpha, eager64, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- DWA, UW
+def test_dwa_by_hand():
+    history = np.array([[2.0, 1.0, 4.0], [1.0, 0.9, 3.0], [0.8, 0.9, 1.5]])
+    assert (dwa_weights(np.zeros((0, 3))) == 1).all() and (dwa_weights(history[:1]) == 1).all()
+    r = [0.8 / 1.0, 0.9 / 0.9, 1.5 / 3.0]  # the last two epochs
+    e = [math.exp(x / 2.0) for x in r]
+    np.testing.assert_allclose(dwa_weights(history), [3 * x / sum(e) for x in e], rtol=1e-12)
+    e1 = [math.exp(x / 0.5) for x in r]
+    np.testing.assert_allclose(dwa_weights(history, 0.5), [3 * x / sum(e1) for x in e1])
+
+
+def test_dwa_object_per_epoch_and_too_early():
+    method = weighting.get("dwa", TASKS)
+    with pytest.raises(RuntimeError, match="on_epoch_start"):
+        method.combine([1.0, 2.0, 3.0])
+    history = np.array([[2.0, 1.0, 4.0], [1.0, 0.9, 3.0]])
+    method.on_epoch_start(0, np.zeros((0, 3)))
+    assert method.weights_for_logging() == dict.fromkeys(TASKS, 1.0)
+    with pytest.raises(ValueError, match="epoch 3 need the mean losses of the 2 epochs"):
+        method.on_epoch_start(2, history[:1])
+    method.on_epoch_start(2, history)
+    lam = dwa_weights(history)
+    total = method.combine([tf.constant(1.0), tf.constant(2.0), tf.constant(3.0)])
+    assert math.isclose(float(total), lam @ [1.0, 2.0, 3.0], rel_tol=1e-6)
+    assert list(method.weights_for_logging().values()) == pytest.approx(lam)
+
+
+def test_uncertainty_total_by_hand_and_its_optimum():
+    losses, s = [2.0, 0.5], [0.0, math.log(2.0)]
+    expected = 2.0 * math.exp(-0.0) + 0.0 + 0.5 * math.exp(-math.log(2.0)) + math.log(2.0)
+    assert math.isclose(float(uncertainty_total(losses, s)), expected, rel_tol=1e-6)
+    # d/ds_j = 1 - exp(-s_j) L_j: zero exactly at s_j = log L_j
+    log_vars = tf.Variable(np.log(losses))
+    with tf.GradientTape() as tape:
+        total = uncertainty_total(tf.constant(losses, tf.float64), log_vars)
+    np.testing.assert_allclose(tape.gradient(total, log_vars), [0.0, 0.0], atol=1e-12)
+
+
+def test_uw_object_trains_its_log_variances():
+    method = weighting.get("uw", ["a", "b"])
+    assert method.variables == [method.log_vars] and method.log_vars.dtype == "float32"
+    optimizer = keras.optimizers.SGD(0.1)
+    with tf.GradientTape() as tape:
+        total = method.combine([tf.constant(3.0), tf.constant(0.5)])
+    assert math.isclose(float(total), 3.5)  # s = 0: the plain sum
+    optimizer.apply_gradients(zip(tape.gradient(total, method.variables), method.variables))
+    # s_j -= 0.1 * (1 - L_j): the larger loss gets the smaller weight exp(-s_j)
+    np.testing.assert_allclose(method.log_vars.numpy(), [0.2, -0.05], rtol=1e-6)
+    w = method.weights_for_logging()
+    assert w["a"] == pytest.approx(math.exp(-0.2)) and w["b"] == pytest.approx(math.exp(0.05))
+
+
+# ------------------------------------------------------------------------------------ RLW
+def test_rlw_weights_on_the_simplex_and_reproducible():
+    a, b = tf.random.Generator.from_seed(5), tf.random.Generator.from_seed(5)
+    for _ in range(10):
+        z = copy_of(a).normal([4]).numpy()
+        w = rlw_weights(4, a).numpy()
+        np.testing.assert_allclose(w, np.exp(z) / np.exp(z).sum(), rtol=1e-6)
+        assert (w > 0).all() and math.isclose(w.sum(), 1.0, rel_tol=1e-6)
+        np.testing.assert_array_equal(w, rlw_weights(4, b).numpy())
+    assert not np.allclose(rlw_weights(4, a), rlw_weights(4, a))  # new weights each step
+
+
+# ------------------------------------------------------------------------------- GradNorm
+def test_gradnorm_loss_by_hand():
+    norms, w = [3.0, 1.0], tf.Variable([1.0, 1.0])
+    losses, initial = [1.0, 0.5], [2.0, 2.0]  # Ltilde = (0.5, 0.25), r = (4/3, 2/3)
+    g_bar = 2.0
+    targets = [g_bar * (4 / 3) ** 1.5, g_bar * (2 / 3) ** 1.5]
+    with tf.GradientTape() as tape:
+        value = gradnorm_loss(w, norms, losses, initial, alpha=1.5)
+    assert math.isclose(float(value), abs(3 - targets[0]) + abs(1 - targets[1]), rel_tol=1e-6)
+    # targets held constant: dL/dw_j = sign(G_j - target_j) * n_j
+    expected = [np.sign(3 - targets[0]) * 3.0, np.sign(1 - targets[1]) * 1.0]
+    np.testing.assert_allclose(tape.gradient(value, w), expected, rtol=1e-6)
+
+
+def test_gradnorm_step_balances_the_gradient_norms():
+    method = weighting.get("gradnorm", ["a", "b"], optimizer=keras.optimizers.SGD(0.1))
+    assert method.logged.dtype == "float32"
+    G = np.array([[3.0, 0.0], [0.0, 1.0]])  # n = (3, 1); first step: L = L(0), r = 1, target 2
+    coefficients, shared = method.combine_gradients([tf.constant(0.7), tf.constant(0.4)], G)
+    assert shared is None and coefficients.numpy().tolist() == [1.0, 1.0]  # weights before
+    stepped = np.array([1.0 - 0.1 * 3.0, 1.0 + 0.1 * 1.0])  # w -= lr * sign(G - 2) * n
+    expected = 2 * stepped / stepped.sum()  # renormalised to sum K = 2
+    np.testing.assert_allclose(method.logged.numpy(), expected, rtol=1e-6)
+    assert abs(expected[0] * 3 - expected[1] * 1) < abs(3 - 1)  # the norms moved closer
+    np.testing.assert_allclose(method.initial.numpy(), [0.7, 0.4], rtol=1e-6)
+    coefficients, _ = method.combine_gradients([tf.constant(0.35), tf.constant(0.4)], G)
+    np.testing.assert_allclose(coefficients, expected, rtol=1e-6)
+    np.testing.assert_allclose(method.initial.numpy(), [0.7, 0.4], rtol=1e-6)  # kept
+
+
+# ----------------------------------------------------------------- the shared interface
+def run_steps(method, steps, seed=0):
+    """Drive a method for a few steps on random losses and gradients; return what it gave."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(steps):
+        losses = [tf.constant(v) for v in rng.uniform(0.5, 2.0, 3).astype("float32")]
+        if method.kind == "loss":
+            out.append(float(method.combine(losses)))
+        else:
+            G = tf.constant(rng.normal(size=(3, 6)).astype("float32"))
+            coefficients, shared = method.combine_gradients(losses, G)
+            out.append(np.concatenate([coefficients, [] if shared is None else shared]).tolist())
+        out.append(method.weights_for_logging())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_state_round_trip_continues_identically(name):
+    options = {"seed": 11} if name in ("rlw", "pcgrad") else {}
+    method = weighting.get(name, TASKS, **options)
+    method.on_epoch_start(0, np.zeros((0, 3)))
+    if name == "uw":
+        method.log_vars.assign([0.1, -0.2, 0.3])
+    run_steps(method, 3, seed=1)
+    if name == "dwa":
+        method.on_epoch_start(2, [[1.0, 2.0, 3.0], [0.5, 1.9, 2.0]])
+    state = json.loads(json.dumps(method.get_state()))
+    straight = run_steps(method, 3, seed=2)
+    other = weighting.get(name, TASKS, **({"seed": 99} if options else {}))
+    other.set_state(state)
+    assert run_steps(other, 3, seed=2) == straight
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_in_a_compiled_step(name, jit):
+    method = weighting.get(name, TASKS, **({"seed": 0} if name in ("rlw", "pcgrad") else {}))
+    method.on_epoch_start(0, np.zeros((0, 3)))
+    losses = tf.constant([1.0, 2.0, 0.5])
+    G = tf.constant(np.random.default_rng(0).normal(size=(3, 4)).astype("float32"))
+
+    @tf.function(jit_compile=jit)
+    def step(losses, G):
+        if method.kind == "loss":
+            return method.combine(tf.unstack(losses)), tf.zeros([4])
+        coefficients, shared = method.combine_gradients(tf.unstack(losses), G)
+        return coefficients, tf.zeros([4]) if shared is None else shared
+
+    first, _ = step(losses, G)
+    assert np.isfinite(first.numpy()).all()
+    step(losses * 0.5, G)  # a second call runs the same trace
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_pcgrad_object_returns_the_surgery_and_unit_coefficients():
+    method = weighting.get("pcgrad", ["a", "b"], seed=0)
+    G = np.array([[1.0, 0.0], [-1.0, 1.0]], dtype="float32")
+    coefficients, shared = method.combine_gradients([tf.constant(1.0), tf.constant(1.0)], G)
+    assert coefficients.numpy().tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(shared, numpy_pcgrad(G.astype(float), [[1], [0]]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalization", ["none", "l2", "loss", "loss+"])
+def test_mgda_object_normalises_then_solves(normalization):
+    method = weighting.get("mgda", ["a", "b"], normalization=normalization)
+    assert method.needs == "representation"
+    G, losses = np.array([[2.0, 0.0], [0.0, 1.0]]), np.array([4.0, 0.5])
+    scale = {"none": [1, 1], "l2": [2, 1], "loss": losses, "loss+": losses * [2, 1]}
+    expected = mgda_weights(G / np.asarray(scale[normalization], float)[:, None]).numpy()
+    coefficients, shared = method.combine_gradients(tf.constant(losses, tf.float32), G)
+    assert shared is None
+    np.testing.assert_allclose(coefficients, expected, rtol=1e-6)
+    assert weighting.get("mgda", TASKS, upper_bound=False).needs == "shared_variables"
+
+
+def test_gradient_helpers_round_trip():
+    variables = [
+        tf.Variable(tf.zeros([2, 3])),
+        tf.Variable(tf.zeros([3])),
+        tf.Variable(tf.zeros([4])),
+    ]
+    x = tf.constant([[1.0, 2.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        h = x @ variables[0] + variables[1] + 1.0
+        losses = [tf.reduce_sum(h**2), tf.reduce_sum(h)]  # neither reaches variables[2]
+    G = weighting.task_gradient_matrix(tape, losses, variables)
+    assert G.shape == (2, 6 + 3 + 4)
+    np.testing.assert_array_equal(G[:, -4:], np.zeros((2, 4)))
+    parts = weighting.split_gradient(G[1], variables)
+    np.testing.assert_array_equal(parts[0], tape.gradient(losses[1], variables[0]))
+    assert weighting.last_shared_kernel(variables) == [variables[0]]
+    history = {"a_loss": [1.0, 0.5], "b_loss": [2.0, 1.5], "loss": [3.0, 2.0]}
+    np.testing.assert_array_equal(
+        weighting.epoch_losses(history, ["a", "b"]), [[1.0, 2.0], [0.5, 1.5]]
+    )
+    assert weighting.epoch_losses({}, ["a", "b"]).shape == (0, 2)
+
+
+def test_kinds_and_needs():
+    kinds = {name: cls.kind for name, cls in METHODS.items()}
+    assert kinds == {
+        "ew": "loss",
+        "uw": "loss",
+        "dwa": "loss",
+        "rlw": "loss",
+        "pcgrad": "gradient",
+        "mgda": "gradient",
+        "gradnorm": "gradient",
+    }
+    assert weighting.get("gradnorm", TASKS).needs == "last_shared_layer"
+    with pytest.raises(TypeError, match="combine_gradients"):
+        weighting.get("pcgrad", TASKS).combine([1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="combine\\(task_losses\\)"):
+        weighting.get("ew", TASKS).combine_gradients([1.0, 2.0, 3.0], np.eye(3))
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown weighting method 'nash'") as info:
+        weighting.get("nash", TASKS)
+    for name in METHODS:
+        assert repr(name) in str(info.value)
+
+
+def test_get_accepts_an_object_for_the_same_tasks_only():
+    method = weighting.get("ew", TASKS)
+    assert weighting.get(method, TASKS) is method
+    with pytest.raises(ValueError, match="built for tasks"):
+        weighting.get(method, ["a", "b"])
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "mgda", "gradnorm"])
+def test_gradient_method_without_shared_variables(name):
+    method = weighting.get(name, TASKS)
+    with pytest.raises(ValueError, match="reached by two or more tasks"):
+        method.check_sources([], "model 'independent'")
+    method.check_sources([tf.Variable(1.0)])  # something shared: fine
+    weighting.get("uw", TASKS).check_sources([])  # a loss method needs nothing shared
+
+
+def test_other_bad_input():
+    with pytest.raises(ValueError, match="G must be a \\(tasks, parameters\\) matrix"):
+        mgda_weights(np.ones(3))
+    with pytest.raises(ValueError, match="loss_history must be an \\(epochs, tasks\\)"):
+        dwa_weights([])
+    with pytest.raises(ValueError, match="finite, positive"):
+        dwa_weights([[1.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="3 task losses for tasks"):
+        weighting.get("ew", ["a", "b"]).combine([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="distinct"):
+        weighting.get("ew", ["a", "a"])
+    with pytest.raises(ValueError, match="normalization"):
+        weighting.get("mgda", TASKS, normalization="max")
+    state = weighting.get("uw", TASKS).get_state()
+    with pytest.raises(ValueError, match="build the same method"):
+        weighting.get("uw", ["a", "b"]).set_state(state)
+
+
+# ------------------------------------------------- the loop contract, on a tiny shared model
+def tiny_model():
+    x = keras.Input((4,))
+    z = keras.layers.Dense(8, activation="tanh", name="trunk")(x)
+    outputs = {t: keras.layers.Dense(1, name=t)(z) for t in TASKS}
+    return keras.Model(x, [z, outputs])
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_documented_loop_step_trains(name):
+    """The training step the module docstring describes, written out: every method learns."""
+    keras.utils.set_random_seed(0)
+    net, method = tiny_model(), weighting.get(name, TASKS)
+    shared = net.get_layer("trunk").trainable_variables
+    optimizer = keras.optimizers.Adam(0.02)
+    optimizer.build(net.trainable_variables + method.variables)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = {
+        t: x @ np.random.default_rng(i + 1).normal(size=(4, 1)).astype("float32")
+        for i, t in enumerate(TASKS)
+    }
+
+    @tf.function
+    def step(x, y):
+        variables = net.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            z, out = net(x)
+            losses = [tf.reduce_mean((y[t] - out[t]) ** 2) for t in TASKS]
+            if method.kind == "loss":
+                total = method.combine(losses)
+        if method.kind == "loss":
+            variables = variables + method.variables
+            grads = tape.gradient(total, variables)
+        else:
+            sources = {
+                "representation": [z],
+                "shared_variables": shared,
+                "last_shared_layer": weighting.last_shared_kernel(shared),
+            }[method.needs]
+            c, shared_grad = method.combine_gradients(
+                losses, weighting.task_gradient_matrix(tape, losses, sources)
+            )
+            grads = tape.gradient(losses, variables, output_gradients=tf.unstack(c))
+            if shared_grad is not None:
+                replaced = dict(zip(map(id, shared), weighting.split_gradient(shared_grad, shared)))
+                grads = [replaced.get(id(v), g) for v, g in zip(variables, grads)]
+        optimizer.apply_gradients(zip(grads, variables))
+        return tf.add_n(losses)
+
+    method.on_epoch_start(0, np.zeros((0, 3)))
+    first = float(step(x, y))
+    for _ in range(150):
+        last = float(step(x, y))
+    assert last < 0.3 * first
+    assert all(np.isfinite(v) for v in method.weights_for_logging().values())

@@ -1,0 +1,101 @@
+"""train(..., weighting=...): every method runs, logs its weights, and resumes exactly."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtlkit import weighting
+from mtlkit.dst import DSTScheduler
+from mtlkit.training import set_seed, train
+
+LOSSES = {
+    "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    "b": keras.losses.BinaryCrossentropy(from_logits=True),
+}
+
+
+def build(shared: bool = True):
+    x = keras.Input((6,), name="x")
+    h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
+    h = keras.layers.Dropout(0.1, name="drop")(h)
+    h = keras.layers.Dense(8, activation="relu", name="trunk2")(h)
+    g = h if shared else keras.layers.Dense(8, activation="relu", name="own")(x)
+    return keras.Model(
+        x, {"a": keras.layers.Dense(3, name="a")(h), "b": keras.layers.Dense(1, name="b")(g)}
+    )
+
+
+def dataset():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6)).astype("float32")
+    y = {"a": (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1), "b": (x[:, 2:3] > 0).astype("float32")}
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+def run(method, epochs, run_dir=None, **kwargs):
+    set_seed(0)
+    model = build()
+    history = train(model, dataset(), epochs=epochs, losses=LOSSES, verbose=0, seed=0,
+                    optimizer=keras.optimizers.Adam(1e-2), weighting=method, run_dir=run_dir,
+                    **kwargs).history  # fmt: skip
+    return model, history
+
+
+@pytest.mark.parametrize("method", sorted(weighting.METHODS))
+def test_each_method_trains_logs_weights_and_resumes_bit_identically(method, tmp_path):
+    straight, history = run(method, 3)
+    assert np.isfinite(history["loss"]).all()
+    assert len(history["a_weight"]) == 3 and len(history["b_weight"]) == 3
+    run(method, 2, run_dir=tmp_path)  # "killed" after epoch 2
+    resumed, resumed_history = run(method, 3, run_dir=tmp_path)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_history == history
+
+
+def test_weighting_works_beside_dst_gates():
+    scheduler = DSTScheduler(["a", "b"], metrics=("incompleteness",), seed=1)
+    _, history = run("uw", 3, scheduler=scheduler)
+    assert "a_gate" in history and "a_weight" in history
+
+
+def test_uncertainty_weights_move_and_are_logged_as_exp_minus_s():
+    model, history = run("uw", 3)
+    assert history["a_weight"][-1] != pytest.approx(1.0, abs=1e-4)
+
+
+def test_gradient_method_on_a_model_sharing_nothing_is_refused():
+    x = keras.Input((6,))
+    heads = {"a": keras.layers.Dense(3, name="a")(x), "b": keras.layers.Dense(1, name="b")(x)}
+    model = keras.Model(x, heads)
+    with pytest.raises(ValueError, match="share nothing|reached by two or more"):
+        train(model, dataset(), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(0.1),
+              weighting="pcgrad", verbose=0)  # fmt: skip
+
+
+def test_unknown_method_lists_the_valid_names():
+    with pytest.raises(ValueError, match="valid names.*pcgrad"):
+        run("nash", 1)
+
+
+def test_resuming_with_another_method_is_refused(tmp_path):
+    run("dwa", 1, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="trained with the weighting 'dwa'"):
+        run("uw", 2, run_dir=tmp_path)
+
+
+def test_pcgrad_leaves_the_heads_their_plain_gradients():
+    """With two tasks that do not conflict PCGrad changes nothing: equal to plain training."""
+    set_seed(0)
+    plain = build()
+    train(plain, dataset().take(1), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(0.1),
+          verbose=0)  # fmt: skip
+    set_seed(0)
+    surgery = build()
+    method = weighting.PCGrad(["a", "b"], seed=0)
+    train(surgery, dataset().take(1), epochs=1, losses=LOSSES,
+          optimizer=keras.optimizers.SGD(0.1), weighting=method, verbose=0)  # fmt: skip
+    for name in ("a", "b"):  # heads: own gradients, whatever the surgery did to the trunk
+        for p, s in zip(plain.get_layer(name).get_weights(), surgery.get_layer(name).get_weights()):
+            np.testing.assert_allclose(p, s, rtol=1e-5, atol=1e-6)
