@@ -67,6 +67,12 @@ FOLDER_HELP = (
 )
 
 
+OFFLINE_HELP = (
+    "With no copy at hand, ask for the embedded stand-in explicitly with source='synthetic' "
+    "(its numbers are not CIFAR-100 results)."
+)
+
+
 def class_names() -> dict[str, tuple[str, ...]]:
     """The class names of both tasks: ``{"fine": 100 names, "coarse": 20 names}``."""
     return {"fine": FINE_NAMES, "coarse": COARSE_NAMES}
@@ -101,7 +107,9 @@ def read_cifar100_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.nd
     root = Path(data_dir).expanduser()
     folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
     if not folder.is_dir():
-        raise FileNotFoundError(f"CIFAR-100 folder not found: {root}. {FOLDER_HELP}")
+        raise FileNotFoundError(
+            f"source='folder': CIFAR-100 folder not found: {root}. {FOLDER_HELP} {OFFLINE_HELP}"
+        )
     _read_pickle(folder / "meta")  # a copy without its meta file is incomplete
     path = folder / split
     batch = _read_pickle(path)
@@ -118,32 +126,41 @@ def read_cifar100_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.nd
             f"{path}: {len(data)} images but {len(fine)} fine and {len(coarse)} coarse labels. "
             f"{FOLDER_HELP}"
         )
-    if fine.size and (fine.min() < 0 or fine.max() >= 100 or coarse.min() < 0 or coarse.max() >= 20):
+    if fine.size and (
+        fine.min() < 0 or fine.max() >= 100 or coarse.min() < 0 or coarse.max() >= 20
+    ):
         raise ValueError(f"{path}: labels outside 0-99 (fine) or 0-19 (coarse). {FOLDER_HELP}")
     # Rows are channel-major (1,024 red, then green, then blue values).
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, fine, coarse
 
 
-def read_cifar100_tfds(split: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
-    """Load an official split through TensorFlow Datasets (downloads on first use)."""
+def read_cifar100_tfds(
+    split: str, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> tuple[np.ndarray, ...]:
+    """Load an official split through TensorFlow Datasets (downloads on first use).
+
+    Returns ``(images uint8 (N, 32, 32, 3), fine int32 (N,), coarse int32 (N,))``: TFDS'
+    ``label`` is the fine class, ``coarse_label`` the superclass. The split is read in
+    batches of 10,000 and concatenated (one pass over the records, decoded in parallel).
+    """
     import tensorflow_datasets as tfds
 
     data_dir = Path(data_dir) if data_dir else config.data_dir() / "tensorflow_datasets"
     try:
-        arrays = tfds.as_numpy(tfds.load("cifar100", split=split, batch_size=-1, data_dir=str(data_dir)))
+        ds = tfds.load("cifar100", split=split, data_dir=str(data_dir), download=download)
+        ds = ds.map(lambda e: (e["image"], e["label"], e["coarse_label"]))
+        parts = list(tfds.as_numpy(ds.batch(10_000)))
     except Exception as err:  # tfds raises many types for network trouble
         raise RuntimeError(
-            f"Could not load CIFAR-100 through TensorFlow Datasets into {data_dir} "
-            f"({type(err).__name__}: {err}). If this machine is offline, either use a copy "
-            f"you downloaded: source='folder' -- {FOLDER_HELP} -- or ask for the embedded "
-            "stand-in explicitly with source='synthetic' (its numbers are not CIFAR-100 results)."
+            f"source='tfds': could not load CIFAR-100 through TensorFlow Datasets into "
+            f"{data_dir} ({type(err).__name__}: {err}). If this machine is offline, either "
+            f"use a copy you downloaded: source='folder' -- {FOLDER_HELP} {OFFLINE_HELP}"
         ) from err
-    return (
-        arrays["image"].astype(np.uint8),
-        arrays["label"].astype(np.int32),
-        arrays["coarse_label"].astype(np.int32),
-    )
+    if not parts:
+        raise RuntimeError(f"source='tfds': the CIFAR-100 {split!r} split in {data_dir} is empty.")
+    images, fine, coarse = (np.concatenate(column) for column in zip(*parts))
+    return images.astype(np.uint8), fine.astype(np.int32), coarse.astype(np.int32)
 
 
 # --------------------------------------------------------------- synthetic data
@@ -176,13 +193,15 @@ def _upsample(patterns: np.ndarray, factor: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- the loader
-def _official(split: str, source: str, data_dir, seed: int, synthetic_sizes) -> tuple[np.ndarray, ...]:
+def _official(
+    split: str, source: str, data_dir, seed: int, synthetic_sizes
+) -> tuple[np.ndarray, ...]:
     if source == "tfds":
         return read_cifar100_tfds(split, data_dir)
     if source == "folder":
         folder = data_dir or config.env_path("MTLKIT_CIFAR100_DIR")
         if folder is None:
-            raise ValueError(f"source='folder' needs data_dir. {FOLDER_HELP}")
+            raise ValueError(f"source='folder' needs data_dir. {FOLDER_HELP} {OFFLINE_HELP}")
         return read_cifar100_folder(folder, split)
     return synthetic_cifar100(synthetic_sizes[split], seed=seed + (0 if split == "train" else 1))
 

@@ -1,9 +1,17 @@
-"""Data for the two studies, in one place.
+"""The one way in for loading data, for notebooks and experiments.
 
-* CIFAR-100, fine and coarse labels: :func:`load_cifar100` (see :mod:`mtlkit.cifar100`);
-* CelebA, face attributes: :func:`load_celeba` (see :mod:`mtlkit.celeba`);
+* CIFAR-100, fine and coarse labels: :func:`load_cifar100` (a ``tf.data.Dataset``) and
+  :func:`load_cifar100_arrays` (NumPy), with the report's :func:`augmentation`
+  (see :mod:`mtlkit.cifar100`);
+* CelebA, face attributes: :func:`load_celeba` (images and labels) and :func:`load_labels`
+  (labels alone, for baselines and statistics), the report's eight attributes :data:`EIGHT`
+  (see :mod:`mtlkit.celeba`);
 * :func:`batched`, the tf.data pipeline that feeds training: cache, shuffle, batch,
   augment on the fly, prefetch.
+
+Everything else (annotation parsing, label statistics, class names, the synthetic
+stand-ins) is used through its own module: :mod:`mtlkit.cifar100`, :mod:`mtlkit.celeba`,
+:mod:`mtlkit.celeba_labels`, :mod:`mtlkit.celeba_images`, :mod:`mtlkit.celeba_synthetic`.
 """
 
 from __future__ import annotations
@@ -12,31 +20,18 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from mtlkit.cifar100 import (  # noqa: F401  (re-exported)
-    COARSE_NAMES,
-    FINE_NAMES,
-    FINE_TO_COARSE,
-    augmentation,
-    class_names,
-    load_cifar100,
-    load_cifar100_arrays,
-    read_cifar100_folder,
-    synthetic_cifar100,
-)
-from mtlkit.celeba import (  # noqa: F401  (re-exported)
-    ATTRIBUTES,
-    EIGHT,
-    TRAIN_POSITIVE_RATES,
-    describe_source,
-    label_stats,
-    load_celeba,
-    load_labels,
-    majority_classes,
-    read_annotations,
-    read_attributes,
-    read_partition,
-    synthetic_labels,
-)
+from mtlkit.celeba import EIGHT, load_celeba, load_labels
+from mtlkit.cifar100 import augmentation, load_cifar100, load_cifar100_arrays
+
+__all__ = [
+    "EIGHT",
+    "augmentation",
+    "batched",
+    "load_celeba",
+    "load_cifar100",
+    "load_cifar100_arrays",
+    "load_labels",
+]
 
 MAX_SHUFFLE_BUFFER = 50_000
 """Examples held for shuffling: all of CIFAR-100's training split; for larger sets, shuffle
@@ -56,7 +51,7 @@ def batched(
 
     Decoded examples are cached in memory (``cache=True``) so later epochs skip decoding;
     ``shuffle`` reshuffles every epoch from ``seed``; ``augment`` (e.g.
-    :func:`mtlkit.cifar100.augmentation`) runs on each batch, on the fly, training data only.
+    :func:`augmentation`) runs on each batch, on the fly, training data only.
     Batches are prefetched so the input pipeline overlaps with training.
 
     Augmentation runs in a single ``map`` call (not in parallel) so that its random

@@ -40,14 +40,14 @@ def write_official(root, n_train=50, n_test=20, seed=0):
 def test_hierarchy_is_the_official_one():
     assert len(cifar100.FINE_NAMES) == 100 and len(cifar100.COARSE_NAMES) == 20
     assert np.bincount(cifar100.FINE_TO_COARSE).tolist() == [5] * 20
-    names = data.class_names()
+    names = cifar100.class_names()
     maple = names["fine"].index("maple_tree")
     assert names["coarse"][cifar100.FINE_TO_COARSE[maple]] == "trees"
 
 
 def test_folder_reader_decodes_pixels_and_both_labels(tmp_path):
     truth = write_official(tmp_path)
-    images, fine, coarse = data.read_cifar100_folder(tmp_path, "test")
+    images, fine, coarse = cifar100.read_cifar100_folder(tmp_path, "test")
     np.testing.assert_array_equal(images, truth["test"][0])
     np.testing.assert_array_equal(fine, truth["test"][1])
     np.testing.assert_array_equal(coarse, truth["test"][2])
@@ -70,9 +70,12 @@ def test_seeded_80_20_split_of_the_training_images(tmp_path):
     train = data.load_cifar100_arrays("train", "folder", data_dir=tmp_path, split_seed=3)
     val = data.load_cifar100_arrays("validation", "folder", data_dir=tmp_path, split_seed=3)
     assert len(train[0]) == 40 and len(val[0]) == 10
-    keys = lambda imgs: {im.tobytes() for im in imgs}
+
+    def keys(images):
+        return {image.tobytes() for image in images}
+
     assert not keys(train[0]) & keys(val[0])  # disjoint
-    full = data.read_cifar100_folder(tmp_path, "train")[0]
+    full = cifar100.read_cifar100_folder(tmp_path, "train")[0]
     assert keys(train[0]) | keys(val[0]) == keys(full)  # and complete
     again = data.load_cifar100_arrays("validation", "folder", data_dir=tmp_path, split_seed=3)
     np.testing.assert_array_equal(again[0], val[0])
@@ -101,9 +104,18 @@ def test_missing_meta_is_an_incomplete_copy(tmp_path):
         data.load_cifar100("train", "folder", data_dir=tmp_path)
 
 
-def test_missing_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Download the CIFAR-100"):
+def test_missing_folder(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError) as err:
         data.load_cifar100("train", "folder", data_dir=tmp_path / "nowhere")
+    for part in ("source='folder'", "Download the CIFAR-100", "MTLKIT_CIFAR100_DIR", "'synthetic'"):
+        assert part in str(err.value)
+    monkeypatch.delenv("MTLKIT_CIFAR100_DIR", raising=False)
+    with pytest.raises(ValueError, match="source='folder' needs data_dir.*MTLKIT_CIFAR100_DIR"):
+        data.load_cifar100("train", "folder")
+    monkeypatch.setenv("MTLKIT_CIFAR100_DIR", str(tmp_path))
+    write_official(tmp_path)
+    images, _, _ = data.load_cifar100_arrays("test", "folder")
+    assert images.shape == (20, 32, 32, 3)
 
 
 def test_truncated_pickle(tmp_path):
@@ -122,10 +134,13 @@ def _cut_labels(batch):
     batch[b"fine_labels"] = batch[b"fine_labels"][:-1]
 
 
-@pytest.mark.parametrize("change, match", [
-    (_cut_images, r"\(N, 3072\)"),                 # wrong image shape
-    (_cut_labels, "20 images but 19 fine"),        # labels that do not match the images
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (_cut_images, r"\(N, 3072\)"),  # wrong image shape
+        (_cut_labels, "20 images but 19 fine"),  # labels that do not match the images
+    ],
+)
 def test_inconsistent_test_batch(tmp_path, change, match):
     write_official(tmp_path)
     path = tmp_path / "cifar-100-python" / "test"
@@ -161,9 +176,9 @@ def test_bad_split_source_and_limit():
 
 # ---------------------------------------------------------------- synthetic data
 def test_synthetic_is_deterministic_and_hierarchical():
-    a = data.synthetic_cifar100(500, seed=7)
-    b = data.synthetic_cifar100(500, seed=7)
-    c = data.synthetic_cifar100(500, seed=8)
+    a = cifar100.synthetic_cifar100(500, seed=7)
+    b = cifar100.synthetic_cifar100(500, seed=7)
+    c = cifar100.synthetic_cifar100(500, seed=8)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
@@ -182,8 +197,8 @@ def _centroid_accuracy(train, test, labels_index, n_classes):
 
 
 def test_synthetic_is_learnable_and_coarse_is_easier():
-    train = data.synthetic_cifar100(4000, seed=0)
-    test = data.synthetic_cifar100(1000, seed=1)
+    train = cifar100.synthetic_cifar100(4000, seed=0)
+    test = cifar100.synthetic_cifar100(1000, seed=1)
     fine_acc = _centroid_accuracy(train, test, 1, 100)
     coarse_acc = _centroid_accuracy(train, test, 2, 20)
     assert fine_acc > 5 * 0.01  # well above chance (1 %)
@@ -204,6 +219,25 @@ def test_augmentation_changes_training_batches_only_and_is_seeded():
 
 def test_batched_shuffles_reproducibly():
     ds = data.load_cifar100("test", "synthetic", synthetic_sizes={"test": 50})
-    order = lambda seed: np.concatenate([y["fine"].numpy() for _, y in data.batched(ds, 10, shuffle=True, seed=seed)])
+
+    def order(seed):
+        batches = data.batched(ds, 10, shuffle=True, seed=seed)
+        return np.concatenate([y["fine"].numpy() for _, y in batches])
+
     assert (order(1) == order(1)).all()
     assert sorted(order(1)) == sorted(order(2)) and not (order(1) == order(2)).all()
+
+
+def test_data_is_the_one_entry_point_for_loading():
+    """mtlkit.data re-exports the loaders and nothing else of the data modules."""
+    from mtlkit import celeba
+
+    assert set(data.__all__) == {
+        "load_cifar100", "load_cifar100_arrays", "load_celeba", "load_labels", "batched",
+        "augmentation", "EIGHT",
+    }  # fmt: skip
+    for name in data.__all__:
+        assert getattr(data, name) is not None
+    assert data.load_cifar100 is cifar100.load_cifar100 and data.load_celeba is celeba.load_celeba
+    for other in ("read_cifar100_folder", "synthetic_cifar100", "label_stats", "ATTRIBUTES"):
+        assert not hasattr(data, other), other
