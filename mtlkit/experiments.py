@@ -26,7 +26,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit import celeba, config, data, dst, evaluation, runs, tasks, training
+from mtlkit import celeba, config, data, dst, evaluation, runs, tasks, training, weighting
 from mtlkit.architectures import build_celeba, build_cifar100
 
 
@@ -333,14 +333,17 @@ def run_celeba(
 ) -> CelebaRun:
     """Train (or read back) one CelebA run and evaluate it on the test split.
 
-    ``arm``: ``"fit"`` (Keras ``fit``, notebook 03), ``"train"`` (the custom loop, no DST) or
+    ``arm``: ``"fit"`` (Keras ``fit``, notebook 03), ``"train"`` (the custom loop, no DST),
     ``"dst"`` (the custom loop with a :class:`mtlkit.dst.DSTScheduler`, made with
-    ``scheduler_options`` and the task depths and labelled-sample counts of this data).
+    ``scheduler_options`` and the task depths and labelled-sample counts of this data), or
+    a weighting method of :mod:`mtlkit.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
+    ``CelebaRun.seconds`` is the training time (evaluation excluded).
     The run lives in ``runs_dir/<settings.tag>/<arm>/seed<seed>``; a finished one is read
     back from its ``results.json`` without training, unless ``recompute=True``.
     """
-    if arm not in ("fit", "train", "dst"):
-        raise ValueError(f"arm={arm!r}: use 'fit', 'train' or 'dst'.")
+    arms = ("fit", "train", "dst", *weighting.METHODS)
+    if arm not in arms:
+        raise ValueError(f"arm={arm!r}: use one of {arms}.")
     run_dir = Path(runs_dir or config.runs_dir()) / settings.tag / arm / f"seed{seed}"
     if recompute and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -361,11 +364,11 @@ def run_celeba(
             optimizer=keras.optimizers.Adam(settings.learning_rate), scheduler=scheduler,
             validation_data=datasets["validation"], run_dir=run_dir, seed=seed,
             verbose=verbose, jit_compile=settings.jit_compile, callbacks=callbacks,
-            metadata=metadata,
+            metadata=metadata, weighting=arm if arm in weighting.METHODS else None,
         ).history  # fmt: skip
+    seconds = time.perf_counter() - start
     majority = celeba.majority_classes(_train_labels(settings))
     table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority)
-    seconds = time.perf_counter() - start
     schedule = scheduler.history_frame() if arm == "dst" else None
     runs.atomic_write_json(run_dir / RESULTS, {
         "history": history, "table": table.to_dict(orient="index"),
