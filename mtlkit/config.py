@@ -28,6 +28,27 @@ DEFAULT_PROFILE = "standard"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+REPOSITORY = "mtlkit/mtlkit"
+"""The GitHub repository (owner/name) that the notebooks' Colab badges open and their
+install cells install from. A fork changes it everywhere with one command:
+``python set_repository.py OWNER/NAME [--branch BRANCH]``."""
+
+BRANCH = "main"
+"""The branch the Colab badges open and the install cells install from."""
+
+
+def colab_url(notebook: str) -> str:
+    """The Open-in-Colab address of a notebook of this repository."""
+    return (
+        f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/notebooks/{notebook}"
+    )
+
+
+def install_spec() -> str:
+    """What the notebooks' Colab cell gives to ``pip install``."""
+    branch = "" if BRANCH == "main" else f"@{BRANCH}"
+    return f"mtlkit @ git+https://github.com/{REPOSITORY}{branch}"
+
 
 def check_profile(profile: str) -> str:
     """Return ``profile`` if it is one of :data:`PROFILES`, else raise a clear error."""
