@@ -12,7 +12,9 @@ import os
 import tempfile
 from pathlib import Path
 
-SHARED_DATA = Path(os.environ.get("MTLKIT_SHARED_DATA", Path(__file__).parent.parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("MTLKIT_SHARED_DATA", Path(__file__).parent.parent / "shared" / "data")
+)
 
 os.environ.setdefault("MTLKIT_PROFILE", "quick")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -62,8 +62,10 @@ def split_paths(data_dir: Path, split: str, limit: int | None) -> list[str]:
 
 def ceiling(paths: list[str]) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices(paths)
-    return ds.map(lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(
+        lambda p: tf.io.decode_jpeg(tf.io.read_file(p), channels=3),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
 def previous(paths: list[str], image_size: int) -> tf.data.Dataset:
@@ -71,11 +73,12 @@ def previous(paths: list[str], image_size: int) -> tf.data.Dataset:
 
     def load(path):
         image = tf.image.convert_image_dtype(
-            tf.io.decode_jpeg(tf.io.read_file(path), channels=3), tf.float32)
+            tf.io.decode_jpeg(tf.io.read_file(path), channels=3), tf.float32
+        )
         shape = tf.shape(image)
         side = tf.minimum(shape[0], shape[1])
         top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
-        image = image[top:top + side, left:left + side]
+        image = image[top : top + side, left : left + side]
         image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return tf.clip_by_value(image, 0.0, 1.0)
 
@@ -110,22 +113,44 @@ def drain(ds: tf.data.Dataset, name: str | None = None) -> tuple[float, int]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DIR,
-                   help="CelebA folder in the official layout (default ../shared/data/celeba_mini)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DIR,
+        help="CelebA folder in the official layout (default ../shared/data/celeba_mini)",
+    )
     p.add_argument("--split", default="train", choices=("train", "validation", "test"))
     p.add_argument("--limit", type=int, default=None, help="use only the first LIMIT images")
-    p.add_argument("--image-sizes", type=int, nargs="+", default=[224, 56],
-                   help="load_celeba image sizes besides the native crop (default: 224 56)")
-    p.add_argument("--model-size", type=int, default=224,
-                   help="the model input size for the in-model preprocessing row (default 224)")
+    p.add_argument(
+        "--image-sizes",
+        type=int,
+        nargs="+",
+        default=[224, 56],
+        help="load_celeba image sizes besides the native crop (default: 224 56)",
+    )
+    p.add_argument(
+        "--model-size",
+        type=int,
+        default=224,
+        help="the model input size for the in-model preprocessing row (default 224)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--passes", type=int, default=3,
-                   help="uncached passes over the split per first-epoch measurement (default 3)")
-    p.add_argument("--cached-epochs", type=int, default=2,
-                   help="epochs timed after the cache is filled (default 2)")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=3,
+        help="uncached passes over the split per first-epoch measurement (default 3)",
+    )
+    p.add_argument(
+        "--cached-epochs",
+        type=int,
+        default=2,
+        help="epochs timed after the cache is filled (default 2)",
+    )
     p.add_argument("--no-previous", action="store_true", help="skip the previous loader's rows")
     p.add_argument("--json", metavar="OUT", help="write all measurements to this JSON file")
     args = p.parse_args(argv)
@@ -136,8 +161,11 @@ def main(argv=None) -> int:
     info = machine()
     print(f"{info['cpu']}, {info['cores']} cores; TF {info['tensorflow']}; {info['date']}")
     paths = split_paths(data_dir, args.split, args.limit)
-    print(f"{data_dir}: split {args.split!r}, {len(paths)} images, batch {args.batch_size}, "
-          f"{args.repeats} repeats", flush=True)
+    print(
+        f"{data_dir}: split {args.split!r}, {len(paths)} images, batch {args.batch_size}, "
+        f"{args.repeats} repeats",
+        flush=True,
+    )
 
     sizes = [None] + [s for s in args.image_sizes if s is not None]
     setup_s = {s: [] for s in sizes}
@@ -145,8 +173,9 @@ def main(argv=None) -> int:
 
     def pipeline(size):
         t0 = time.perf_counter()
-        ds = celeba.load_celeba(args.split, source="folder", data_dir=data_dir,
-                                image_size=size, limit=args.limit)
+        ds = celeba.load_celeba(
+            args.split, source="folder", data_dir=data_dir, image_size=size, limit=args.limit
+        )
         setup_s[size].append(time.perf_counter() - t0)
         return ds.map(lambda x, y: x)
 
@@ -155,9 +184,12 @@ def main(argv=None) -> int:
     builders = {"ceiling": lambda: ceiling(paths)}
     for s in sizes:
         builders[f"load_celeba@{label[s]}"] = lambda s=s: pipeline(s)
-    builders[prep_name] = lambda: (pipeline(None).batch(args.batch_size)
-                                   .map(lambda x: prep(x, training=False),
-                                        num_parallel_calls=tf.data.AUTOTUNE).unbatch())
+    builders[prep_name] = lambda: (
+        pipeline(None)
+        .batch(args.batch_size)
+        .map(lambda x: prep(x, training=False), num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+    )
     if not args.no_previous:
         for s in args.image_sizes:
             builders[f"previous@{s}"] = lambda s=s: previous(paths, s)
@@ -167,12 +199,14 @@ def main(argv=None) -> int:
     cached = {k: [] for k in names if k.startswith("load_celeba") and "+" not in k}
 
     for r in range(args.repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         this = {}
         for name in order:
             ds = builders[name]()
             # "first epoch": --passes uncached passes, each decoding every image
-            t, n = drain(ds.batch(args.batch_size).prefetch(tf.data.AUTOTUNE).repeat(args.passes), name)
+            t, n = drain(
+                ds.batch(args.batch_size).prefetch(tf.data.AUTOTUNE).repeat(args.passes), name
+            )
             if name in cached:  # the training path: batched() caches; its first epoch fills it
                 ds = data.batched(ds, args.batch_size)
                 drain(ds)
@@ -183,8 +217,11 @@ def main(argv=None) -> int:
                 cached[name].append(statistics.median(rates))
             this[name] = n / t
             first[name].append(n / t)
-            print(f"  repeat {r + 1}/{args.repeats} {name:28s} first epoch {n / t:8.0f} img/s "
-                  f"{CPU_MS[name][-1]:6.2f} CPU-ms/img", flush=True)
+            print(
+                f"  repeat {r + 1}/{args.repeats} {name:28s} first epoch {n / t:8.0f} img/s "
+                f"{CPU_MS[name][-1]:6.2f} CPU-ms/img",
+                flush=True,
+            )
         for name in names:
             ratio[name].append(this[name] / this["ceiling"])
 
@@ -199,11 +236,15 @@ def main(argv=None) -> int:
             continue
         old = first32(previous(paths, s)) * 255.0
         if s < celeba.FACE_SIDE:  # the loader shrinks; the notebooks ask it for this size
-            difference[f"load_celeba@{s}"] = float(tf.reduce_max(tf.abs(first32(pipeline(s)) - old)))
+            difference[f"load_celeba@{s}"] = float(
+                tf.reduce_max(tf.abs(first32(pipeline(s)) - old))
+            )
         else:  # the notebooks load the native crop and let the model enlarge it (bilinear)
             enlarged = tf.image.resize(first32(pipeline(None)), (s, s), method="bilinear")
             difference["load_celeba@native"] = float(tf.reduce_max(tf.abs(enlarged - old)))
-            difference[f"load_celeba@{s}"] = float(tf.reduce_max(tf.abs(first32(pipeline(s)) - old)))
+            difference[f"load_celeba@{s}"] = float(
+                tf.reduce_max(tf.abs(first32(pipeline(s)) - old))
+            )
 
     results = {}
     for name in names:
@@ -216,7 +257,8 @@ def main(argv=None) -> int:
             "first_epoch_cpu_ms_per_image_all": CPU_MS[name],
             # ceiling CPU per image over this pipeline's: the ratio if the CPU were not shared
             "cpu_ratio_to_ceiling_median": statistics.median(
-                c / p for c, p in zip(CPU_MS["ceiling"], CPU_MS[name])),
+                c / p for c, p in zip(CPU_MS["ceiling"], CPU_MS[name])
+            ),
         }
         if name in difference:
             results[name]["max_abs_difference_to_previous"] = difference[name]
@@ -226,8 +268,10 @@ def main(argv=None) -> int:
             results[name]["setup_s_median"] = statistics.median(setup_s[size])
 
     print("\nCelebA pipeline, first epoch (every image decoded), median over repeats")
-    head = (f"{'pipeline':28s} {'img/s':>8s} {'of ceiling':>10s} {'CPU-ms/img':>10s} "
-            f"{'CPU of ceiling':>14s} {'cached img/s':>13s} {'set-up (s)':>10s} {'max |diff|':>10s}")
+    head = (
+        f"{'pipeline':28s} {'img/s':>8s} {'of ceiling':>10s} {'CPU-ms/img':>10s} "
+        f"{'CPU of ceiling':>14s} {'cached img/s':>13s} {'set-up (s)':>10s} {'max |diff|':>10s}"
+    )
     print(head)
     print("-" * len(head))
     for name, r in results.items():
@@ -235,19 +279,33 @@ def main(argv=None) -> int:
         s = r.get("setup_s_median")
         cached_text = f"{c:13.0f}" if c is not None else " " * 13
         setup_text = f"{s:10.2f}" if s is not None else " " * 10
-        print(f"{name:28s} {r['first_epoch_images_per_s_median']:8.0f} "
-              f"{100 * r['ratio_to_ceiling_median']:9.1f}% "
-              f"{r['first_epoch_cpu_ms_per_image_median']:10.2f} "
-              f"{100 * r['cpu_ratio_to_ceiling_median']:13.1f}% {cached_text} {setup_text} "
-              + (f"{r['max_abs_difference_to_previous']:10.2f}"
-                 if "max_abs_difference_to_previous" in r else ""))
-    print("('of ceiling': wall-clock rate over the ceiling's, same repeat; 'CPU of ceiling': "
-          "the ceiling's CPU time per image over this one's; 'max |diff|': largest pixel "
-          "difference from the previous loader's images at the same network input size, "
-          "first 32 images, 0..255 scale)")
+        print(
+            f"{name:28s} {r['first_epoch_images_per_s_median']:8.0f} "
+            f"{100 * r['ratio_to_ceiling_median']:9.1f}% "
+            f"{r['first_epoch_cpu_ms_per_image_median']:10.2f} "
+            f"{100 * r['cpu_ratio_to_ceiling_median']:13.1f}% {cached_text} {setup_text} "
+            + (
+                f"{r['max_abs_difference_to_previous']:10.2f}"
+                if "max_abs_difference_to_previous" in r
+                else ""
+            )
+        )
+    print(
+        "('of ceiling': wall-clock rate over the ceiling's, same repeat; 'CPU of ceiling': "
+        "the ceiling's CPU time per image over this one's; 'max |diff|': largest pixel "
+        "difference from the previous loader's images at the same network input size, "
+        "first 32 images, 0..255 scale)"
+    )
     if args.json:
-        write_json(args.json, "celeba_pipeline", info, args, results,
-                   data_dir=str(data_dir), images=len(paths))
+        write_json(
+            args.json,
+            "celeba_pipeline",
+            info,
+            args,
+            results,
+            data_dir=str(data_dir),
+            images=len(paths),
+        )
     return 0
 
 

@@ -17,7 +17,8 @@ augmentation (so only the arithmetic differs between runs). The figures say what
 options do to *this* arithmetic; they are not CIFAR-100 results.
 
     python benchmarks/bench_options.py                         # shared_conv, 3 epochs
-    python benchmarks/bench_options.py --architecture reuse_coarse --images 4096 --epochs 5 --json out.json
+    python benchmarks/bench_options.py --architecture reuse_coarse --images 4096 --epochs 5
+    python benchmarks/bench_options.py --configs float32 mixed --json out.json
 
 On a CPU, XLA and float16 are not what they are for; run it on a GPU for the real effect
 (the JSON records the GPU's name).
@@ -29,7 +30,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -57,11 +57,15 @@ def run(name: str, config: dict, args, train_ds, val_ds) -> dict:
     try:
         training.set_seed(args.seed)
         model = training.compile_multitask(
-            architectures.build_cifar100(args.architecture), learning_rate=5e-4,
-            loss_weights={"fine": 2.0, "coarse": 1.0}, jit_compile=config["jit_compile"])
+            architectures.build_cifar100(args.architecture),
+            learning_rate=5e-4,
+            loss_weights={"fine": 2.0, "coarse": 1.0},
+            jit_compile=config["jit_compile"],
+        )
         timer = EpochTimer()
-        history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0,
-                            callbacks=[timer]).history
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0, callbacks=[timer]
+        ).history
     finally:
         keras.mixed_precision.set_global_policy("float32")
     steady = statistics.median(timer.epochs[1:]) if len(timer.epochs) > 1 else timer.epochs[0]
@@ -76,8 +80,9 @@ def run(name: str, config: dict, args, train_ds, val_ds) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--architecture", default="shared_conv", choices=architectures.NAMES)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--images", type=int, default=1024, help="training images (default 1024)")
@@ -90,25 +95,44 @@ def main(argv=None) -> int:
         p.error("need --epochs >= 2 and --images >= --batch-size")
 
     info = machine()
-    print(f"{info['cpu']}, {info['cores']} cores, GPUs: {info['gpus'] or 'none'}; "
-          f"TF {info['tensorflow']}, Keras {info['keras']}; {info['date']}")
+    print(
+        f"{info['cpu']}, {info['cores']} cores, GPUs: {info['gpus'] or 'none'}; "
+        f"TF {info['tensorflow']}, Keras {info['keras']}; {info['date']}"
+    )
     sizes = {"train": 4 * args.images, "test": args.images}
-    train_ds = data.batched(data.load_cifar100("train", "synthetic", limit=args.images,
-                                               synthetic_sizes=sizes), args.batch_size,
-                            shuffle=True, seed=args.seed)
-    val_ds = data.batched(data.load_cifar100("validation", "synthetic", limit=args.images // 2,
-                                             synthetic_sizes=sizes), 256)
+    train_ds = data.batched(
+        data.load_cifar100("train", "synthetic", limit=args.images, synthetic_sizes=sizes),
+        args.batch_size,
+        shuffle=True,
+        seed=args.seed,
+    )
+    val_ds = data.batched(
+        data.load_cifar100(
+            "validation", "synthetic", limit=args.images // 2, synthetic_sizes=sizes
+        ),
+        256,
+    )
     runs = {}
     for name in args.configs:
         runs[name] = run(name, CONFIGS[name], args, train_ds, val_ds)
         r = runs[name]
-        print(f"  {name:10s} {r['images_per_s']:8.1f} img/s, first epoch +{r['first_epoch_extra_s']:.1f} s, "
-              f"final loss {r['history']['loss'][-1]:.5f}", flush=True)
+        print(
+            f"  {name:10s} {r['images_per_s']:8.1f} img/s, "
+            f"first epoch +{r['first_epoch_extra_s']:.1f} s, "
+            f"final loss {r['history']['loss'][-1]:.5f}",
+            flush=True,
+        )
 
     base = runs.get("float32")
     results = []
-    keys = ("loss", "fine_accuracy", "coarse_accuracy", "val_loss", "val_fine_accuracy",
-            "val_coarse_accuracy")
+    keys = (
+        "loss",
+        "fine_accuracy",
+        "coarse_accuracy",
+        "val_loss",
+        "val_fine_accuracy",
+        "val_coarse_accuracy",
+    )
     for name, r in runs.items():
         row = {k: v for k, v in r.items() if k not in ("history", "weights")}
         row.update({f"final_{k}": r["history"][k][-1] for k in keys})
@@ -116,22 +140,33 @@ def main(argv=None) -> int:
         if base is not None:
             row["speed_ratio_to_float32"] = base["steady_epoch_s"] / r["steady_epoch_s"]
             row["max_abs_loss_diff_to_float32"] = max(
-                abs(a - b) for a, b in zip(r["history"]["loss"], base["history"]["loss"]))
+                abs(a - b) for a, b in zip(r["history"]["loss"], base["history"]["loss"])
+            )
             row["max_abs_weight_diff_to_float32"] = max(
-                float(np.abs(a - b).max()) for a, b in zip(r["weights"], base["weights"]))
+                float(np.abs(a - b).max()) for a, b in zip(r["weights"], base["weights"])
+            )
         results.append(row)
 
-    print(f"\n{args.architecture}, {args.images} synthetic images, batch {args.batch_size}, "
-          f"{args.epochs} epochs (not a CIFAR-100 result)")
-    head = (f"{'config':10s} {'img/s':>8s} {'x float32':>9s} {'1st epoch +s':>12s} {'loss':>9s} "
-            f"{'val loss':>9s} {'val fine acc':>12s} {'|loss diff|':>11s} {'|weight diff|':>13s}")
+    print(
+        f"\n{args.architecture}, {args.images} synthetic images, batch {args.batch_size}, "
+        f"{args.epochs} epochs (not a CIFAR-100 result)"
+    )
+    head = (
+        f"{'config':10s} {'img/s':>8s} {'x float32':>9s} {'1st epoch +s':>12s} {'loss':>9s} "
+        f"{'val loss':>9s} {'val fine acc':>12s} {'|loss diff|':>11s} {'|weight diff|':>13s}"
+    )
     print(head)
     print("-" * len(head))
     for row in results:
-        print(f"{row['config']:10s} {row['images_per_s']:8.1f} {row.get('speed_ratio_to_float32', 1):9.2f} "
-              f"{row['first_epoch_extra_s']:12.1f} {row['final_loss']:9.5f} {row['final_val_loss']:9.5f} "
-              f"{row['final_val_fine_accuracy']:12.4f} {row.get('max_abs_loss_diff_to_float32', 0):11.2e} "
-              f"{row.get('max_abs_weight_diff_to_float32', 0):13.2e}")
+        speed = row.get("speed_ratio_to_float32", 1)
+        loss_diff = row.get("max_abs_loss_diff_to_float32", 0)
+        weight_diff = row.get("max_abs_weight_diff_to_float32", 0)
+        print(
+            f"{row['config']:10s} {row['images_per_s']:8.1f} {speed:9.2f} "
+            f"{row['first_epoch_extra_s']:12.1f} {row['final_loss']:9.5f} "
+            f"{row['final_val_loss']:9.5f} {row['final_val_fine_accuracy']:12.4f} "
+            f"{loss_diff:11.2e} {weight_diff:13.2e}"
+        )
     if args.json:
         write_json(args.json, "options", info, args, results)
     return 0

@@ -50,7 +50,8 @@ warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # fit's note on a
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtlkit import architectures, data, dst, training  # noqa: E402
+from mtlkit import architectures, data, dst, tasks, training  # noqa: E402
+from mtlkit import loop as training_loop  # noqa: E402
 
 MODES = ("fit", "train", "train+DST")
 DEFAULT_ARCHITECTURES = ("shared_conv", "reuse_coarse")
@@ -91,7 +92,7 @@ class MeasuringPassTimer:
     def __init__(self):
         self.calls: list[float] = []
         self.total = None
-        self._original = getattr(training, "_measuring_pass", None)
+        self._original = getattr(training_loop, "_measuring_pass", None)
 
     def __enter__(self):
         if self._original is None:
@@ -115,12 +116,12 @@ class MeasuringPassTimer:
                 loop.measure_step = step
                 self.total = time.perf_counter() - t0
 
-        loop._measuring_pass = timed_pass
+        training_loop._measuring_pass = timed_pass
         return self
 
     def __exit__(self, *exc):
         if self._original is not None:
-            loop._measuring_pass = self._original
+            training_loop._measuring_pass = self._original
 
 
 def build(name: str) -> keras.Model:
@@ -131,16 +132,19 @@ def build(name: str) -> keras.Model:
         return architectures.build_cifar100(name)
     inputs = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Flatten()(inputs)
-    outputs = {"fine": keras.layers.Dense(100, name="fine")(x),
-               "coarse": keras.layers.Dense(20, name="coarse")(x)}
+    outputs = {
+        "fine": keras.layers.Dense(100, name="fine")(x),
+        "coarse": keras.layers.Dense(20, name="coarse")(x),
+    }
     return keras.Model(inputs, outputs, name="tiny")
 
 
 def make_data(steps: int, batch_size: int, seed: int) -> tuple[tf.data.Dataset, int]:
     n = steps * batch_size
     total = math.ceil(n / 0.8) + 10  # "train" is 80 % of the synthetic training set
-    ds = data.load_cifar100("train", "synthetic", limit=n,
-                            synthetic_sizes={"train": total, "test": 10})
+    ds = data.load_cifar100(
+        "train", "synthetic", limit=n, synthetic_sizes={"train": total, "test": 10}
+    )
     return data.batched(ds, batch_size, shuffle=True, seed=seed), n
 
 
@@ -155,11 +159,20 @@ JIT_COMPILE: bool | str = False  # set from --jit-compile
 
 def run_train(model, ds, epochs, optimizer, scheduler=None):
     timer = EpochTimer()
-    losses = training.classification_losses(model.output_names)
+    losses = tasks.classification_losses(model.output_names)
     with MeasuringPassTimer() as mp:
-        training.train(model, ds, epochs=epochs, losses=losses, optimizer=optimizer,
-                       loss_weights={"fine": 2.0, "coarse": 1.0}, scheduler=scheduler,
-                       callbacks=[timer], verbose=0, jit_compile=JIT_COMPILE)
+        training.train(
+            model,
+            ds,
+            epochs=epochs,
+            losses=losses,
+            optimizer=optimizer,
+            loss_weights={"fine": 2.0, "coarse": 1.0},
+            scheduler=scheduler,
+            callbacks=[timer],
+            verbose=0,
+            jit_compile=JIT_COMPILE,
+        )
     if mp.total is None and timer.train_begin is not None and scheduler is not None:
         mp.total = timer.first_epoch_begin - timer.train_begin
     return timer, mp if scheduler is not None else None
@@ -168,19 +181,22 @@ def run_train(model, ds, epochs, optimizer, scheduler=None):
 def bench_architecture(name: str, args, ds, n_images: int) -> dict:
     keras.utils.set_random_seed(args.seed)
     model = build(name)
-    training.compile_multitask(model, learning_rate=5e-4, loss_weights={"fine": 2, "coarse": 1},
-                               jit_compile=JIT_COMPILE)
+    training.compile_multitask(
+        model, learning_rate=5e-4, loss_weights={"fine": 2, "coarse": 1}, jit_compile=JIT_COMPILE
+    )
     optimizers = {m: keras.optimizers.Adam(5e-4) for m in MODES[1:]}
     depths = dst.task_depths(model)
     initial = model.get_weights()  # every call starts from the same weights
     epochs = 1 + args.timed_epochs
-    per_mode = {m: {"steady_ips": [], "warmup_s": [], "steady_epoch_s": [], "cpu_ms_per_image": []}
-                for m in MODES}
+    per_mode = {
+        m: {"steady_ips": [], "warmup_s": [], "steady_epoch_s": [], "cpu_ms_per_image": []}
+        for m in MODES
+    }
     measuring = {"total_s": [], "first_call_s": [], "steady_step_s": []}
     ratios = {m: [] for m in MODES[1:]}
     cpu_ratios = {m: [] for m in MODES[1:]}
     for r in range(args.repeats):
-        order = MODES[r % 3:] + MODES[:r % 3]  # rotate so no mode always runs first
+        order = MODES[r % 3 :] + MODES[: r % 3]  # rotate so no mode always runs first
         this = {}
         for mode in order:
             model.set_weights(initial)
@@ -189,9 +205,12 @@ def bench_architecture(name: str, args, ds, n_images: int) -> dict:
             else:
                 scheduler = None
                 if mode == "train+DST":
-                    scheduler = dst.DSTScheduler(["fine", "coarse"], depths=depths,
-                                                 sample_counts={"fine": n_images, "coarse": n_images},
-                                                 seed=args.seed + r)
+                    scheduler = dst.DSTScheduler(
+                        ["fine", "coarse"],
+                        depths=depths,
+                        sample_counts={"fine": n_images, "coarse": n_images},
+                        seed=args.seed + r,
+                    )
                 timer, mp = run_train(model, ds, epochs, optimizers[mode], scheduler)
                 if mp is not None:
                     measuring["total_s"].append(mp.total)
@@ -209,8 +228,11 @@ def bench_architecture(name: str, args, ds, n_images: int) -> dict:
             per_mode[mode]["cpu_ms_per_image"].append(cpu_ms)
             this[mode] = ips
             this[mode + " cpu"] = cpu_ms
-            print(f"  {name:20s} repeat {r + 1}/{args.repeats} {mode:10s} {ips:8.1f} img/s "
-                  f"{cpu_ms:6.1f} CPU-ms/img (warm-up epoch {timer.epochs[0]:.1f} s)", flush=True)
+            print(
+                f"  {name:20s} repeat {r + 1}/{args.repeats} {mode:10s} {ips:8.1f} img/s "
+                f"{cpu_ms:6.1f} CPU-ms/img (warm-up epoch {timer.epochs[0]:.1f} s)",
+                flush=True,
+            )
         for mode in MODES[1:]:
             ratios[mode].append(this[mode] / this["fit"])
             # throughput ratio from CPU time: fit's CPU per image over this mode's
@@ -237,15 +259,20 @@ def bench_architecture(name: str, args, ds, n_images: int) -> dict:
     fit_step = result["modes"]["fit"]["step_ms_median"] / 1000
     result["measuring_pass"] = {
         "total_s_median": statistics.median(measuring["total_s"]) if measuring["total_s"] else None,
-        "first_call_s_median": (statistics.median(measuring["first_call_s"])
-                                if measuring["first_call_s"] else None),
-        "steady_step_ms_median": (1000 * statistics.median(measuring["steady_step_s"])
-                                  if measuring["steady_step_s"] else None),
+        "first_call_s_median": (
+            statistics.median(measuring["first_call_s"]) if measuring["first_call_s"] else None
+        ),
+        "steady_step_ms_median": (
+            1000 * statistics.median(measuring["steady_step_s"])
+            if measuring["steady_step_s"]
+            else None
+        ),
         "steps": args.steps,
     }
     if measuring["steady_step_s"]:
         result["measuring_pass"]["steady_step_over_fit_step"] = (
-            statistics.median(measuring["steady_step_s"]) / fit_step)
+            statistics.median(measuring["steady_step_s"]) / fit_step
+        )
     return result
 
 
@@ -253,80 +280,131 @@ def machine() -> dict:
     model = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
-    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-            for g in tf.config.list_physical_devices("GPU")]
-    return {"cpu": model, "cores": os.cpu_count(), "gpus": gpus,
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
+    gpus = [
+        tf.config.experimental.get_device_details(g).get("device_name", g.name)
+        for g in tf.config.list_physical_devices("GPU")
+    ]
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "gpus": gpus,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
 
 
-def write_json(path: str, benchmark: str, info: dict, args: argparse.Namespace, results, **settings) -> None:
+def write_json(
+    path: str, benchmark: str, info: dict, args: argparse.Namespace, results, **settings
+) -> None:
     """Write a benchmark's results with the machine, the command line and the settings."""
-    payload = {"benchmark": benchmark, "machine": info, "command": " ".join(sys.argv),
-               "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, **settings},
-               "results": results}
+    payload = {
+        "benchmark": benchmark,
+        "machine": info,
+        "command": " ".join(sys.argv),
+        "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, **settings},
+        "results": results,
+    }
     with open(path, "w") as f:
         json.dump(payload, f, indent=1, default=str)
     print(f"\nwrote {path}")
 
 
 def print_table(results: list[dict]) -> None:
-    print("\nSteady-state training throughput (median over repeats; ratios per repeat, then median)")
-    head = (f"{'architecture':20s} {'fit img/s':>9s} {'train img/s':>11s} {'DST img/s':>9s} "
-            f"{'train/fit':>9s} {'DST/fit':>8s} {'compile fit/train/DST (s)':>26s} "
-            f"{'measuring pass (s)':>18s}")
+    print(
+        "\nSteady-state training throughput (median over repeats; ratios per repeat, then median)"
+    )
+    head = (
+        f"{'architecture':20s} {'fit img/s':>9s} {'train img/s':>11s} {'DST img/s':>9s} "
+        f"{'train/fit':>9s} {'DST/fit':>8s} {'compile fit/train/DST (s)':>26s} "
+        f"{'measuring pass (s)':>18s}"
+    )
     print(head)
     print("-" * len(head))
     for r in results:
         m = r["modes"]
+        fit, plain, gated = m["fit"], m["train"], m["train+DST"]
         comp = "/".join(f"{m[k]['compile_s_first_call']:.1f}" for k in MODES)
         mp = r["measuring_pass"]["total_s_median"]
-        print(f"{r['architecture']:20s} {m['fit']['images_per_s_median']:9.1f} "
-              f"{m['train']['images_per_s_median']:11.1f} {m['train+DST']['images_per_s_median']:9.1f} "
-              f"{m['train']['ratio_to_fit_median']:9.3f} {m['train+DST']['ratio_to_fit_median']:8.3f} "
-              f"{comp:>26s} {mp if mp is not None else float('nan'):18.2f}")
+        print(
+            f"{r['architecture']:20s} {fit['images_per_s_median']:9.1f} "
+            f"{plain['images_per_s_median']:11.1f} {gated['images_per_s_median']:9.1f} "
+            f"{plain['ratio_to_fit_median']:9.3f} {gated['ratio_to_fit_median']:8.3f} "
+            f"{comp:>26s} {mp if mp is not None else float('nan'):18.2f}"
+        )
     print("\nCPU time per image (process CPU seconds, all threads: less sensitive to other load)")
-    head = (f"{'architecture':20s} {'fit ms':>7s} {'train ms':>8s} {'DST ms':>7s} "
-            f"{'train/fit':>9s} {'DST/fit':>8s}   (ratios as throughput: fit CPU / mode CPU)")
+    head = (
+        f"{'architecture':20s} {'fit ms':>7s} {'train ms':>8s} {'DST ms':>7s} "
+        f"{'train/fit':>9s} {'DST/fit':>8s}   (ratios as throughput: fit CPU / mode CPU)"
+    )
     print(head)
     for r in results:
-        m = r["modes"]
-        print(f"{r['architecture']:20s} {m['fit']['cpu_ms_per_image_median']:7.2f} "
-              f"{m['train']['cpu_ms_per_image_median']:8.2f} {m['train+DST']['cpu_ms_per_image_median']:7.2f} "
-              f"{m['train']['cpu_ratio_to_fit_median']:9.3f} {m['train+DST']['cpu_ratio_to_fit_median']:8.3f}")
-    print("\nDST measuring pass (epoch 0, once per run): first call includes its trace; "
-          "steady step vs a fit step")
+        fit, plain, gated = r["modes"]["fit"], r["modes"]["train"], r["modes"]["train+DST"]
+        print(
+            f"{r['architecture']:20s} {fit['cpu_ms_per_image_median']:7.2f} "
+            f"{plain['cpu_ms_per_image_median']:8.2f} {gated['cpu_ms_per_image_median']:7.2f} "
+            f"{plain['cpu_ratio_to_fit_median']:9.3f} {gated['cpu_ratio_to_fit_median']:8.3f}"
+        )
+    print(
+        "\nDST measuring pass (epoch 0, once per run): first call includes its trace; "
+        "steady step vs a fit step"
+    )
     for r in results:
         mp = r["measuring_pass"]
-        print(f"  {r['architecture']:20s} total {mp['total_s_median']:.2f} s, first call "
-              f"{(mp['first_call_s_median'] or float('nan')):.2f} s, steady step "
-              f"{(mp['steady_step_ms_median'] or float('nan')):.1f} ms "
-              f"({mp.get('steady_step_over_fit_step', float('nan')):.2f} x a fit training step)")
+        print(
+            f"  {r['architecture']:20s} total {mp['total_s_median']:.2f} s, first call "
+            f"{(mp['first_call_s_median'] or float('nan')):.2f} s, steady step "
+            f"{(mp['steady_step_ms_median'] or float('nan')):.1f} ms "
+            f"({mp.get('steady_step_over_fit_step', float('nan')):.2f} x a fit training step)"
+        )
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--architectures", nargs="+", default=list(DEFAULT_ARCHITECTURES),
-                   choices=(*architectures.NAMES, "tiny"), metavar="NAME",
-                   help=f"architectures to measure (default: {' '.join(DEFAULT_ARCHITECTURES)}; 'tiny': see --overhead; "
-                        f"choices: {', '.join(architectures.NAMES)})")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--architectures",
+        nargs="+",
+        default=list(DEFAULT_ARCHITECTURES),
+        choices=(*architectures.NAMES, "tiny"),
+        metavar="NAME",
+        help=f"architectures to measure (default: {' '.join(DEFAULT_ARCHITECTURES)}; "
+        f"'tiny': see --overhead; choices: {', '.join(architectures.NAMES)})",
+    )
     p.add_argument("--all", action="store_true", help="all six architectures")
-    p.add_argument("--overhead", action="store_true",
-                   help="also measure 'tiny' (one Dense per task): the loops' per-step overhead")
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="also measure 'tiny' (one Dense per task): the loops' per-step overhead",
+    )
     p.add_argument("--steps", type=int, default=8, help="batches per epoch (default 8)")
     p.add_argument("--batch-size", type=int, default=32, help="default 32")
-    p.add_argument("--timed-epochs", type=int, default=2,
-                   help="steady epochs timed per call, after one warm-up epoch (default 2)")
+    p.add_argument(
+        "--timed-epochs",
+        type=int,
+        default=2,
+        help="steady epochs timed per call, after one warm-up epoch (default 2)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed-precision", action="store_true",
-                   help="set the mixed_float16 policy (meant for a GPU)")
-    p.add_argument("--jit-compile", choices=("false", "true", "auto"), default="false",
-                   help="XLA for both loops (default false, the kit's default)")
+    p.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="set the mixed_float16 policy (meant for a GPU)",
+    )
+    p.add_argument(
+        "--jit-compile",
+        choices=("false", "true", "auto"),
+        default="false",
+        help="XLA for both loops (default false, the kit's default)",
+    )
     p.add_argument("--json", metavar="OUT", help="write all measurements to this JSON file")
     args = p.parse_args(argv)
     global JIT_COMPILE
@@ -339,10 +417,15 @@ def main(argv=None) -> int:
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     info = machine()
-    print(f"{info['cpu']}, {info['cores']} cores, GPUs: {info['gpus'] or 'none'}; "
-          f"TF {info['tensorflow']}, Keras {info['keras']}; {info['date']}")
-    print(f"{len(names)} architectures, batch {args.batch_size}, {args.steps} steps/epoch, "
-          f"1 warm-up + {args.timed_epochs} timed epochs per call, {args.repeats} repeats", flush=True)
+    print(
+        f"{info['cpu']}, {info['cores']} cores, GPUs: {info['gpus'] or 'none'}; "
+        f"TF {info['tensorflow']}, Keras {info['keras']}; {info['date']}"
+    )
+    print(
+        f"{len(names)} architectures, batch {args.batch_size}, {args.steps} steps/epoch, "
+        f"1 warm-up + {args.timed_epochs} timed epochs per call, {args.repeats} repeats",
+        flush=True,
+    )
     ds, n_images = make_data(args.steps, args.batch_size, args.seed)
     results = []
     for name in names:

@@ -24,7 +24,9 @@ import argparse
 import json
 import time
 
-import mtlkit  # noqa: F401  (quiet TensorFlow start-up)
+import mtlkit  # noqa: F401  (first, before TensorFlow: quiet TensorFlow start-up)
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
@@ -77,12 +79,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
-    cifar = {name: forward_gflop(architectures.build_cifar100(name)) for name in architectures.NAMES}
+    cifar = {
+        name: forward_gflop(architectures.build_cifar100(name)) for name in architectures.NAMES
+    }
+    gflop = {f"cifar100/{k}": round(v, 4) for k, v in cifar.items()}
+    gflop.update({f"celeba/resnet18@{s}": round(resnet_gflop(s), 4) for s in (224, 112)})
     results = {
-        "forward_gflop": {**{f"cifar100/{k}": round(v, 4) for k, v in cifar.items()},
-                          **{f"celeba/resnet18@{s}": round(resnet_gflop(s), 4) for s in (224, 112)}},
+        "forward_gflop": gflop,
         "pipeline_images_per_s": {"cifar100_augmented": round(cifar_pipeline_rate())},
-    }  # fmt: skip
+    }
     print(json.dumps(results, indent=1))
     if args.json:
         with open(args.json, "w") as f:

@@ -159,7 +159,8 @@ def _check_losses(losses: Mapping[str, float], tasks: Sequence[str], what: str) 
             )
         if value < 0:
             raise ValueError(
-                f"{what}: the loss of task {t!r} is negative ({value}); DST's ratios need losses >= 0."
+                f"{what}: the loss of task {t!r} is negative ({value}); "
+                "DST's ratios need losses >= 0."
             )
         out[t] = value
     return out
@@ -227,11 +228,13 @@ class DSTScheduler:
         self.sample_counts = _check_per_task(sample_counts, self.tasks, "sample_counts")
         if "depth" in self.metrics and self.depths is None:
             raise ValueError(
-                "The 'depth' metric needs depths={task: layers}: pass task_depths(model), or drop 'depth' from metrics."
+                "The 'depth' metric needs depths={task: layers}: pass task_depths(model), "
+                "or drop 'depth' from metrics."
             )
         if "samples" in self.metrics and self.sample_counts is None:
             raise ValueError(
-                "The 'samples' metric needs sample_counts={task: labelled examples}, or drop 'samples' from metrics."
+                "The 'samples' metric needs sample_counts={task: labelled examples}, "
+                "or drop 'samples' from metrics."
             )
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
@@ -280,7 +283,8 @@ class DSTScheduler:
         zero = [t for t, v in losses.items() if v == 0]
         if zero:
             raise ValueError(
-                f"The starting loss of {zero} is 0: incompleteness divides by it. Check the labels and the loss."
+                f"The starting loss of {zero} is 0: incompleteness divides by it. "
+                "Check the labels and the loss."
             )
         self.initial = losses
 
@@ -302,7 +306,8 @@ class DSTScheduler:
         needs_start = {"incompleteness", "stagnancy"} & set(self.metrics)
         if needs_start and self.initial is None:
             raise RuntimeError(
-                f"The metrics {sorted(needs_start)} need the epoch-0 losses: call observe_initial first."
+                f"The metrics {sorted(needs_start)} need the epoch-0 losses: "
+                "call observe_initial first."
             )
         values, rates = self._metric_values(losses)
         enabled = [values[m] for m in self.metrics]
@@ -406,8 +411,10 @@ class DSTScheduler:
         """Restore :meth:`get_state`'s output; the tasks and metrics must match."""
         if list(state["tasks"]) != self.tasks or tuple(state["metrics"]) != self.metrics:
             raise ValueError(
-                f"This scheduler state is for tasks {state['tasks']} with metrics {state['metrics']}, "
-                f"not tasks {self.tasks} with metrics {list(self.metrics)}: build the same scheduler."
+                f"This scheduler state is for tasks {state['tasks']} "
+                f"with metrics {state['metrics']}, "
+                f"not tasks {self.tasks} with metrics {list(self.metrics)}: "
+                "build the same scheduler."
             )
         self.alpha, self.seed, self.initial = state["alpha"], state["seed"], state["initial"]
         self._gates, self._redraws = state["gates"], state["redraws"]

@@ -128,8 +128,9 @@ def test_all_gates_zero_redraws_and_the_rate_that_follows():
     draws = np.array([list(s.sample().values()) for _ in range(n)])
     assert (draws.sum(1) > 0).all()  # never an epoch without a task
     conditional = 0.2 / (1 - 0.8 * 0.8)  # 0.556: P(g_a = 1 | not all 0)
+    four_sd = 4 * math.sqrt(conditional * (1 - conditional) / n)
     for j in range(2):
-        assert abs(draws[:, j].mean() - conditional) < 4 * math.sqrt(conditional * (1 - conditional) / n)
+        assert abs(draws[:, j].mean() - conditional) < four_sd
     # without the redraw an epoch with no task at all does happen, as in the original
     s = _forced(p, redraw=False)
     assert any(sum(s.sample().values()) == 0 for _ in range(200))
@@ -227,7 +228,7 @@ def test_task_depths_resnet18_counts_the_longest_path_not_every_conv():
     from mtlkit.celeba import EIGHT
 
     model = build_celeba(EIGHT, weights=None, image_size=64)
-    convs = sum(type(l).__name__ == "Conv2D" for l in model.get_layer("resnet18").layers)
+    convs = sum(type(layer).__name__ == "Conv2D" for layer in model.get_layer("resnet18").layers)
     assert convs == 20  # 17 on the main path + 3 shortcut 1x1 convolutions beside it
     assert task_depths(model) == {a: 18 for a in EIGHT}
 

@@ -2,15 +2,18 @@
 
 import math
 
-import pandas as pd
 import pytest
 
 from mtlkit import evaluation
 
 
 def history(fine_acc, coarse_acc, fine_loss=2.0, coarse_loss=1.0):
-    return {"val_fine_accuracy": [0.1, fine_acc], "val_coarse_accuracy": [0.2, coarse_acc],
-            "val_fine_loss": [3.0, fine_loss], "val_coarse_loss": [2.0, coarse_loss]}
+    return {
+        "val_fine_accuracy": [0.1, fine_acc],
+        "val_coarse_accuracy": [0.2, coarse_acc],
+        "val_fine_loss": [3.0, fine_loss],
+        "val_coarse_loss": [2.0, coarse_loss],
+    }
 
 
 def test_final_values_take_the_last_epoch_of_each_run():
@@ -22,8 +25,9 @@ def test_final_values_take_the_last_epoch_of_each_run():
 
 
 def test_seed_table_shows_mean_and_sample_spread():
-    values = evaluation.final_values({"a": [history(0.50, 0.6), history(0.52, 0.6)],
-                                      "b": [history(0.40, 0.7)]})
+    values = evaluation.final_values(
+        {"a": [history(0.50, 0.6), history(0.52, 0.6)], "b": [history(0.40, 0.7)]}
+    )
     table = evaluation.seed_table(values)
     assert table.loc["a", "fine acc"] == "51.00 ± 1.41"  # sd of 50 and 52 is sqrt(2)
     assert table.loc["b", "fine acc"] == "40.00"  # one seed: no spread shown

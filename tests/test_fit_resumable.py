@@ -13,8 +13,13 @@ from mtlkit import runs, training
 def tiny_build():
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
-    model = keras.Model(inputs, {"a": keras.layers.Dense(3, name="a")(hidden),
-                                 "b": keras.layers.Dense(2, name="b")(hidden)})
+    model = keras.Model(
+        inputs,
+        {
+            "a": keras.layers.Dense(3, name="a")(hidden),
+            "b": keras.layers.Dense(2, name="b")(hidden),
+        },
+    )
     return training.compile_multitask(model, learning_rate=1e-2, loss_weights={"a": 2, "b": 1})
 
 
@@ -40,26 +45,41 @@ class StopAt(keras.callbacks.Callback):
 def test_interrupted_fit_resumes_after_the_last_finished_epoch(tmp_path):
     training.set_seed(0)
     with pytest.raises(KeyboardInterrupt):
-        training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path,
-                               callbacks=[StopAt(2)], verbose=0)
+        training.fit_resumable(
+            tiny_build, tiny_data(), epochs=4, run_dir=tmp_path, callbacks=[StopAt(2)], verbose=0
+        )
     assert len(training.read_history_csv(tmp_path / "log.csv")["loss"]) == 2
     assert not (tmp_path / "history.json").exists()
 
     epochs_run = []
     counter = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_run.append(e))
-    history = training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path,
-                                     validation_data=tiny_data(), callbacks=[counter], verbose=0)
+    history = training.fit_resumable(
+        tiny_build,
+        tiny_data(),
+        epochs=4,
+        run_dir=tmp_path,
+        validation_data=tiny_data(),
+        callbacks=[counter],
+        verbose=0,
+    )
     assert epochs_run == [2, 3]  # only the missing epochs were trained
     assert len(history["loss"]) == 4
     assert {"a_loss", "b_accuracy"} <= set(history)
     stored = json.loads((tmp_path / "history.json").read_text())
-    assert stored["epochs_done"] == 4 and stored["finished"] and stored["history"]["loss"] == history["loss"]
+    assert stored["epochs_done"] == 4 and stored["finished"]
+    assert stored["history"]["loss"] == history["loss"]
     assert not (tmp_path / "backup").exists()
 
 
 def test_finished_runs_are_read_back_not_retrained(tmp_path):
-    first = training.fit_resumable(tiny_build, tiny_data(), epochs=2, run_dir=tmp_path,
-                                   extra_eval={"test": tiny_data()}, verbose=0)
+    first = training.fit_resumable(
+        tiny_build,
+        tiny_data(),
+        epochs=2,
+        run_dir=tmp_path,
+        extra_eval={"test": tiny_data()},
+        verbose=0,
+    )
     assert len(first["test_loss"]) == 2 and "test_a_accuracy" in first
 
     def must_not_build():
@@ -68,8 +88,9 @@ def test_finished_runs_are_read_back_not_retrained(tmp_path):
     assert training.fit_resumable(must_not_build, tiny_data(), epochs=2, run_dir=tmp_path) == first
     with pytest.raises(ValueError, match="recompute=True"):
         training.fit_resumable(must_not_build, tiny_data(), epochs=3, run_dir=tmp_path)
-    again = training.fit_resumable(tiny_build, tiny_data(), epochs=3, run_dir=tmp_path,
-                                   recompute=True, verbose=0)
+    again = training.fit_resumable(
+        tiny_build, tiny_data(), epochs=3, run_dir=tmp_path, recompute=True, verbose=0
+    )
     assert len(again["loss"]) == 3
 
 
@@ -121,14 +142,20 @@ def test_empty_training_data_is_an_error(tmp_path):
 
 def test_a_backup_from_a_different_model_is_refused(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        training.fit_resumable(tiny_build, tiny_data(), epochs=3, run_dir=tmp_path,
-                               callbacks=[StopAt(1)], verbose=0)
+        training.fit_resumable(
+            tiny_build, tiny_data(), epochs=3, run_dir=tmp_path, callbacks=[StopAt(1)], verbose=0
+        )
 
     def wider():
         inputs = keras.Input((6,))
         hidden = keras.layers.Dense(5)(inputs)
-        model = keras.Model(inputs, {"a": keras.layers.Dense(3, name="a")(hidden),
-                                     "b": keras.layers.Dense(2, name="b")(hidden)})
+        model = keras.Model(
+            inputs,
+            {
+                "a": keras.layers.Dense(3, name="a")(hidden),
+                "b": keras.layers.Dense(2, name="b")(hidden),
+            },
+        )
         return training.compile_multitask(model, learning_rate=1e-2)
 
     with pytest.raises(ValueError, match="written by a different model"):

@@ -1,5 +1,6 @@
 """The readable training loop: equal to fit, DST gates, resume, determinism, failures."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import runs, training
+from mtlkit import runs
 from mtlkit.dst import DSTScheduler
 from mtlkit.runs import CHECKPOINT
 from mtlkit.training import set_seed, train
@@ -20,27 +21,33 @@ LOSSES = {
     "b": keras.losses.BinaryCrossentropy(from_logits=True),
 }
 
-BUILD = '''
+
 def build(dropout=0.0):
     x = keras.Input((8,), name="x")
     h = keras.layers.Dense(16, activation="relu", name="trunk")(x)
     h = keras.layers.BatchNormalization(name="bn")(h)
     if dropout:
         h = keras.layers.Dropout(dropout, name="drop")(h)
-    return keras.Model(x, {"a": keras.layers.Dense(3, name="a")(h), "b": keras.layers.Dense(1, name="b")(h)})
+    heads = {"a": keras.layers.Dense(3, name="a")(h), "b": keras.layers.Dense(1, name="b")(h)}
+    return keras.Model(x, heads)
 
 
 def arrays(n=192, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 8)).astype("float32")
-    y = {"a": (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1), "b": (x[:, 2:3] > 0).astype("float32")}
+    y = {
+        "a": (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1),
+        "b": (x[:, 2:3] > 0).astype("float32"),
+    }
     return x, y
 
 
 def dataset(n=192, batch=32, seed=0):
     return tf.data.Dataset.from_tensor_slices(arrays(n, seed)).batch(batch)
-'''
-exec(BUILD)  # the same builders here and in the subprocesses below
+
+
+# the same builders here and in the subprocesses below
+BUILD = "\n\n".join(inspect.getsource(f) for f in (build, arrays, dataset))
 
 
 def weights_of(model):
@@ -56,13 +63,20 @@ def test_train_without_scheduler_equals_fit():
     set_seed(3)
     fitted = build()
     start = weights_of(fitted)
-    fitted.compile(optimizer=keras.optimizers.Adam(1e-2), loss=LOSSES, loss_weights={"a": 2.0, "b": 0.5})
+    fitted.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=LOSSES, loss_weights={"a": 2.0, "b": 0.5}
+    )
     fit_history = fitted.fit(dataset(), epochs=3, verbose=0).history
     ours = build()
     ours.set_weights(start)
     history = train(
-        ours, dataset(), epochs=3, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2),
-        loss_weights={"a": 2.0, "b": 0.5}, verbose=0,
+        ours,
+        dataset(),
+        epochs=3,
+        losses=LOSSES,
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss_weights={"a": 2.0, "b": 0.5},
+        verbose=0,
     ).history
     assert max_diff(weights_of(fitted), start) > 1e-2  # training did move the weights
     assert max_diff(weights_of(fitted), weights_of(ours)) < 1e-5  # BatchNorm statistics included
@@ -90,8 +104,16 @@ def run_with_b_dropped_in_epoch_2(optimizer):
     forced = iter([{"a": 1, "b": 1}, {"a": 1, "b": 0}])
     scheduler.sample = lambda: next(forced)
     recorder = Gates()
-    history = train(model, dataset(), epochs=2, losses=LOSSES, optimizer=optimizer,
-                    scheduler=scheduler, callbacks=[recorder], verbose=0)
+    history = train(
+        model,
+        dataset(),
+        epochs=2,
+        losses=LOSSES,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        callbacks=[recorder],
+        verbose=0,
+    )
     return recorder.heads, history
 
 
@@ -117,7 +139,14 @@ def test_new_gates_do_not_retrace_the_step():
     _, history = run_with_b_dropped_in_epoch_2(keras.optimizers.SGD(0.1))
     assert history.step_function.experimental_get_tracing_count() == 1
     # nor does a smaller last batch (192 = 3 x 50 + 42)
-    history = train(build(), dataset(batch=50), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(0.1), verbose=0)
+    history = train(
+        build(),
+        dataset(batch=50),
+        epochs=1,
+        losses=LOSSES,
+        optimizer=keras.optimizers.SGD(0.1),
+        verbose=0,
+    )
     assert history.step_function.experimental_get_tracing_count() == 1
 
 
@@ -129,18 +158,42 @@ def test_measuring_pass_gives_the_starting_losses():
     expected = {t: float(LOSSES[t](y[t], predictions[t])) for t in LOSSES}
     scheduler = DSTScheduler(["a", "b"], metrics=("incompleteness", "stagnancy"), seed=0)
     # one batch of the whole set: the batch mean is the data mean
-    train(model, dataset(batch=192), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(0.1),
-          scheduler=scheduler, verbose=0)
+    train(
+        model,
+        dataset(batch=192),
+        epochs=1,
+        losses=LOSSES,
+        optimizer=keras.optimizers.SGD(0.1),
+        scheduler=scheduler,
+        verbose=0,
+    )
     assert scheduler.initial == pytest.approx(expected, rel=1e-5)
 
 
 def test_progress_bar_and_history_keys(capsys):
     scheduler = DSTScheduler(["a", "b"], metrics=("incompleteness", "stagnancy"), seed=0)
-    history = train(build(), dataset(), epochs=2, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2),
-                    scheduler=scheduler, validation_data=dataset(seed=1), verbose=1).history
+    history = train(
+        build(),
+        dataset(),
+        epochs=2,
+        losses=LOSSES,
+        optimizer=keras.optimizers.Adam(1e-2),
+        scheduler=scheduler,
+        validation_data=dataset(seed=1),
+        verbose=1,
+    ).history
     assert "Epoch 2/2" in capsys.readouterr().out
-    for key in ("loss", "a_loss", "a_accuracy", "b_accuracy", "a_gate", "b_keep_prob",
-                "val_loss", "val_a_loss", "val_b_accuracy"):
+    for key in (
+        "loss",
+        "a_loss",
+        "a_accuracy",
+        "b_accuracy",
+        "a_gate",
+        "b_keep_prob",
+        "val_loss",
+        "val_a_loss",
+        "val_b_accuracy",
+    ):
         assert len(history[key]) == 2, key
     assert history["a_keep_prob"][0] == 1.0 and history["a_gate"][0] == 1.0
     assert history["a_keep_prob"][1] == pytest.approx(scheduler.history[0]["next_probability"]["a"])
@@ -148,7 +201,9 @@ def test_progress_bar_and_history_keys(capsys):
 
 def test_early_stopping_works_and_is_remembered(tmp_path):
     stop = keras.callbacks.EarlyStopping(monitor="loss", min_delta=100.0, patience=0)
-    kwargs = dict(epochs=6, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2), run_dir=tmp_path, verbose=0)
+    kwargs = dict(
+        epochs=6, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2), run_dir=tmp_path, verbose=0
+    )
     history = train(build(), dataset(), callbacks=[stop], **kwargs).history
     assert len(history["loss"]) == 2
     again = train(build(), dataset(), **kwargs).history  # the stopped run is not continued
@@ -162,25 +217,48 @@ def test_same_seed_twice_gives_identical_histories():
         set_seed(5)
         model = build(dropout=0.3)
         scheduler = DSTScheduler(["a", "b"], metrics=("incompleteness", "stagnancy"))
-        data = lambda e: tf.data.Dataset.from_tensor_slices(arrays()).shuffle(192, seed=5 + e).batch(32)
-        runs.append(train(model, data, epochs=3, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2),
-                          scheduler=scheduler, seed=5, verbose=0).history)
+
+        def data(e):
+            return tf.data.Dataset.from_tensor_slices(arrays()).shuffle(192, seed=5 + e).batch(32)
+
+        runs.append(
+            train(
+                model,
+                data,
+                epochs=3,
+                losses=LOSSES,
+                optimizer=keras.optimizers.Adam(1e-2),
+                scheduler=scheduler,
+                seed=5,
+                verbose=0,
+            ).history
+        )
     assert runs[0] == runs[1]
     set_seed(6)
-    other = train(build(dropout=0.3), dataset(), epochs=3, losses=LOSSES,
-                  optimizer=keras.optimizers.Adam(1e-2), seed=6, verbose=0).history
+    other = train(
+        build(dropout=0.3),
+        dataset(),
+        epochs=3,
+        losses=LOSSES,
+        optimizer=keras.optimizers.Adam(1e-2),
+        seed=6,
+        verbose=0,
+    ).history
     assert other["loss"] != runs[0]["loss"]
 
 
 # ------------------------------------------------------------------ resume
-SCRIPT = textwrap.dedent('''
+SCRIPT = (
+    textwrap.dedent("""
     import json, os, sys
     import numpy as np, keras, tensorflow as tf
     from mtlkit.training import train, set_seed
     from mtlkit.dst import DSTScheduler
     LOSSES = {"a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
               "b": keras.losses.BinaryCrossentropy(from_logits=True)}
-''') + BUILD + textwrap.dedent('''
+""")
+    + BUILD
+    + textwrap.dedent("""
     run_dir, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
 
     class Kill(keras.callbacks.Callback):  # dies in the middle of epoch 3
@@ -197,28 +275,39 @@ SCRIPT = textwrap.dedent('''
 
     set_seed(11)
     model = build(dropout=0.2)
-    scheduler = DSTScheduler(["a", "b"], depths={"a": 3, "b": 2}, sample_counts={"a": 5, "b": 4}, seed=11)
-    data = lambda e: tf.data.Dataset.from_tensor_slices(arrays()).shuffle(192, seed=100 + e).batch(32)
+    scheduler = DSTScheduler(
+        ["a", "b"], depths={"a": 3, "b": 2}, sample_counts={"a": 5, "b": 4}, seed=11
+    )
+
+    def data(e):
+        return tf.data.Dataset.from_tensor_slices(arrays()).shuffle(192, seed=100 + e).batch(32)
+
     callbacks = [Kill()] if mode == "kill" else [Count()]
     history = train(model, data, epochs=4, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2),
                     scheduler=scheduler, run_dir=run_dir, seed=11, callbacks=callbacks, verbose=0)
     np.savez(out, *model.get_weights())
     with open(out + ".json", "w") as f:
         json.dump({"history": history.history, "steps": Count.steps}, f)
-''')
+""")
+)
 
 
 def start_script(tmp_path, run_dir, mode, name) -> subprocess.Popen:
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    return subprocess.Popen([sys.executable, str(script), str(run_dir), mode, str(tmp_path / name)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(run_dir), mode, str(tmp_path / name)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def run_script(tmp_path, run_dir, mode, name):
     proc = start_script(tmp_path, run_dir, mode, name)
     _, stderr = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, None, stderr), str(tmp_path / name)
+    completed = subprocess.CompletedProcess(proc.args, proc.returncode, None, stderr)
+    return completed, str(tmp_path / name)
 
 
 def load(out):
@@ -244,9 +333,16 @@ def test_straight_and_killed_then_resumed_runs_end_identically(tmp_path):
         np.testing.assert_array_equal(a, b)
     # a finished run is returned without training, with its final weights loaded
     model = build(dropout=0.2)
-    again = train(model, dataset(), epochs=4, losses=LOSSES, optimizer=keras.optimizers.Adam(1e-2),
-                  scheduler=DSTScheduler(["a", "b"], depths={"a": 3, "b": 2}, sample_counts={"a": 5, "b": 4}),
-                  run_dir=tmp_path / "resumed", verbose=0)
+    again = train(
+        model,
+        dataset(),
+        epochs=4,
+        losses=LOSSES,
+        optimizer=keras.optimizers.Adam(1e-2),
+        scheduler=DSTScheduler(["a", "b"], depths={"a": 3, "b": 2}, sample_counts={"a": 5, "b": 4}),
+        run_dir=tmp_path / "resumed",
+        verbose=0,
+    )
     assert again.history == r_straight["history"]
     for a, b in zip(w_straight, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -255,8 +351,16 @@ def test_straight_and_killed_then_resumed_runs_end_identically(tmp_path):
 def fresh_run(run_dir, epochs, data=None, **kwargs):
     set_seed(2)
     model = build()
-    history = train(model, data or dataset(), epochs=epochs, losses=LOSSES,
-                    optimizer=keras.optimizers.Adam(1e-2), run_dir=run_dir, verbose=0, **kwargs)
+    history = train(
+        model,
+        data or dataset(),
+        epochs=epochs,
+        losses=LOSSES,
+        optimizer=keras.optimizers.Adam(1e-2),
+        run_dir=run_dir,
+        verbose=0,
+        **kwargs,
+    )
     return model, history
 
 
@@ -289,9 +393,19 @@ def test_failure_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
 def test_run_dir_of_a_different_model_is_refused(tmp_path):
     fresh_run(tmp_path, 1)
     x = keras.Input((8,))
-    other = keras.Model(x, {"a": keras.layers.Dense(3, name="a")(x), "b": keras.layers.Dense(1, name="b")(x)})
+    other = keras.Model(
+        x, {"a": keras.layers.Dense(3, name="a")(x), "b": keras.layers.Dense(1, name="b")(x)}
+    )
     with pytest.raises(ValueError, match="different model.*fresh run_dir"):
-        train(other, dataset(), epochs=2, losses=LOSSES, optimizer=keras.optimizers.Adam(), run_dir=tmp_path, verbose=0)
+        train(
+            other,
+            dataset(),
+            epochs=2,
+            losses=LOSSES,
+            optimizer=keras.optimizers.Adam(),
+            run_dir=tmp_path,
+            verbose=0,
+        )
 
 
 def test_unreadable_checkpoint_says_what_to_do(tmp_path):
@@ -312,9 +426,17 @@ def test_resume_must_match_scheduler_use_and_epochs(tmp_path):
 # ------------------------------------------------------------- non-finite loss
 def test_non_finite_loss_stops_naming_task_and_epoch(tmp_path):
     x, y = arrays()
-    bad = {"a": y["a"], "b": np.where(np.arange(192)[:, None] == 40, np.nan, y["b"]).astype("float32")}
-    data = lambda e: dataset() if e == 0 else tf.data.Dataset.from_tensor_slices((x, bad)).batch(32)
-    with pytest.raises(FloatingPointError, match=r"task 'b' became NaN or infinite at step 2 of epoch 2"):
+    bad = {
+        "a": y["a"],
+        "b": np.where(np.arange(192)[:, None] == 40, np.nan, y["b"]).astype("float32"),
+    }
+
+    def data(e):
+        return dataset() if e == 0 else tf.data.Dataset.from_tensor_slices((x, bad)).batch(32)
+
+    with pytest.raises(
+        FloatingPointError, match=r"task 'b' became NaN or infinite at step 2 of epoch 2"
+    ):
         fresh_run(tmp_path, 3, data=data)
     assert json.loads((tmp_path / "history.json").read_text())["epochs_done"] == 1
     model, history = fresh_run(tmp_path, 1)  # the good checkpoint is still there and readable
@@ -330,14 +452,27 @@ def test_non_finite_loss_stops_naming_task_and_epoch(tmp_path):
         ({"epochs": 0}, ValueError, "positive int"),
         ({"scheduler": DSTScheduler(["a", "c"], metrics=())}, ValueError, "scheduler's tasks"),
         ({"train_data": np.zeros((4, 8))}, TypeError, "tf.data.Dataset"),
-        ({"train_data": tf.data.Dataset.from_tensor_slices((np.zeros((4, 8), "float32"), {"a": np.zeros(4)})).batch(2)},
-         ValueError, r"no labels for task\(s\) \['b'\]"),
+        (
+            {
+                "train_data": tf.data.Dataset.from_tensor_slices(
+                    (np.zeros((4, 8), "float32"), {"a": np.zeros(4)})
+                ).batch(2)
+            },
+            ValueError,
+            r"no labels for task\(s\) \['b'\]",
+        ),
         ({"train_data": dataset().take(0)}, ValueError, "no batches"),
         ({"jit_compile": "yes"}, ValueError, "jit_compile='yes'"),
     ],
 )
 def test_bad_input(change, error, match):
-    kwargs = dict(train_data=dataset(), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(0.1), verbose=0)
+    kwargs = dict(
+        train_data=dataset(),
+        epochs=1,
+        losses=LOSSES,
+        optimizer=keras.optimizers.SGD(0.1),
+        verbose=0,
+    )
     kwargs.update(change)
     with pytest.raises(error, match=match):
         train(build(), **kwargs)
@@ -351,8 +486,15 @@ def test_mixed_precision_scales_the_loss_so_small_gradients_survive():
         set_seed(0)
         model = build()
         before = [v.numpy().copy() for v in model.trainable_variables]
-        history = train(model, dataset(), epochs=1, losses=LOSSES, optimizer=keras.optimizers.SGD(1.0),
-                        loss_weights={"a": 1e-7, "b": 1e-7}, verbose=0)
+        history = train(
+            model,
+            dataset(),
+            epochs=1,
+            losses=LOSSES,
+            optimizer=keras.optimizers.SGD(1.0),
+            loss_weights={"a": 1e-7, "b": 1e-7},
+            verbose=0,
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert all(v.dtype == "float32" for v in model.trainable_variables)  # float32 weights
