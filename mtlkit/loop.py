@@ -159,7 +159,8 @@ def train(
         logs = _run_epoch(loop, data_for(epoch), epoch, scheduler, validation_data, callback_list)
         if method is not None:
             logs.update({f"{t}_weight": w for t, w in method.weights_for_logging().items()})
-        callback_list.on_epoch_end(epoch, logs)
+        for callback in callback_list.callbacks:  # (CallbackList would pass them a copy)
+            callback.on_epoch_end(epoch, logs)  # what they add to logs joins the history
         for key, value in logs.items():
             record["history"].setdefault(key, []).append(float(value))
         record.update(epoch=epoch + 1, stopped=bool(model.stop_training))

@@ -143,7 +143,8 @@ def fit_resumable(
 
     ``save_weights=True`` keeps the final weights as ``run_dir/final.weights.h5`` (load them
     with ``model.load_weights``) so a finished run can still be evaluated.
-    ``callbacks`` are added after the kit's own. Returns the per-epoch history
+    ``callbacks`` run after the extra evaluation and before the log, so values they add
+    to the logs are kept. Returns the per-epoch history
     (``loss``, ``fine_accuracy``, ``val_...``, ``test_...``).
     """
     run_dir = Path(run_dir)
@@ -167,10 +168,10 @@ def fit_resumable(
     model = build()
     callbacks = [
         EvaluateEachEpoch(extra_eval or {}),
+        *(callbacks or []),  # before the log, so that what they add to the logs is kept
         StopOnNonFinite(),
         keras.callbacks.CSVLogger(str(log_file), append=True),
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
-        *(callbacks or []),
     ]
     try:  # the data is a tf.data pipeline that shuffles itself: shuffle=False says so
         model.fit(train_data, epochs=epochs, validation_data=validation_data,

@@ -180,3 +180,14 @@ def test_gpu_speed_options_are_off_by_default_and_named_when_on():
         assert model.dtype_policy.name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+class _AddsToLogs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        logs["added"] = epoch + 0.5
+
+
+def test_values_a_callback_adds_are_kept_in_the_history(tmp_path):
+    history = training.fit_resumable(tiny_build, tiny_data(), epochs=2, run_dir=tmp_path,
+                                     callbacks=[_AddsToLogs()], verbose=0)  # fmt: skip
+    assert history["added"] == [0.5, 1.5]

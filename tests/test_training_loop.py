@@ -501,3 +501,17 @@ def test_mixed_precision_scales_the_loss_so_small_gradients_survive():
     assert np.isfinite(history.history["loss"][0])
     # without loss scaling this is exactly 0.0 (checked by hand when the test was written)
     assert max_diff(before, [v.numpy() for v in model.trainable_variables]) > 0
+
+
+class _AddsToLogs(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        logs["added"] = epoch + 0.5
+
+
+def test_values_a_callback_adds_join_the_history_and_the_run_dir(tmp_path):
+    history = train(build(), dataset(), epochs=2, losses=LOSSES, verbose=0,
+                    optimizer=keras.optimizers.SGD(0.1), callbacks=[_AddsToLogs()],
+                    run_dir=tmp_path)  # fmt: skip
+    assert history.history["added"] == [0.5, 1.5]
+    stored = json.loads((tmp_path / "history.json").read_text())
+    assert stored["history"]["added"] == [0.5, 1.5]

@@ -1,0 +1,448 @@
+"""Task interference, measured: do the tasks pull the weights they share the same way?
+
+On shared weights two task gradients can conflict (a negative cosine) or differ wildly in
+size (a gradient magnitude similarity, GMS, near 0). :func:`task_gradients` gives each
+task's gradient on one batch; :func:`gradient_stats` the cosines, norms, GMS and a
+per-layer view (:func:`gradient_similarity`: the cosines); :class:`GradientProbe` measures
+during ``fit`` or :func:`mtlkit.training.train`; :func:`convergence` gives ``L_j(e)/L_j(0)``.
+
+Every measurement is a training-mode forward pass (dropout on, BatchNorm on batch
+statistics) through ``model.stateless_call``; the moving statistics and dropout random
+states it returns are thrown away, so measuring changes nothing in the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+DEFAULT_EVERY = 100
+"""Training steps between two probes of :class:`GradientProbe` (plus one at each epoch end)."""
+
+
+# --------------------------------------------------------------------------- inputs
+def _loss_functions(model: keras.Model, losses, outputs: Mapping, y) -> dict:
+    """``{task: loss function}`` for the measured tasks (the keys of a dict of losses)."""
+    losses = losses if losses is not None else getattr(model, "loss", None)
+    if losses is None:
+        raise ValueError("No losses given and the model is not compiled: pass losses=.")
+    if not isinstance(losses, Mapping):
+        losses = {t: losses for t in outputs}
+    unknown = [t for t in losses if t not in outputs]
+    if unknown:
+        raise ValueError(
+            f"Task(s) {unknown} are not outputs of model {model.name!r}, whose outputs are "
+            f"{list(outputs)}. Name the losses after the model's outputs."
+        )
+    if len(losses) < 2:
+        raise ValueError(f"Interference needs two or more tasks; losses names {list(losses)}.")
+    labels = y if isinstance(y, Mapping) else {}
+    if any(t not in labels for t in losses):
+        raise ValueError(
+            f"The batch has no labels for task(s) {[t for t in losses if t not in labels]} (y "
+            f"must be a dict {{task: labels}}; its keys: {sorted(labels)}). Give labels for every "
+            "measured task, or pass losses only for the tasks the batch has labels for."
+        )
+    try:
+        return {t: keras.losses.get(losses[t]) for t in outputs if t in losses}  # model's order
+    except ValueError as err:
+        raise ValueError(f"{err} Give a keras.losses name, object or function.") from err
+
+
+def _forward(model, trainable, non_trainable, x) -> Mapping:
+    """Training-mode outputs computed from the given variable values; no state changes."""
+    outputs, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+    if not isinstance(outputs, Mapping):
+        raise TypeError(
+            f"Model {model.name!r} returns {type(outputs).__name__}, not a dict: build it "
+            "with dict outputs, keras.Model(inputs, {task_name: output, ...})."
+        )
+    return outputs
+
+
+def _mean_losses(loss_fns: Mapping, y, outputs: Mapping) -> dict:
+    return {t: tf.cast(keras.ops.mean(f(y[t], outputs[t])), "float32") for t, f in loss_fns.items()}
+
+
+def _values(variables) -> list:
+    return [tf.identity(v.value) for v in variables]
+
+
+def _select(model: keras.Model, variables) -> list[int]:
+    """Indices into ``model.trainable_variables`` of ``variables``: Keras variables, or
+    strings -- a layer of the model (nested sub-models too), a variable path or path prefix."""
+    trainable, chosen = model.trainable_variables, []
+    for item in variables:
+        named = isinstance(item, str)
+        layer = next((la for la in model.layers if named and la.name == item), None)
+        wanted = layer.trainable_variables if layer else [item]
+        found = [v for v in trainable if any(v is w for w in wanted)]
+        found = found or [v for v in trainable if named and (v.path + "/").startswith(item + "/")]
+        if not found:
+            raise ValueError(
+                f"{getattr(item, 'path', item)!r} is no trainable variable or layer of model "
+                f"{model.name!r}. Pass variables, layer names or paths like {trainable[0].path!r}."
+            )
+        chosen += [i for i, v in enumerate(trainable) if any(v is f for f in found)]
+    return list(dict.fromkeys(chosen))
+
+
+def _measure(model, x, y, losses, variables) -> SimpleNamespace:
+    """Every task's gradient on every trainable variable; keep ``variables`` (or the shared)."""
+    if not model.built:
+        raise ValueError(f"Model {model.name!r} is not built: call it on a batch first.")
+    trainable = _values(model.trainable_variables)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(trainable)
+        x = tf.nest.map_structure(tf.convert_to_tensor, x)
+        outputs = _forward(model, trainable, _values(model.non_trainable_variables), x)
+        loss_fns = _loss_functions(model, losses, outputs, y)
+        values = _mean_losses(loss_fns, y, outputs)
+    raw = {t: tape.gradient(values[t], trainable) for t in loss_fns}
+    nonzero = [[g is not None and bool(tf.reduce_any(g != 0)) for g in raw[t]] for t in raw]
+    reached = np.sum(nonzero, axis=0)  # how many tasks reach each variable
+    paths = [v.path for v in model.trainable_variables]
+    if variables is None:
+        indices = [i for i, n in enumerate(reached) if n >= 2]
+        if not indices:
+            raise ValueError(
+                f"No trainable variable of model {model.name!r} gets a gradient from two or "
+                f"more of the tasks {list(raw)}: they share nothing, so there is no "
+                "interference to measure. Pass variables=[...] to compare the tasks' "
+                "gradients on variables of your choice."
+            )
+    else:
+        indices = _select(model, variables)
+        unreached = [paths[i] for i in indices if reached[i] == 0]
+        if unreached:
+            raise ValueError(
+                f"No task's loss reaches {unreached}: every gradient there is zero. Choose "
+                "variables between the input and the tasks' outputs (or leave variables=None "
+                "for the ones the tasks share)."
+            )
+    grads = {
+        t: [g[i] if g[i] is not None else tf.zeros_like(trainable[i]) for i in indices]
+        for t, g in raw.items()
+    }
+    losses, chosen = {t: float(v) for t, v in values.items()}, [paths[i] for i in indices]
+    return SimpleNamespace(
+        tasks=list(raw), fns=loss_fns, indices=indices, paths=chosen, losses=losses, gradients=grads
+    )
+
+
+def task_gradients(model: keras.Model, x, y, losses=None, variables=None) -> dict[str, dict]:
+    """Each task's gradient of its mean loss on one batch: ``{task: {variable path: grad}}``.
+
+    ``model``: built, with a dict of outputs keyed by task; ``x, y``: one batch (``y`` a dict
+    ``{task: labels}``); ``losses``: ``{task: loss}`` for the tasks to measure (two or more)
+    or one loss for every output -- a ``keras.losses`` name, object or function, averaged
+    over the batch, no loss weights; ``None``: the compiled model's. ``variables``: Keras
+    variables, layer names (nested sub-models too) or variable paths; by default every
+    trainable variable with a non-zero gradient from at least two tasks (the trunk of
+    ``shared_conv``; the coarse trunk and head of ``reuse_coarse``, which the fine loss
+    reaches through the reused logits). A task that does not reach a variable gets zeros.
+    """
+    m = _measure(model, x, y, losses, variables)
+    return {t: dict(zip(m.paths, g)) for t, g in m.gradients.items()}
+
+
+# ------------------------------------------------------------------------ statistics
+def cosine_matrix(gram: np.ndarray) -> np.ndarray:
+    """Cosines ``g_i . g_j / (|g_i| |g_j|)`` from the gradients' Gram matrix (NaN: zero norm)."""
+    gram = np.asarray(gram, dtype=float)
+    norms = np.sqrt(np.clip(np.diag(gram), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(gram / np.outer(norms, norms), -1.0, 1.0)
+
+
+def magnitude_matrix(gram: np.ndarray) -> np.ndarray:
+    """Gradient magnitude similarity ``2 |g_i| |g_j| / (|g_i|^2 + |g_j|^2)`` (1: equal norms)."""
+    squares = np.clip(np.diag(np.asarray(gram, dtype=float)), 0, None)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 2 * np.sqrt(np.outer(squares, squares)) / (squares[:, None] + squares[None, :])
+
+
+def _pairs(tasks: Sequence[str]) -> list[tuple[int, int, str]]:
+    """``(i, j, "a|b")`` for every pair of tasks."""
+    pairs = itertools.combinations(range(len(tasks)), 2)
+    return [(i, j, f"{tasks[i]}|{tasks[j]}") for i, j in pairs]
+
+
+@dataclasses.dataclass
+class GradientStats:
+    """One measurement: the tasks' mean losses, and ``layer_grams[l, i, j] = g_i . g_j`` over
+    the variables of layer ``l`` (a variable path without its last part); summed: the whole."""
+
+    tasks: list[str]
+    layers: list[str]
+    losses: np.ndarray
+    layer_grams: np.ndarray
+
+    @property
+    def gram(self) -> np.ndarray:
+        return self.layer_grams.sum(axis=0)
+
+    def _table(self, matrix: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame(matrix, index=pd.Index(self.tasks, name="task"), columns=self.tasks)
+
+    def cosine(self) -> pd.DataFrame:
+        """Task x task cosine similarities of the gradients (negative: conflict)."""
+        return self._table(cosine_matrix(self.gram))
+
+    def norms(self) -> pd.Series:
+        """Each task's gradient norm ``|g_j|``."""
+        return pd.Series(np.sqrt(np.clip(np.diag(self.gram), 0, None)), self.tasks, name="norm")
+
+    def magnitude_similarity(self) -> pd.DataFrame:
+        """Task x task gradient magnitude similarity (near 0: one task's gradient dominates)."""
+        return self._table(magnitude_matrix(self.gram))
+
+    def per_layer(self) -> pd.DataFrame:
+        """Per layer: every pair's cosine (``cos a|b``) and every task's norm (``norm a``)."""
+        cos = np.array([cosine_matrix(g) for g in self.layer_grams])
+        columns = {f"cos {name}": cos[:, i, j] for i, j, name in _pairs(self.tasks)}
+        for i, t in enumerate(self.tasks):
+            columns[f"norm {t}"] = np.sqrt(np.clip(self.layer_grams[:, i, i], 0, None))
+        return pd.DataFrame(columns, index=pd.Index(self.layers, name="layer"))
+
+
+def _by_layer(paths: Sequence[str], variable_grams) -> tuple[list[str], np.ndarray]:
+    """Layers (a variable's path without its last part) and the (L, K, K) Gram matrices."""
+    names = [p.rsplit("/", 1)[0] for p in paths]
+    layers = list(dict.fromkeys(names))
+    grams = np.zeros((len(layers), *np.shape(variable_grams)[1:]))
+    np.add.at(grams, [layers.index(n) for n in names], np.asarray(variable_grams, dtype=float))
+    return layers, grams
+
+
+def _variable_grams(gradients: Mapping[str, Sequence]) -> np.ndarray:
+    """(V, K, K) dot products of the tasks' gradients, variable by variable, in float64."""
+    grams = []
+    for per_variable in zip(*gradients.values()):
+        rows = np.stack([np.ravel(np.asarray(g, dtype=np.float64)) for g in per_variable])
+        grams.append(rows @ rows.T)
+    return np.array(grams)
+
+
+def gradient_stats(model: keras.Model, x, y, losses=None, variables=None) -> GradientStats:
+    """All statistics of the task gradients on one batch (arguments: :func:`task_gradients`)."""
+    m = _measure(model, x, y, losses, variables)
+    layers, grams = _by_layer(m.paths, _variable_grams(m.gradients))
+    return GradientStats(m.tasks, layers, np.array([m.losses[t] for t in m.tasks]), grams)
+
+
+def gradient_similarity(model: keras.Model, x, y, losses=None, variables=None) -> pd.DataFrame:
+    """Task x task cosine similarity of the task gradients on ``variables`` (one batch)."""
+    return gradient_stats(model, x, y, losses, variables).cosine()
+
+
+def convergence(history: Mapping, tasks: Sequence[str], initial: Mapping | None = None):
+    """``L_j(e) / L_j(0)`` per epoch for every task (DST's A_j), from ``<task>_loss``.
+    ``initial``: the losses before training (:attr:`GradientProbe.initial_losses`, a DST
+    scheduler's ``initial``); row 0 is then 1. Without it, the ratios are to epoch 1."""
+    missing = [t for t in tasks if f"{t}_loss" not in history]
+    if missing:
+        raise ValueError(f"history has no <task>_loss for {missing}; keys: {sorted(history)}.")
+    frame = pd.DataFrame({t: history[f"{t}_loss"] for t in tasks}, dtype=float)
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="epoch")
+    if initial is not None:
+        start = pd.DataFrame([{t: float(initial[t]) for t in tasks}], index=pd.Index([0]))
+        frame = pd.concat([start, frame]).rename_axis("epoch")
+    return frame / frame.iloc[0]
+
+
+# --------------------------------------------------------------------- the callback
+def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int]):
+    """A tf.function ``(x, y) -> (task losses (K,), per-variable Gram matrices (V, K, K))``."""
+
+    @tf.function
+    def probe(x, y):
+        trainable = _values(model.trainable_variables)
+        chosen = [trainable[i] for i in indices]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(chosen)  # only these: no gradient is computed for the other weights
+            outputs = _forward(model, trainable, _values(model.non_trainable_variables), x)
+            values = _mean_losses(loss_fns, y, outputs)
+        zero = tf.UnconnectedGradients.ZERO
+        grads = [tape.gradient(values[t], chosen, unconnected_gradients=zero) for t in loss_fns]
+        grams = []
+        for per_variable in zip(*grads):
+            rows = tf.stack([tf.reshape(tf.cast(g, "float32"), [-1]) for g in per_variable])
+            grams.append(tf.matmul(rows, rows, transpose_b=True))
+        return tf.stack(list(values.values())), tf.stack(grams)
+
+    return probe
+
+
+class GradientProbe(keras.callbacks.Callback):
+    """Measure the task gradients on a fixed probe batch while ``fit`` or ``train`` runs.
+
+    ``x, y, losses, variables`` as in :func:`task_gradients`. Probes are taken before
+    training (step 0), every ``every`` steps within an epoch (``None``: never) and at each
+    epoch end, each costing one forward and K backward passes on the probe batch; each keeps
+    the losses and per-layer Gram matrices (``records``): see :meth:`frame`,
+    :meth:`layer_frame`, :meth:`stats`. ``epoch_logs=True`` adds to the epoch's logs (so to
+    ``fit``'s history) ``grad_cos_<a>_<b>`` (mean cosine), ``grad_conflict_<a>_<b>`` (share
+    of probes below 0) and ``grad_norm_<task>``. With ``path`` (a JSON file in the run
+    folder) the series is written at every epoch end and read back when training resumes
+    (probes of epochs the resumed run repeats are dropped) or by :meth:`read`.
+    """
+
+    def __init__(
+        self, x, y, losses=None, *, variables=None, every=DEFAULT_EVERY, path=None, epoch_logs=True
+    ):
+        super().__init__()
+        if every is not None and (type(every) is not int or every < 1):
+            raise ValueError(f"every must be a positive number of steps or None, got {every!r}.")
+        self.x, self.y, self.losses, self.variables = x, y, losses, variables
+        self.every, self.epoch_logs = every, epoch_logs
+        self.path = Path(path) if path is not None else None
+        self.tasks, self.paths, self.layers = [], [], []
+        self.records: list[dict] = []
+        self.epoch_steps: list[int] = []  # steps of each finished epoch
+
+    # ---- training hooks
+    def on_train_begin(self, logs=None):
+        m = _measure(self.model, self.x, self.y, self.losses, self.variables)
+        self.tasks, self.paths = m.tasks, m.paths
+        self._x = tf.nest.map_structure(tf.convert_to_tensor, self.x)
+        self._y = {t: tf.convert_to_tensor(self.y[t]) for t in self.tasks}
+        self._fn = _compiled_probe(self.model, m.fns, m.indices)
+        self.layers, grams = _by_layer(self.paths, _variable_grams(m.gradients))
+        self._initial = self._record(0, 0, [m.losses[t] for t in self.tasks], grams, 0.0)
+        self._load()
+        self._start, self._pending = None, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._start is None:  # the first epoch of this run: forget what it will redo
+            self._start = epoch
+            self.records = [r for r in self.records if r["position"] <= epoch]
+            del self.epoch_steps[epoch:]
+            if epoch == 0 and not self.records:
+                self.records.append(self._initial)
+        self._epoch, self._batch, self._pending = epoch, 0, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Before step `batch` = after `batch` steps. Probing here rather than after a step
+        # leaves Keras's asynchronous on_train_batch_end to the other callbacks.
+        self._batch = batch
+        if self.every and batch and batch % self.every == 0:
+            self._pending.append(self._probe(batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = self._batch + 1
+        self._pending.append(self._probe(steps))
+        for r in self._pending:
+            r["position"] = epoch + r["batch"] / steps
+        self.records += self._pending
+        self.epoch_steps.append(steps)
+        if logs is not None and self.epoch_logs:
+            logs.update(self._summary(self._pending))
+        self._save()
+
+    # ---- measuring and storing
+    def _probe(self, batch: int) -> dict:
+        losses, grams = self._fn(self._x, self._y)
+        grams = _by_layer(self.paths, grams.numpy())[1]
+        return self._record(self._epoch, batch, losses.numpy().tolist(), grams)
+
+    def _record(self, epoch, batch, losses, grams, position=None) -> dict:
+        step = sum(self.epoch_steps[:epoch]) + batch
+        return dict(
+            epoch=epoch, batch=batch, step=step, position=position, losses=losses, grams=grams
+        )
+
+    def _summary(self, records: list[dict]) -> dict[str, float]:
+        grams = np.array([r["grams"].sum(0) for r in records])
+        cos = np.array([cosine_matrix(g) for g in grams])
+        logs = {}
+        for i, j, name in _pairs(self.tasks):
+            key = name.replace("|", "_")
+            logs[f"grad_cos_{key}"] = float(cos[:, i, j].mean())
+            logs[f"grad_conflict_{key}"] = float(np.mean(cos[:, i, j] < 0))
+        norms = np.sqrt(np.clip(np.diagonal(grams, axis1=1, axis2=2), 0, None)).mean(0)
+        return {**logs, **{f"grad_norm_{t}": float(n) for t, n in zip(self.tasks, norms)}}
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        records = [{**r, "grams": r["grams"].tolist()} for r in self.records]
+        payload = dict(tasks=self.tasks, variables=self.paths, epoch_steps=self.epoch_steps)
+        payload["records"] = records
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, self.path)  # a reader never sees a half-written file
+
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        stored = json.loads(self.path.read_text())
+        if stored["tasks"] != self.tasks or stored["variables"] != self.paths:
+            raise ValueError(
+                f"{self.path} holds probes of other tasks or variables ({stored['tasks']}, "
+                f"{len(stored['variables'])} variables). Use a fresh path for this run."
+            )
+        self.epoch_steps = stored["epoch_steps"]
+        self.records = [{**r, "grams": np.array(r["grams"])} for r in stored["records"]]
+
+    # ---- reading the series
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> GradientProbe:
+        """The series a run stored at ``path`` (e.g. a finished run that is not retrained)."""
+        stored = json.loads(Path(path).read_text())
+        probe = cls(None, None, path=path)
+        probe.tasks, probe.paths = stored["tasks"], stored["variables"]
+        probe.layers = _by_layer(probe.paths, np.zeros((len(probe.paths), 1, 1)))[0]
+        probe._load()
+        return probe
+
+    def stats(self, i: int = -1) -> GradientStats:
+        """The measurement of probe ``i`` (0: before training, -1: the last)."""
+        if not self.records:
+            raise ValueError("No probe yet: train with this callback first.")
+        r = self.records[i]
+        return GradientStats(self.tasks, self.layers, np.array(r["losses"]), r["grams"])
+
+    def _index(self) -> pd.Index:
+        return pd.Index([r["position"] for r in self.records], name="epochs trained")
+
+    def frame(self) -> pd.DataFrame:
+        """One row per probe (index: epochs trained): the step; per task the loss and the
+        gradient norm; per pair the cosine (``cos a|b``) and the GMS (``gms a|b``)."""
+        rows = []
+        for n, r in enumerate(self.records):
+            s = self.stats(n)
+            cos, gms = cosine_matrix(s.gram), magnitude_matrix(s.gram)
+            row = {"step": r["step"], **{f"loss {t}": v for t, v in zip(self.tasks, r["losses"])}}
+            row.update({f"norm {t}": v for t, v in s.norms().items()})
+            row.update({f"cos {name}": cos[i, j] for i, j, name in _pairs(self.tasks)})
+            row.update({f"gms {name}": gms[i, j] for i, j, name in _pairs(self.tasks)})
+            rows.append(row)
+        return pd.DataFrame(rows, index=self._index())
+
+    def layer_frame(self, a: str | None = None, b: str | None = None) -> pd.DataFrame:
+        """Cosine of tasks ``a`` and ``b`` (default: the first two) per layer (columns) and
+        probe (rows). ``(probe.layer_frame() < 0).mean()``: each layer's conflict rate."""
+        a, b = a or self.tasks[0], b or self.tasks[1]
+        if a not in self.tasks or b not in self.tasks:
+            raise ValueError(f"Pick two of the probed tasks {self.tasks}, not {a!r} and {b!r}.")
+        i, j = self.tasks.index(a), self.tasks.index(b)
+        values = [[cosine_matrix(g)[i, j] for g in r["grams"]] for r in self.records]
+        return pd.DataFrame(values, self._index(), pd.Index(self.layers, name="layer"))
+
+    @property
+    def initial_losses(self) -> dict[str, float] | None:
+        """Each task's loss on the probe batch before training (``None``: not recorded)."""
+        first = next((r for r in self.records if r["step"] == 0), None)
+        return dict(zip(self.tasks, first["losses"])) if first else None
