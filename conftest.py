@@ -2,7 +2,7 @@
 
 * Notebooks run in the quick profile unless MTLKIT_PROFILE says otherwise.
 * When the project's shared data sits beside the checkout (``../shared/data``, as in CI),
-  notebook 03 and 04 use its real CelebA images (``celeba_mini``) rather than the
+  the CelebA notebooks (03, 05, 06, 07) use its real images (``celeba_mini``) rather than the
   synthetic stand-in.
 * Runs and figures of the test session go to a temporary folder, so a test run neither
   reuses nor overwrites your own results.

@@ -8,6 +8,7 @@ them. Import ``mtlkit`` before ``keras`` or ``tensorflow`` for this to take effe
 
 import os
 import sys
+import warnings
 
 __version__ = "0.2.0"
 
@@ -38,3 +39,5 @@ def _import_tensorflow_quietly() -> None:
 
 
 _import_tensorflow_quietly()
+# keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
+warnings.filterwarnings("ignore", message="IProgress not found")

@@ -4,8 +4,10 @@ Sections (each self-contained; add new ones below, leave the others alone):
 
 * binary attributes (CelebA): per-attribute accuracy beside its majority-class baseline,
   balanced accuracy and F1; mean task accuracy and exact-match accuracy.
-* results across seeds (CIFAR-100): the report's table with mean and spread over seeds,
-  and whether a model's difference from a baseline is larger than seed-to-seed noise.
+* results across seeds (CIFAR-100): the report's table with mean and spread over seeds.
+* the noise rule, the one test every notebook uses to ask "did it help?": whether a
+  difference over seeds is larger than seed-to-seed noise (a two-sample t-test), for one
+  metric (:func:`compare_to_baseline`) or for every task (:func:`compare_tasks`).
 """
 
 from __future__ import annotations
@@ -244,6 +246,15 @@ def seed_table(values: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# =========================================================================================
+# The noise rule: one test for every "did it help?" across seeds
+# =========================================================================================
+#
+# Every notebook that compares two ways of training (notebook 02's architectures, notebook
+# 05's runs with and without DST) asks the same question with the same test: is the
+# difference of the means over seeds larger than the two-sample t-test's 95 % threshold?
+# (compare_to_baseline; compare_tasks applies it to every task of a multi-task table.)
+
 # Two-sided 95 % critical values of Student's t, by degrees of freedom.
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
         10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
@@ -283,3 +294,40 @@ def compare_to_baseline(values: pd.DataFrame, baseline: str, metric: str) -> pd.
         rows.append({"model": model, f"{metric} difference": diff, "standard error": error,
                      "verdict": "baseline" if model == baseline else verdict})
     return pd.DataFrame(rows).set_index("model")
+
+
+def seed_values(
+    tables: Mapping[str, Sequence[pd.DataFrame]], column: str = "accuracy"
+) -> pd.DataFrame:
+    """Per-seed attribute tables as :func:`compare_to_baseline` reads them.
+
+    ``tables`` maps a model (or arm: ``"no DST"``, ``"DST"``) to its per-seed tables from
+    :func:`attribute_table`. Returns one row per (model, run) with the ``column`` of every
+    row of the tables (each attribute, and ``mean over tasks``) as columns.
+    """
+    rows = [{"model": model, "run": i, **table[column].to_dict()}
+            for model, runs in tables.items() for i, table in enumerate(runs)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def compare_tasks(values: pd.DataFrame, baseline: str, tasks: Sequence[str]) -> pd.DataFrame:
+    """:func:`compare_to_baseline` for every task column of ``values`` (see :func:`seed_values`).
+
+    One row per (task, model other than ``baseline``): both means ± their spread over seeds
+    (sample standard deviation), the difference, its standard error and the verdict.
+    """
+    rows = []
+    for task in tasks:
+        verdicts = compare_to_baseline(values, baseline, task).drop(baseline)
+        grouped = values.groupby("model", sort=False)[task]
+        mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+        for model, verdict in verdicts.iterrows():
+            rows.append({
+                "task": task, "model": model,
+                baseline: f"{mean[baseline]:.4f} ± {std[baseline]:.4f}",
+                "compared": f"{mean[model]:.4f} ± {std[model]:.4f}",
+                "difference": verdict[f"{task} difference"],
+                "standard error": verdict["standard error"], "verdict": verdict["verdict"],
+            })  # fmt: skip
+    return pd.DataFrame(rows).set_index("task")
+

@@ -392,8 +392,9 @@ def _show(obj: Path | object) -> None:
 
 
 # ---------------------------------------------------------------- task interference
-def plot_series(frame, *, caption: str, ylabel: str, reference: float | None = 0.0,
-                filename: str | None = None):
+def plot_series(
+    frame, *, caption: str, ylabel: str, reference: float | None = 0.0, filename: str | None = None
+):
     """One line per column of ``frame`` over its index -- e.g. gradient cosines over epochs
     trained (``GradientProbe.layer_frame()``), or loss ratios ``L_j / L_j(0)`` -- with a
     dotted line at ``reference``."""
@@ -410,7 +411,8 @@ def plot_series(frame, *, caption: str, ylabel: str, reference: float | None = 0
 
 def plot_cosine_matrices(tables: Mapping, *, caption: str, filename: str | None = None):
     """Task x task cosine tables side by side (``{title: DataFrame}``), one -1..1 scale."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables) + 1, 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables) + 1, 4.8), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax, (title, table) in zip(axes[0], tables.items()):
         image = ax.imshow(table.to_numpy(), cmap="RdBu", vmin=-1, vmax=1)
         ax.set_xticks(range(len(table.columns)), table.columns, rotation=60, ha="right", fontsize=7)
