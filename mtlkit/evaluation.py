@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-
 # =========================================================================================
 # Binary attributes (CelebA)
 # =========================================================================================
@@ -31,6 +30,7 @@ import tensorflow as tf
 # 2023 report's 0.7972 for Wearing_Hat is *worse* than never predicting a hat.
 # Balanced accuracy (mean of the recall on positives and on negatives) is 0.5 for that
 # constant predictor whatever the imbalance, and F1 of the positive class is 0 for it.
+
 
 def predict_with_labels(
     model: keras.Model, dataset: tf.data.Dataset
@@ -48,8 +48,7 @@ def predict_with_labels(
     logits = model(image)
     outputs = {f"logits/{t}": logits[t] for t in tasks}
     outputs.update({f"label/{t}": keras.layers.Identity()(labels[t]) for t in tasks})
-    wrapper = keras.Model({"image": image, **{f"label_{t}": v for t, v in labels.items()}},
-                          outputs)
+    wrapper = keras.Model({"image": image, **{f"label_{t}": v for t, v in labels.items()}}, outputs)
     feed = dataset.map(
         lambda x, y: ({"image": x, **{f"label_{t}": tf.cast(y[t], tf.int32) for t in tasks}},)
     )
@@ -87,10 +86,10 @@ def attribute_table(
     """Per-attribute scores in the report's form, with the majority baseline beside them.
 
     ``majority`` maps each attribute to its training-set majority class (see
-    :func:`mtlkit.celeba.majority_classes`); its order is the row order. Columns: ``accuracy``, ``majority_baseline``
-    (accuracy of always predicting that class on these labels), ``vs_majority``
-    (accuracy minus baseline: negative means worse than the constant guess),
-    ``balanced_accuracy``, ``f1`` and ``positive_rate``. A last row, ``mean over tasks``,
+    :func:`mtlkit.celeba.majority_classes`); its order is the row order. Columns:
+    ``accuracy``, ``majority_baseline`` (accuracy of always predicting that class on these
+    labels), ``vs_majority`` (accuracy minus baseline: negative means worse than the
+    constant guess), ``balanced_accuracy``, ``f1`` and ``positive_rate``. A last row, ``mean over tasks``,
     averages the columns: its accuracy is the report's "overall accuracy".
     """
     rows = {}
@@ -112,7 +111,9 @@ def attribute_table(
     return table
 
 
-def exact_match_accuracy(labels: Mapping[str, np.ndarray], logits: Mapping[str, np.ndarray]) -> float:
+def exact_match_accuracy(
+    labels: Mapping[str, np.ndarray], logits: Mapping[str, np.ndarray]
+) -> float:
     """Fraction of examples with every attribute predicted right at once."""
     right = [np.asarray(labels[t]).astype(bool) == (np.asarray(logits[t]) > 0) for t in labels]
     return float(np.mean(np.all(right, axis=0)))
@@ -121,13 +122,17 @@ def exact_match_accuracy(labels: Mapping[str, np.ndarray], logits: Mapping[str, 
 def summary(table: pd.DataFrame, exact_match: float) -> pd.Series:
     """The headline numbers: mean task accuracy, its majority baseline, exact match."""
     mean = table.loc["mean over tasks"]
-    return pd.Series({
-        "mean task accuracy": mean["accuracy"],
-        "mean majority baseline": mean["majority_baseline"],
-        "mean balanced accuracy": mean["balanced_accuracy"],
-        "exact-match accuracy": exact_match,
-        "tasks beating their baseline": int((table["vs_majority"].drop("mean over tasks") > 0).sum()),
-    })
+    return pd.Series(
+        {
+            "mean task accuracy": mean["accuracy"],
+            "mean majority baseline": mean["majority_baseline"],
+            "mean balanced accuracy": mean["balanced_accuracy"],
+            "exact-match accuracy": exact_match,
+            "tasks beating their baseline": int(
+                (table["vs_majority"].drop("mean over tasks") > 0).sum()
+            ),
+        }
+    )
 
 
 def evaluate_attributes(
@@ -141,8 +146,9 @@ def evaluate_attributes(
 
 def reported_table() -> pd.DataFrame:
     """The 2023 report's test accuracies beside the majority-class accuracy of the test split."""
-    table = pd.DataFrame({"report accuracy (2023)": REPORTED_ACCURACY,
-                          "majority baseline (test)": REPORT_MAJORITY})
+    table = pd.DataFrame(
+        {"report accuracy (2023)": REPORTED_ACCURACY, "majority baseline (test)": REPORT_MAJORITY}
+    )
     table["report vs majority"] = table.iloc[:, 0] - table.iloc[:, 1]
     table.index.name = "attribute"
     return table
@@ -157,16 +163,26 @@ def report_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
 
 REPORTED_ACCURACY = {
-    "Male": 0.9688, "Smiling": 0.9115, "Young": 0.8638, "Eyeglasses": 0.9795,
-    "Wearing_Hat": 0.7972, "Wearing_Necklace": 0.6718, "Wearing_Earrings": 0.8152,
+    "Male": 0.9688,
+    "Smiling": 0.9115,
+    "Young": 0.8638,
+    "Eyeglasses": 0.9795,
+    "Wearing_Hat": 0.7972,
+    "Wearing_Necklace": 0.6718,
+    "Wearing_Earrings": 0.8152,
     "Wearing_Lipstick": 0.9877,
 }
 """Test accuracies of the 2023 report (ResNet18, ImageNet weights, 5 epochs); their mean
 is 0.8744, the "overall accuracy" of its DST section."""
 
 REPORT_MAJORITY = {
-    "Male": 0.6135, "Smiling": 0.5003, "Young": 0.7571, "Eyeglasses": 0.9354,
-    "Wearing_Hat": 0.9580, "Wearing_Necklace": 0.8621, "Wearing_Earrings": 0.7934,
+    "Male": 0.6135,
+    "Smiling": 0.5003,
+    "Young": 0.7571,
+    "Eyeglasses": 0.9354,
+    "Wearing_Hat": 0.9580,
+    "Wearing_Necklace": 0.8621,
+    "Wearing_Earrings": 0.7934,
     "Wearing_Lipstick": 0.5219,
 }
 """Majority-class accuracy on CelebA's official test split (19,962 images)."""
@@ -256,8 +272,22 @@ def seed_table(values: pd.DataFrame) -> pd.DataFrame:
 # (compare_to_baseline; compare_tasks applies it to every task of a multi-task table.)
 
 # Two-sided 95 % critical values of Student's t, by degrees of freedom.
-_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
-        10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+_T95 = {
+    1: 12.71,
+    2: 4.30,
+    3: 3.18,
+    4: 2.78,
+    5: 2.57,
+    6: 2.45,
+    7: 2.36,
+    8: 2.31,
+    9: 2.26,
+    10: 2.23,
+    12: 2.18,
+    15: 2.13,
+    20: 2.09,
+    30: 2.04,
+}
 
 
 def t_critical(dof: int) -> float:
@@ -291,8 +321,14 @@ def compare_to_baseline(values: pd.DataFrame, baseline: str, metric: str) -> pd.
                 verdict = "within noise" if error > 0 else "no spread measured: cannot tell"
             else:
                 verdict = ("better" if diff > 0 else "worse") + " beyond noise"
-        rows.append({"model": model, f"{metric} difference": diff, "standard error": error,
-                     "verdict": "baseline" if model == baseline else verdict})
+        rows.append(
+            {
+                "model": model,
+                f"{metric} difference": diff,
+                "standard error": error,
+                "verdict": "baseline" if model == baseline else verdict,
+            }
+        )
     return pd.DataFrame(rows).set_index("model")
 
 
@@ -330,4 +366,3 @@ def compare_tasks(values: pd.DataFrame, baseline: str, tasks: Sequence[str]) -> 
                 "standard error": verdict["standard error"], "verdict": verdict["verdict"],
             })  # fmt: skip
     return pd.DataFrame(rows).set_index("task")
-

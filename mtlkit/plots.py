@@ -95,7 +95,9 @@ def plot_task_losses(history: Mapping[str, Sequence[float]], tasks: Sequence[str
     return fig
 
 
-def image_grid(images, titles: Sequence[str], *, caption: str, columns: int = 8, filename: str | None = None):
+def image_grid(
+    images, titles: Sequence[str], *, caption: str, columns: int = 8, filename: str | None = None
+):
     """A grid of images (values in [0, 1] or uint8) with a title under each."""
     rows = int(np.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
