@@ -89,8 +89,9 @@ def attribute_table(
     :func:`mtlkit.celeba.majority_classes`); its order is the row order. Columns:
     ``accuracy``, ``majority_baseline`` (accuracy of always predicting that class on these
     labels), ``vs_majority`` (accuracy minus baseline: negative means worse than the
-    constant guess), ``balanced_accuracy``, ``f1`` and ``positive_rate``. A last row, ``mean over tasks``,
-    averages the columns: its accuracy is the report's "overall accuracy".
+    constant guess), ``balanced_accuracy``, ``f1`` and ``positive_rate``. A last row,
+    ``mean over tasks``, averages the columns: its accuracy is the report's "overall
+    accuracy".
     """
     rows = {}
     for task in majority:  # the caller's task order (keras sorts a model's dict outputs)
