@@ -149,9 +149,10 @@ def _tfds_raw(
     import tensorflow_datasets as tfds
 
     tfds_split = split if limit is None else f"{split}[:{limit}]"
+    data_dir = data_dir or config.data_dir() / "tensorflow_datasets"  # as CIFAR-100's
     try:
         raw = tfds.load(
-            "celeb_a", split=tfds_split, data_dir=data_dir, download=download,
+            "celeb_a", split=tfds_split, data_dir=str(data_dir), download=download,
             decoders={"image": tfds.decode.SkipDecoding()},
         )  # fmt: skip
     except Exception as err:  # download / preparation errors come in many types
