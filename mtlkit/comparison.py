@@ -1,0 +1,227 @@
+"""Comparing multi-task remedies: Delta_p against single-task models, published numbers, costs.
+
+* :func:`delta_p` -- LibMTL's Delta_p of one multi-task model against the single-task
+  baselines (positive = the multi-task model is better); :func:`single_task_table` builds the
+  baselines from per-attribute runs, and :func:`delta_p_values` gives one Delta_p per seed in
+  the form :func:`mtlkit.evaluation.compare_to_baseline` reads (the kit's one noise rule);
+* :func:`published_celeba` and :func:`published_attributes` -- the published CelebA numbers
+  of ``shared/reference/mtl_methods.md``, with their settings;
+* :func:`cost_table` -- each method's training time per step beside equal weighting's;
+* :func:`plot_task_weights` -- each method's per-task weights (or DST's keep probabilities)
+  over the epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from mtlkit import plots
+
+HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "f1": True,
+                    "error": False, "loss": False}  # fmt: skip
+"""Whether a larger value of a metric is better, for the metric names the kit's tables use."""
+
+
+# ------------------------------------------------------------------------------- Delta_p
+def _directions(metrics: Sequence[str], higher_is_better: Mapping[str, bool] | None) -> dict:
+    """``{metric: +1 or -1}``: +1 where higher is better, or a clear error for a metric of
+    unknown direction."""
+    known = {**HIGHER_IS_BETTER, **dict(higher_is_better or {})}
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(
+            f"No direction known for metric(s) {unknown}: pass higher_is_better="
+            "{name: True or False} (True for accuracy-like metrics, False for errors and losses)."
+        )
+    return {m: 1.0 if known[m] else -1.0 for m in metrics}
+
+
+def delta_p(
+    multi: pd.DataFrame,
+    singles: pd.DataFrame,
+    metrics: Sequence[str] = ("accuracy",),
+    higher_is_better: Mapping[str, bool] | None = None,
+) -> float:
+    """Delta_p (LibMTL's ``count_improvement``), in percent: the mean relative gain of a
+    multi-task model over the single-task models, task by task.
+
+    ``Delta_p = 100/K sum_j 1/M sum_m s_m (N_jm - B_jm) / B_jm`` over the K tasks of
+    ``singles`` (its index) and the M ``metrics``, where N is the multi-task model's value
+    (``multi``, indexed by task: an :func:`mtlkit.evaluation.attribute_table`, whose extra
+    ``mean over tasks`` row is ignored), B the single-task model's, and ``s_m = +1`` when a
+    higher value of metric m is better (accuracy), ``-1`` when lower is better (error, loss).
+    **Sign: positive = the multi-task model beats the single-task ones** on average; -1.5
+    means it is 1.5 % worse, relative to the baselines. (Nash-MTL's Delta_m is the same with
+    the opposite sign.) Directions come from :data:`HIGHER_IS_BETTER` or ``higher_is_better``.
+    """
+    metrics = list(metrics)
+    signs = _directions(metrics, higher_is_better)
+    tasks = list(singles.index)
+    missing = [t for t in tasks if t not in multi.index]
+    absent = [m for m in metrics if m not in multi.columns or m not in singles.columns]
+    if missing or absent or not tasks or not metrics:
+        raise ValueError(
+            f"delta_p needs every task of the baselines {tasks} and every metric {metrics} in "
+            f"both tables; missing tasks {missing}, missing metrics {absent}."
+        )
+    B = singles.loc[tasks, metrics].to_numpy(dtype=float)
+    N = multi.loc[tasks, metrics].to_numpy(dtype=float)
+    bad = [(t, m) for (i, t) in enumerate(tasks) for (k, m) in enumerate(metrics)
+           if not np.isfinite(B[i, k]) or B[i, k] == 0 or not np.isfinite(N[i, k])]  # fmt: skip
+    if bad:
+        raise ValueError(
+            f"Delta_p divides by the baseline: (task, metric) {bad} is zero or not finite. "
+            "Leave that metric out (F1 is 0 for a model that never predicts the attribute)."
+        )
+    s = np.array([signs[m] for m in metrics])
+    return float(100.0 * np.mean(s * (N - B) / B))
+
+
+def single_task_table(runs: Mapping[str, Sequence[pd.DataFrame]]) -> pd.DataFrame:
+    """The single-task baselines, one row per task: the mean over seeds of each task's own
+    row in its single-task runs' tables (``{attribute: [table per seed]}``)."""
+    rows = {}
+    for task, tables in runs.items():
+        if not tables or any(task not in t.index for t in tables):
+            raise ValueError(
+                f"The single-task runs of {task!r} must be tables with a {task!r} row."
+            )
+        rows[task] = pd.concat([t.loc[[task]] for t in tables]).mean(numeric_only=True)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "attribute"
+    return table
+
+
+def delta_p_values(
+    tables: Mapping[str, Sequence[pd.DataFrame]],
+    singles: pd.DataFrame,
+    metrics: Sequence[str] = ("accuracy",),
+    higher_is_better: Mapping[str, bool] | None = None,
+) -> pd.DataFrame:
+    """One Delta_p per (model, seed run) against the same baselines, as rows ``model, run,
+    delta_p`` -- the form :func:`mtlkit.evaluation.compare_to_baseline` reads. ``tables``
+    maps a model to its per-seed attribute tables. The baselines' own seed spread is not
+    in these values (they are averaged first): with one single-task seed it is unknown."""
+    rows = [{"model": model, "run": i, "delta_p": delta_p(t, singles, metrics, higher_is_better)}
+            for model, runs in tables.items() for i, t in enumerate(runs)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def spread(values: pd.DataFrame, column: str = "delta_p") -> pd.DataFrame:
+    """Mean, sample standard deviation (NaN with one seed), min, max and seeds per model."""
+    grouped = values.groupby("model", sort=False)[column]
+    table = grouped.agg(["mean", "std", "min", "max", "count"])
+    return table.rename(columns={"count": "seeds"})
+
+
+# ------------------------------------------------------------------- published numbers
+def published_celeba() -> pd.DataFrame:
+    """Published CelebA results of the methods (reference file: Sener & Koltun, NeurIPS
+    2018, Table 2): average test error over **all 40 attributes**, ResNet-18 at 64x64, Adam
+    5e-4, batch 256, trained to convergence. ``mean accuracy`` is 100 minus the error; the
+    last column is the relative change of the *average* error against single-task models
+    (positive = fewer errors), which is close to, but not, a Delta_p over tasks."""
+    error = {"single-task": 8.77, "ew": 9.62, "uw": 9.53, "gradnorm": 8.44, "mgda": 8.25}
+    table = pd.DataFrame({"average error, 40 attributes (%)": error})
+    table["mean accuracy (%)"] = 100 - table.iloc[:, 0]
+    table["error change vs single-task (%)"] = 100 * (8.77 - table.iloc[:, 0]) / 8.77
+    table.index.name = "method"
+    return table
+
+
+def published_attributes() -> pd.DataFrame:
+    """Per-attribute test accuracy (%) of LNets+ANet (Liu et al. 2015, the dataset's paper;
+    40 attributes, mean 87) for the kit's eight, beside the majority-class accuracy of the
+    official test split: Wearing_Necklace (71) is below its baseline (86.2)."""
+    accuracy = {"Male": 98, "Smiling": 92, "Young": 87, "Eyeglasses": 99, "Wearing_Hat": 99,
+                "Wearing_Necklace": 71, "Wearing_Earrings": 82, "Wearing_Lipstick": 93}  # fmt: skip
+    majority = {"Male": 61.35, "Smiling": 50.03, "Young": 75.71, "Eyeglasses": 93.54,
+                "Wearing_Hat": 95.80, "Wearing_Necklace": 86.21, "Wearing_Earrings": 79.34,
+                "Wearing_Lipstick": 52.19}  # fmt: skip
+    table = pd.DataFrame({"LNets+ANet accuracy (%)": accuracy, "majority baseline (%)": majority})
+    table["above baseline"] = table.iloc[:, 0] > table.iloc[:, 1]
+    table.index.name = "attribute"
+    return table
+
+
+# ----------------------------------------------------------------------------- costs
+def training_seconds(run) -> float:
+    """A :class:`mtlkit.experiments.CelebaRun`'s training time, also when it was read back
+    (then ``run.seconds`` is 0 and the time stored in its ``results.json`` is used)."""
+    if run.seconds:
+        return float(run.seconds)
+    return float(json.loads((run.run_dir / "results.json").read_text())["seconds"])
+
+
+def cost_table(runs: Mapping[str, Sequence], steps: int, baseline: str = "ew") -> pd.DataFrame:
+    """Training seconds per step of each method (mean over its runs, ``{method: [CelebaRun]}``)
+    and its throughput relative to ``baseline``. ``steps``: training steps per run. Wall time
+    of whole runs: tracing, validation and (DST) the measuring pass included; the benchmark
+    ``benchmarks/bench_weighting.py`` measures the steps alone, side by side."""
+    if baseline not in runs:
+        raise ValueError(f"No runs of the baseline {baseline!r}; methods are {list(runs)}.")
+    per_step = {m: np.mean([training_seconds(r) for r in rs]) / steps for m, rs in runs.items()}
+    table = pd.DataFrame({"s per step": per_step})
+    table["throughput vs " + baseline] = per_step[baseline] / table["s per step"]
+    table.index.name = "method"
+    return table
+
+
+def steps_per_run(settings) -> int:
+    """Training steps of one run under CelebA ``settings`` (162,770 images without a limit)."""
+    images = settings.train_limit or 162_770
+    return settings.epochs * math.ceil(images / settings.batch_size)
+
+
+# ----------------------------------------------------------------------------- figure
+def plot_task_weights(
+    histories: Mapping[str, Sequence[Mapping[str, Sequence[float]]]],
+    tasks: Sequence[str],
+    *,
+    caption: str,
+    relative: bool = True,
+    filename: str | None = None,
+):
+    """Each method's per-task weight over the epochs: one panel per method, one line per task
+    (mean over seeds; with several seeds a band from min to max).
+
+    ``histories`` maps a method to its per-seed histories. A panel shows ``<task>_weight``
+    (logged by ``train(..., weighting=...)``) or, for DST, ``<task>_keep_prob``. With
+    ``relative`` the weights of each epoch are divided by their mean over tasks, so 1 is an
+    equal share whatever the method's scale (UW's exp(-s) and GradNorm's sum to ~K, MGDA's
+    alpha and RLW's softmax to 1); keep probabilities are drawn as they are.
+    """
+    columns = min(3, len(histories))
+    rows = math.ceil(len(histories) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), squeeze=False)
+    for ax, (name, runs) in zip(axes.flat, histories.items()):
+        key = "weight" if f"{tasks[0]}_weight" in runs[0] else "keep_prob"
+        values = np.array([[h[f"{t}_{key}"] for t in tasks] for h in runs], dtype=float)
+        if relative and key == "weight":  # (seeds, tasks, epochs) / mean over tasks
+            values = values / values.mean(axis=1, keepdims=True)
+        epochs = np.arange(1, values.shape[2] + 1)
+        for i, task in enumerate(tasks):
+            colour = plt.cm.tab10(i % 10)
+            ax.plot(epochs, values[:, i].mean(0), "o-", color=colour, ms=3, label=task)
+            if len(values) > 1:
+                ax.fill_between(epochs, values[:, i].min(0), values[:, i].max(0),
+                                color=colour, alpha=0.12)  # fmt: skip
+        label = "keep probability" if key == "keep_prob" else "weight" + (" / mean" * relative)
+        ax.set(title=f"{name} ({len(runs)} seed(s))", xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(histories) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle(caption, fontsize=10, wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    if filename:
+        plots.save(fig, filename)
+    return fig
