@@ -16,9 +16,8 @@ by two or more tasks), ``"last_shared_layer"`` (:func:`last_shared_kernel` of th
     c, shared = method.combine_gradients(task_losses, G)           # c: (K,) coefficients
     grads = tape.gradient(task_losses, variables, output_gradients=tf.unstack(c))
     # PCGrad: shared is (D,): the shared variables' gradients become split_gradient(shared, ...)
-
-Per epoch: ``on_epoch_start(epoch, epoch_losses(history, tasks))``, then log
-``weights_for_logging()``; ``get_state()``/``set_state()`` (JSON-able) go into the checkpoint.
+Per epoch: ``on_epoch_start``, then log ``weights_for_logging()``; ``get_state()`` goes into
+the checkpoint.
 """
 
 from __future__ import annotations
@@ -52,17 +51,21 @@ def pcgrad_orders(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
 def project_conflicts(G, orders) -> tf.Tensor:
     """PCGrad's surgery in given orders -> the (D,) sum of the projected task gradients: task
     i's copy g_i' visits the tasks ``orders[i]`` in turn; when g_i' . g_j < 0 it loses its
-    component along the *original* g_j: g_i' <- g_i' - (g_i' . g_j / |g_j|^2) g_j."""
+    component along the *original* g_j: g_i' <- g_i' - (g_i' . g_j / |g_j|^2) g_j. Each g_i'
+    stays a combination ``C[i] @ G`` of the originals, so the surgery runs on the K x K Gram
+    matrix; the D-long vectors are read only for ``G G^T`` and the final sum."""
     G = _matrix(G)
+    k = G.shape[0]
+    gram = tf.matmul(G, G, transpose_b=True)
+    squared = tf.linalg.diag_part(gram)
+    coefficients = tf.eye(k, dtype=G.dtype)  # row i: g_i' in terms of the original g's
     orders = tf.convert_to_tensor(orders, tf.int32)
-    squared = tf.reduce_sum(G * G, axis=1)
-    projected = G
-    for step in range(G.shape[0] - 1):  # all tasks take their step-th partner at once
-        partner = tf.gather(G, orders[:, step])
-        dot = tf.reduce_sum(projected * partner, axis=1)
-        scale = tf.math.divide_no_nan(tf.minimum(dot, 0.0), tf.gather(squared, orders[:, step]))
-        projected = projected - scale[:, None] * partner
-    return tf.reduce_sum(projected, axis=0)
+    for step in range(k - 1):  # all tasks take their step-th partner at once
+        partner = orders[:, step]
+        dot = tf.reduce_sum(coefficients * tf.gather(gram, partner), axis=1)  # g_i' . g_j
+        scale = tf.math.divide_no_nan(tf.minimum(dot, 0.0), tf.gather(squared, partner))
+        coefficients -= scale[:, None] * tf.one_hot(partner, k, dtype=G.dtype)
+    return tf.linalg.matvec(G, tf.reduce_sum(coefficients, axis=0), transpose_a=True)
 
 
 def pcgrad(G, rng: tf.random.Generator) -> tf.Tensor:
