@@ -233,7 +233,7 @@ CELEBA_PROFILES = {
     },
     # notebook 07: eight methods and eight single-task baselines, over seeds
     "remedies": {
-        "quick": dict(weights=None, image_size=40, epochs=3, train_limit=600, eval_limit=300,
+        "quick": dict(weights=None, image_size=40, epochs=3, train_limit=320, eval_limit=200,
                       seeds=(0, 1)),
         "standard": dict(epochs=2, train_limit=10_000, seeds=(0, 1)),
         "full": dict(epochs=5, seeds=(0, 1, 2)),

@@ -16,8 +16,6 @@ by two or more tasks), ``"last_shared_layer"`` (:func:`last_shared_kernel` of th
     c, shared = method.combine_gradients(task_losses, G)           # c: (K,) coefficients
     grads = tape.gradient(task_losses, variables, output_gradients=tf.unstack(c))
     # PCGrad: shared is (D,): the shared variables' gradients become split_gradient(shared, ...)
-Per epoch: ``on_epoch_start``, then log ``weights_for_logging()``; ``get_state()`` goes into
-the checkpoint.
 """
 
 from __future__ import annotations
@@ -160,16 +158,11 @@ def gradnorm_loss(weights, norms, losses, initial_losses, alpha: float = 1.5) ->
 
 
 # ------------------------------------------------------------------ helpers for the loop
-def stack_gradients(per_task: Sequence[Sequence]) -> tf.Tensor:
-    """Per-task lists of per-variable gradient tensors -> a (K, D) matrix, one row per task."""
-    return tf.stack([tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0) for grads in per_task])
-
-
 def task_gradient_matrix(tape: tf.GradientTape, task_losses: Sequence, sources: Sequence):
     """The (K, D) matrix of every task loss's gradient w.r.t. ``sources`` (variables or
     watched tensors), from a persistent tape; a source a task does not reach counts as 0."""
     rows = [tape.gradient(L, sources, unconnected_gradients="zero") for L in task_losses]
-    return stack_gradients(rows)
+    return tf.stack([tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0) for grads in rows])
 
 
 def split_gradient(vector, variables: Sequence) -> list[tf.Tensor]:
@@ -197,8 +190,9 @@ def epoch_losses(history: Mapping[str, Sequence[float]], tasks: Sequence[str]) -
 
 def _generator(seed: int | None) -> tf.random.Generator:
     """A generator seeded by ``seed`` (``None``: from the operating system's entropy)."""
-    generators = tf.random.Generator
-    return generators.from_non_deterministic_state() if seed is None else generators.from_seed(seed)
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(seed)
 
 
 # -------------------------------------------------------------------- the method objects
