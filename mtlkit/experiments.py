@@ -235,7 +235,7 @@ CELEBA_PROFILES = {
     "remedies": {
         "quick": dict(weights=None, image_size=40, epochs=3, train_limit=320, eval_limit=200,
                       seeds=(0, 1)),
-        "standard": dict(epochs=2, train_limit=10_000, seeds=(0, 1)),
+        "standard": dict(epochs=2, train_limit=3_000, eval_limit=2_000, seeds=(0, 1)),
         "full": dict(epochs=5, seeds=(0, 1, 2)),
     },
 }  # fmt: skip
