@@ -46,19 +46,22 @@ def plot_learning_curves(
     styles = ["-", "--", ":", "-."]
     panels = [(r, m, c, t) for r, m in enumerate(metrics) for c, t in enumerate(tasks)]
     for row, metric, col, task in panels:
-        ax = axes[row][col]
+        ax, epochs = axes[row][col], 1
         for i, (model, histories) in enumerate(runs.items()):
             for style, (split, prefix) in zip(styles, splits.items()):
                 values = _stack(histories, f"{prefix}{task}_{metric}")
                 if values is None:
                     continue
                 x = np.arange(1, values.shape[1] + 1)
+                epochs = max(epochs, len(x))
                 colour = colours[i % len(colours)]
-                ax.plot(x, values.mean(0), style, color=colour, label=f"{model} ({split})")
+                marker = "o" if len(x) <= 10 else None  # a few epochs: show each one
+                ax.plot(x, values.mean(0), style, color=colour, marker=marker, markersize=3,
+                        label=f"{model} ({split})")  # fmt: skip
                 if len(values) > 1:
                     ax.fill_between(x, values.min(0), values.max(0), color=colour, alpha=0.15)
         ax.set_title(f"{task}: {metric}")
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax, epochs)  # whole epochs only: 1, 2, ... never 1.5
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)

@@ -93,6 +93,42 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
             logs.update({f"{prefix}_{k}": float(v) for k, v in results.items()})
 
 
+def recalibrate_batchnorm(model: keras.Model, images) -> None:
+    """Set every BatchNormalization layer's moving statistics to those of ``images``.
+
+    One training-mode pass with momentum 0 (nested blocks included). After a few dozen
+    steps the moving averages still remember their starting values (mean 0, variance 1),
+    far from the real ones, so inference-mode accuracy sits at chance although the
+    network has learned: recomputing them from a batch of training images fixes that.
+    """
+    layers = [
+        la for la in model._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)
+    ]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    try:
+        model(images, training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+
+
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Before every evaluation in ``fit``, :func:`recalibrate_batchnorm` on ``num_images``
+    training images (the first ones of ``train_data``; used by the quick profile)."""
+
+    def __init__(self, train_data: tf.data.Dataset, num_images: int):
+        super().__init__()
+        self.train_data, self.num_images, self.images = train_data, int(num_images), None
+
+    def on_train_begin(self, logs=None):
+        self.images = next(iter(self.train_data))[0][: self.num_images]
+
+    def on_test_begin(self, logs=None):
+        recalibrate_batchnorm(self.model, self.images)
+
+
 def read_history_csv(path: Path) -> dict[str, list[float]]:
     """Read a CSVLogger file, keeping the last row of any epoch logged twice.
 
