@@ -191,3 +191,15 @@ def test_values_a_callback_adds_are_kept_in_the_history(tmp_path):
     history = training.fit_resumable(tiny_build, tiny_data(), epochs=2, run_dir=tmp_path,
                                      callbacks=[_AddsToLogs()], verbose=0)  # fmt: skip
     assert history["added"] == [0.5, 1.5]
+
+
+def test_recalibrate_batchnorm_sets_the_moving_statistics_to_the_batch():
+    x = keras.Input((3,))
+    h = keras.layers.Dense(4, name="d")(x)
+    model = keras.Model(x, {"a": keras.layers.BatchNormalization(name="a")(h)})
+    images = np.random.default_rng(0).normal(2.0, 3.0, size=(64, 3)).astype("float32")
+    training.recalibrate_batchnorm(model, images)
+    bn, features = model.get_layer("a"), model.get_layer("d")(images).numpy()
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), features.var(0), rtol=1e-3)
+    assert bn.momentum == 0.99  # restored
