@@ -60,8 +60,10 @@ def test_exact_match_needs_every_task_right():
 
 def test_report_comparison_shows_the_hat_problem():
     table = evaluation.attribute_table(
-        {"Wearing_Hat": np.array([0, 0, 1])}, {"Wearing_Hat": np.array([-1.0, -1.0, 1.0])},
-        {"Wearing_Hat": 0})
+        {"Wearing_Hat": np.array([0, 0, 1])},
+        {"Wearing_Hat": np.array([-1.0, -1.0, 1.0])},
+        {"Wearing_Hat": 0},
+    )
     side = evaluation.report_comparison(table)
     assert side.loc["Wearing_Hat", "report vs majority"] == pytest.approx(0.7972 - 0.9580)
     assert side.loc["Wearing_Hat", "this run vs majority"] == pytest.approx(1 / 3)
@@ -74,10 +76,13 @@ def test_report_comparison_shows_the_hat_problem():
 def test_predict_with_labels_one_pass_stays_aligned():
     """Labels come back in the order the (shuffled) dataset produced them."""
     inputs = keras.Input((2,), name="image")
-    model = keras.Model(inputs, {
-        "a": keras.layers.Lambda(lambda x: x[:, :1], name="a")(inputs),
-        "b": keras.layers.Lambda(lambda x: x[:, 1:], name="b")(inputs),
-    })
+    model = keras.Model(
+        inputs,
+        {
+            "a": keras.layers.Lambda(lambda x: x[:, :1], name="a")(inputs),
+            "b": keras.layers.Lambda(lambda x: x[:, 1:], name="b")(inputs),
+        },
+    )
     x = np.random.default_rng(0).normal(size=(50, 2)).astype("float32")
     y = {"a": (x[:, 0] > 0).astype("int32"), "b": (x[:, 1] > 0).astype("int32")}
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(50, seed=1).batch(8)
