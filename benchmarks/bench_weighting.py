@@ -64,14 +64,7 @@ ATTRIBUTES = data.EIGHT
 def conv_gflops(size: int) -> dict[str, float]:
     """Forward GFLOP per image of each Conv2D of the kit's ResNet18 at ``size`` px (built with
     a fixed input so shapes are known), and ``"total"``; the heads are negligible."""
-    import keras_hub
-
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[2, 2, 2, 2],
-        stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
-        use_pre_activation=False, image_shape=(size, size, 3),
-    )  # fmt: skip
+    backbone = architectures.resnet18_backbone(None, image_shape=(size, size, 3))
     flops = {}
     for layer in backbone._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.Conv2D):

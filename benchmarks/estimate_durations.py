@@ -50,14 +50,7 @@ def forward_gflop(model: keras.Model) -> float:
 def resnet_gflop(size: int) -> float:
     """The ResNet18 backbone's forward cost at ``size`` px (the eight heads are negligible):
     the kit's configuration, built with a fixed input size so that shapes are known."""
-    import keras_hub
-
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[2, 2, 2, 2],
-        stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
-        use_pre_activation=False, image_shape=(size, size, 3),
-    )  # fmt: skip
+    backbone = architectures.resnet18_backbone(None, image_shape=(size, size, 3))
     return forward_gflop(backbone)
 
 

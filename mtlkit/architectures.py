@@ -194,8 +194,10 @@ def resnet18_preset() -> str:
     return os.path.expanduser(os.environ.get("MTLKIT_RESNET18_PRESET") or RESNET18_PRESET)
 
 
-def resnet18_backbone(weights: str | None = "imagenet"):
+def resnet18_backbone(weights: str | None = "imagenet", image_shape=(None, None, 3)):
     """A keras-hub ResNet18 backbone, pretrained (``"imagenet"``) or random (``None``).
+
+    ``image_shape`` (random weights only) fixes the input size, e.g. to count FLOPs.
 
     The pretrained one comes from :func:`resnet18_preset`: Kaggle's ``resnet_18_imagenet``
     by default, or a local preset folder named by ``MTLKIT_RESNET18_PRESET``.
@@ -211,7 +213,7 @@ def resnet18_backbone(weights: str | None = "imagenet"):
             stackwise_num_strides=[1, 2, 2, 2],
             block_type="basic_block",
             use_pre_activation=False,
-            image_shape=(None, None, 3),
+            image_shape=image_shape,
             name="resnet18",
         )
     if weights != "imagenet":
