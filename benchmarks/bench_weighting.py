@@ -23,9 +23,10 @@ The theoretical ratio counts passes, with a backward pass costing twice a forwar
 (``B = 2F``), heads free, and equal weighting costing ``F + B = 3F`` per step:
 
 * loss weightings: the same passes, ratio 1;
-* PCGrad: one backward pass per task through the trunk to the shared weights, then the
-  loop's ordinary backward pass: ``F + (K + 1) B``, so ``3 / (2K + 3)``; plus the surgery,
-  ``K (K - 1)`` dot products of length D (not counted);
+* PCGrad: one backward pass per task through the trunk to the shared weights; the last
+  backward pass only reaches the heads (the shared weights take the surgery's sum):
+  ``F + K B``, so ``3 / (2K + 1)``; plus the surgery (not counted: the K x K Gram matrix,
+  one pass over the (K, D) gradients, and the final combination, another);
 * MGDA-UB: the per-task gradients stop at the representation (through the heads only), then
   one backward pass: ratio ~1 (plus the Frank-Wolfe solve on a K x K matrix);
 * GradNorm: per task, a backward pass to the last shared kernel, whose cost is that conv
@@ -78,7 +79,7 @@ def conv_gflops(size: int) -> dict[str, float]:
 def theoretical(method: str, k: int, last_share: float) -> float:
     """Throughput relative to equal weighting from counted passes (module doc)."""
     if method == "pcgrad":
-        return 3 / (2 * k + 3)
+        return 3 / (2 * k + 1)
     if method == "gradnorm":
         return 3 / (3 + k * last_share)
     return 1.0

@@ -4,8 +4,13 @@ Importing the kit imports TensorFlow with its start-up log lines (oneDNN notes, 
 find cuda drivers", "failed call to cuInit" on a machine without a GPU) sent to nowhere, so
 that they do not clutter the notebooks students read. Set ``MTLKIT_SHOW_TF_LOGS=1`` to see
 them. Import ``mtlkit`` before ``keras`` or ``tensorflow`` for this to take effect.
+
+It also drops TensorFlow's "triggered tf.function retracing" warning: the notebooks build a
+fresh model for every run on purpose (runs must not share weights), and each new model
+traces its own functions, which that warning mistakes for a bug in the caller's code.
 """
 
+import logging
 import os
 import sys
 import warnings
@@ -41,3 +46,13 @@ def _import_tensorflow_quietly() -> None:
 _import_tensorflow_quietly()
 # keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
 warnings.filterwarnings("ignore", message="IProgress not found")
+
+
+class _DropRetracingWarning(logging.Filter):
+    """Drops the retracing warning (one new model per run is this kit's design)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_DropRetracingWarning())

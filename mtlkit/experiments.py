@@ -227,6 +227,12 @@ class CelebaSettings:
         return _tag("celeba", self)
 
 
+# Quick runs that train the model several ways, over seeds (notebooks 05 and 07): the same
+# settings in both, so a whole quick run trains equal weights and DST once and notebook 07
+# reads them back from notebook 05 (same settings, same run folders).
+_QUICK_MANY_RUNS = dict(weights=None, image_size=40, epochs=3, train_limit=256, eval_limit=128,
+                        seeds=(0, 1))  # fmt: skip
+
 CELEBA_PROFILES = {
     # notebook 03: one run of the report's protocol
     "attributes": {
@@ -235,17 +241,15 @@ CELEBA_PROFILES = {
         "standard": dict(epochs=2, seeds=(0,)),
         "full": dict(epochs=5, seeds=(0,)),
     },
-    # notebooks 05 and 06: the same model trained several ways, over seeds
+    # notebook 05: the same model with and without DST, over seeds
     "comparison": {
-        "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
-                      seeds=(0, 1)),
+        "quick": _QUICK_MANY_RUNS,
         "standard": dict(epochs=3, train_limit=40_000, seeds=(0, 1)),
         "full": dict(epochs=5, seeds=(0, 1, 2)),
     },
     # notebook 07: eight methods and eight single-task baselines, over seeds
     "remedies": {
-        "quick": dict(weights=None, image_size=40, epochs=3, train_limit=320, eval_limit=200,
-                      seeds=(0, 1)),
+        "quick": _QUICK_MANY_RUNS,
         "standard": dict(epochs=2, train_limit=3_000, eval_limit=2_000, seeds=(0, 1)),
         "full": dict(epochs=5, seeds=(0, 1, 2)),
     },

@@ -98,10 +98,13 @@ def gradient_step(loop, x, y):
     sources = [z] if method.needs == "representation" else loop.sources
     G = weighting.task_gradient_matrix(tape, weighted, sources)
     coefficients, shared = method.combine_gradients(weighted, G)
-    gradients = tape.gradient(weighted, variables, output_gradients=tf.unstack(coefficients))
-    if shared is not None:  # PCGrad: the shared variables take the surgery's sum
-        new = dict(zip(map(id, loop.sources), weighting.split_gradient(shared, loop.sources)))
-        gradients = [new.get(id(v), g) for v, g in zip(variables, gradients)]
+    given = {}  # PCGrad: the shared variables take the surgery's sum, not another backward pass
+    if shared is not None:
+        given = dict(zip(map(id, loop.sources), weighting.split_gradient(shared, loop.sources)))
+    rest = [v for v in variables if id(v) not in given]
+    combined = tape.gradient(weighted, rest, output_gradients=tf.unstack(coefficients))
+    given.update(zip(map(id, rest), combined))
+    gradients = [given[id(v)] for v in variables]
     if penalty is not None:
         extra = tape.gradient(penalty, variables)
         gradients = [g if e is None else (e if g is None else g + e)

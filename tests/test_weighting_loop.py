@@ -99,3 +99,42 @@ def test_pcgrad_leaves_the_heads_their_plain_gradients():
     for name in ("a", "b"):  # heads: own gradients, whatever the surgery did to the trunk
         for p, s in zip(plain.get_layer(name).get_weights(), surgery.get_layer(name).get_weights()):
             np.testing.assert_allclose(p, s, rtol=1e-5, atol=1e-6)
+
+
+def test_pcgrad_step_is_the_surgery_on_the_trunk_and_plain_gradients_on_the_heads():
+    """One SGD(1) step of the loop against per-task tapes and weighting.pcgrad, on a batch
+    where the two tasks' trunk gradients conflict (so the surgery changes something)."""
+    set_seed(3)
+    x = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="trunk")(x)
+    model = keras.Model(x, {"a": keras.layers.Dense(3, name="a")(h),
+                            "b": keras.layers.Dense(1, name="b")(h)})  # fmt: skip
+    xb, yb = next(iter(dataset()))
+    variables = model.trainable_variables
+    before = [v.numpy() for v in variables]
+    grads = {}
+    for task in ("a", "b"):
+        with tf.GradientTape() as tape:
+            loss = LOSSES[task](yb[task], model(xb, training=True)[task])
+        grads[task] = tape.gradient(loss, variables)
+    trunk = [i for i, v in enumerate(variables) if v.path.startswith("trunk")]
+    G = tf.stack([tf.concat([tf.reshape(grads[t][i], [-1]) for i in trunk], 0) for t in "ab"])
+    assert float(tf.reduce_sum(G[0] * G[1])) < 0  # they conflict on this batch
+    surgery = weighting.pcgrad(G, tf.random.Generator.from_seed(0)).numpy()  # 2 tasks: no order
+    train(
+        model,
+        dataset().take(1),
+        epochs=1,
+        losses=LOSSES,
+        verbose=0,
+        optimizer=keras.optimizers.SGD(1.0),
+        weighting=weighting.PCGrad(["a", "b"], seed=0),
+    )
+    offset = 0
+    for i, (v, old) in enumerate(zip(variables, before)):
+        if i in trunk:
+            expected = surgery[offset : offset + old.size].reshape(old.shape)
+            offset += old.size
+        else:  # a head: its own task's plain gradient (the other task's is zero there)
+            expected = sum(g[i].numpy() for g in grads.values() if g[i] is not None)
+        np.testing.assert_allclose(old - v.numpy(), expected, rtol=1e-4, atol=1e-6)
