@@ -32,7 +32,7 @@ The theoretical ratio counts passes, with a backward pass costing twice a forwar
 * GradNorm: per task, a backward pass to the last shared kernel, whose cost is that conv
   layer's weight gradient (``F_last``, counted from the layer's shape): ``3F / (3F + K F_last)``.
 
-    python benchmarks/bench_weighting.py                          # about 15 minutes here
+    python benchmarks/bench_weighting.py                          # about 5 minutes here
     python benchmarks/bench_weighting.py --json benchmarks/results/weighting.json
     python benchmarks/bench_weighting.py --plot benchmarks/results/weighting.json   # the figure
 """
