@@ -26,6 +26,10 @@ from mtlkit.config import PROFILES
 ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ROOT / "notebooks"
 
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+"""Each kernel logs errors only: ipykernel 7 warns on every start that its local TCP sockets
+are not encrypted, a line per notebook with nothing for the reader to do."""
+
 PATH_VARIABLES = (
     "MTLKIT_DATA_DIR",
     "MTLKIT_CELEBA_DIR",
@@ -54,6 +58,7 @@ def run_one(notebook: Path, output_dir: Path, profile: str) -> str | None:
             cwd=str(NOTEBOOKS),
             progress_bar=False,
             kernel_name="python3",
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except papermill.PapermillExecutionError as err:
         return f"cell {err.exec_count}: {err.ename}: {err.evalue}".splitlines()[0][:200]

@@ -40,3 +40,11 @@ def test_unknown_profile_lists_the_three(capsys):
         run_notebooks.main(["--profile", "medium"])
     err = capsys.readouterr().err
     assert "quick" in err and "standard" in err and "full" in err
+
+
+def test_kernels_start_without_log_lines(tmp_path, capfd):
+    # the kernel writes its start-up log (ipykernel 7: a TCP-encryption warning) straight to
+    # the inherited stderr, so only the file descriptor shows it
+    _notebook(tmp_path / "01_quiet.ipynb", "x = 1")
+    assert run_notebooks.run_one(tmp_path / "01_quiet.ipynb", tmp_path, "quick") is None
+    assert "[IPKernelApp]" not in capfd.readouterr().err
