@@ -276,6 +276,44 @@ def bench_architecture(name: str, args, ds, n_images: int) -> dict:
     return result
 
 
+VECTOR_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+)
+"""The CPU flags that decide TensorFlow's kernels (oneDNN is on by default only with the last
+four), in the order /proc/cpuinfo would list them."""
+
+
+def vector_extensions() -> list[str]:
+    """Which of :data:`VECTOR_FLAGS` this CPU has (``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
+
+
+def onednn_state() -> str:
+    """Whether this process's TensorFlow runs its oneDNN kernels, and with which settings."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        on = _pywrap_util_port.IsMklEnabled()
+    except (ImportError, AttributeError):
+        on = None
+    settings = {
+        k: os.environ[k] for k in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA") if k in os.environ
+    }
+    return f"{'on' if on else 'off' if on is False else 'unknown'} {settings}"
+
+
 def machine() -> dict:
     model = platform.processor()
     try:
@@ -291,6 +329,8 @@ def machine() -> dict:
     ]
     return {
         "cpu": model,
+        "vector_extensions": vector_extensions(),
+        "onednn": onednn_state(),
         "cores": os.cpu_count(),
         "gpus": gpus,
         "tensorflow": tf.__version__,

@@ -5,6 +5,13 @@ find cuda drivers", "failed call to cuInit" on a machine without a GPU) sent to 
 that they do not clutter the notebooks students read. Set ``MTLKIT_SHOW_TF_LOGS=1`` to see
 them. Import ``mtlkit`` before ``keras`` or ``tensorflow`` for this to take effect.
 
+It also turns on TensorFlow's oneDNN kernels on every x86 CPU (``TF_ENABLE_ONEDNN_OPTS=1``,
+unless you set that variable yourself). TensorFlow enables them by default only on CPUs with
+AVX512_VNNI, AVX512_BF16 or AMX (recent Xeons, AMD Zen 4); on the AVX2 CPUs of most laptops
+and many CI runners it falls back to Eigen kernels, which train the kit's models 1.4x
+(CIFAR-100) to 4.4x (ResNet18) slower: ``benchmarks/README.md`` measures it. The setting
+must be made before TensorFlow is imported, hence "import mtlkit first".
+
 It also drops TensorFlow's "triggered tf.function retracing" warning: the notebooks build a
 fresh model for every run on purpose (runs must not share weights), and each new model
 traces its own functions, which that warning mistakes for a bug in the caller's code.
@@ -43,6 +50,34 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def _enable_onednn() -> None:
+    """Ask TensorFlow for its oneDNN CPU kernels, which it leaves off on AVX2-only CPUs.
+
+    An explicit ``TF_ENABLE_ONEDNN_OPTS`` (``0`` to compare, say) is left as it is; so is a
+    TensorFlow that is already imported, where the variable would have no effect.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    elif "TF_ENABLE_ONEDNN_OPTS" not in os.environ and not _onednn_on():
+        warnings.warn(
+            "TensorFlow was imported before mtlkit and runs its slower Eigen CPU kernels on "
+            "this CPU (up to 7x slower for the kit's ResNet18). Import mtlkit first, or set "
+            "TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow starts.",
+            stacklevel=3,
+        )
+
+
+def _onednn_on() -> bool:
+    """Whether the imported TensorFlow runs its oneDNN kernels (True if it cannot tell)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return True
+
+
+_enable_onednn()
 _import_tensorflow_quietly()
 # keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
 warnings.filterwarnings("ignore", message="IProgress not found")

@@ -28,6 +28,7 @@ with ``from_logits=True``.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -272,3 +273,17 @@ def build_celeba(
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
     outputs = {a: layers.Dense(1, dtype="float32", name=a)(pooled) for a in attributes}
     return keras.Model(inputs, outputs, name="celeba_resnet18")
+
+
+@functools.lru_cache(maxsize=None)
+def celeba_forward_gflop(image_size: int, num_attributes: int) -> float:
+    """The CelebA model's forward cost per image at ``image_size`` px, in GFLOP.
+
+    The model takes images of any size, so its backbone's layers have no fixed output size
+    to count from: this counts a random-weight backbone built for ``image_size`` instead
+    (the pretrained one has the same layers), plus the attribute heads.
+    """
+    from mtlkit.work import forward_gflop
+
+    backbone = resnet18_backbone(None, image_shape=(image_size, image_size, 3))
+    return forward_gflop(backbone) + 2 * 512 * num_attributes / 1e9

@@ -26,7 +26,19 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit import celeba, config, data, dst, evaluation, runs, tasks, training, weighting
+from mtlkit import (
+    architectures,
+    celeba,
+    config,
+    data,
+    dst,
+    evaluation,
+    runs,
+    tasks,
+    training,
+    weighting,
+    work,
+)
 from mtlkit.architectures import build_celeba, build_cifar100
 from mtlkit.durations import expected_minutes  # noqa: F401  (what each notebook prints)
 
@@ -52,6 +64,7 @@ class CifarSettings:
     builders: int = 2  # 2: models made of nested blocks (older runs' checkpoints differ)
     recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on that many training
     # images before each evaluation (the quick profile's few steps cannot settle them)
+    checkpoints: bool = True  # False: no per-epoch backup (quick runs; not part of the tag)
 
     @property
     def data_label(self) -> str:
@@ -73,16 +86,20 @@ class CifarSettings:
         return _tag("cifar100", self)
 
 
+UNTAGGED = ("seeds", "checkpoints")
+"""Settings that do not change a run's results, so not part of its folder's name."""
+
+
 def _tag(study: str, settings) -> str:
-    """``<study>-<profile>-<source>-<hash of every field but the list of seeds>``."""
-    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k != "seeds"}
+    """``<study>-<profile>-<source>-<hash of every field that changes results>``."""
+    fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNTAGGED}
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
     return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
 
 
 CIFAR_PROFILES = {
-    "quick": dict(epochs=2, train_limit=300, eval_limit=200, synthetic_sizes=(1000, 100),
-                  seeds=(0, 1), recalibrate_bn=50),
+    "quick": dict(epochs=2, train_limit=300, eval_limit=100, synthetic_sizes=(1000, 100),
+                  seeds=(0, 1), recalibrate_bn=50, checkpoints=False),
     "standard": dict(epochs=4, seeds=(0, 1, 2)),
     "full": dict(epochs=100, seeds=(0, 1, 2)),
 }  # fmt: skip
@@ -167,7 +184,11 @@ def run_cifar100(
     training.set_seed(seed)
     datasets = cifar100_datasets(settings, seed)
     return training.fit_resumable(
-        lambda: build_compiled(name, settings),
+        lambda: _reusable(
+            ("cifar100", name, settings.tag),
+            lambda: build_compiled(name, settings),
+            lambda model: model.optimizer,
+        )[0],
         datasets["train"],
         epochs=settings.epochs,
         run_dir=run_dir,
@@ -177,7 +198,30 @@ def run_cifar100(
         verbose=verbose,
         metadata={"architecture": name, "seed": seed, **dataclasses.asdict(settings)},
         callbacks=_recalibration(settings, datasets["train"]),
+        backups=settings.checkpoints,
     )
+
+
+_LAST_MODEL: dict = {}
+"""The last run's model, optimizer and weighting method, by what they were built for: the
+next run built for the same (the next seed) restarts them instead of building new ones, and
+so reuses their traced steps. One entry only: a study's runs come seed after seed."""
+
+
+def _reusable(key: tuple, build, make_optimizer, make_method=None, seed: int | None = None):
+    """``(model, optimizer, method)`` for a run, after ``set_seed``: ``build()``'s model (this
+    run's initial weights) with ``make_optimizer(model)`` and ``make_method(model)``, or the
+    last run's objects restarted with those values when they were built for the same ``key``
+    (:func:`mtlkit.training.restart`)."""
+    fresh = build()
+    if key in _LAST_MODEL:
+        model, optimizer, method = _LAST_MODEL[key]
+        training.restart(model, fresh, optimizer, method, seed)
+        return model, optimizer, method
+    _LAST_MODEL.clear()
+    method = make_method(fresh) if make_method is not None else None
+    _LAST_MODEL[key] = (fresh, make_optimizer(fresh), method)
+    return _LAST_MODEL[key]
 
 
 def _recalibration(settings: CifarSettings, train: tf.data.Dataset) -> list:
@@ -207,6 +251,7 @@ class CelebaSettings:
     jit_compile: bool | str = False
     mixed_precision: bool = False
     seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
+    checkpoints: bool = True  # False: a checkpoint only at the end (quick; not in the tag)
 
     @property
     def data_label(self) -> str:
@@ -230,14 +275,14 @@ class CelebaSettings:
 # Quick runs that train the model several ways, over seeds (notebooks 05 and 07): the same
 # settings in both, so a whole quick run trains equal weights and DST once and notebook 07
 # reads them back from notebook 05 (same settings, same run folders).
-_QUICK_MANY_RUNS = dict(weights=None, image_size=40, epochs=3, train_limit=256, eval_limit=128,
-                        seeds=(0, 1))  # fmt: skip
+_QUICK_MANY_RUNS = dict(weights=None, image_size=32, epochs=3, train_limit=256, eval_limit=128,
+                        seeds=(0, 1), checkpoints=False)  # fmt: skip
 
 CELEBA_PROFILES = {
     # notebook 03: one run of the report's protocol
     "attributes": {
-        "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
-                      seeds=(0,)),
+        "quick": dict(weights=None, image_size=48, epochs=3, train_limit=800, eval_limit=400,
+                      seeds=(0,), checkpoints=False),
         "standard": dict(epochs=2, seeds=(0,)),
         "full": dict(epochs=5, seeds=(0,)),
     },
@@ -320,8 +365,12 @@ def build_celeba_model(settings: CelebaSettings) -> keras.Model:
     keras.mixed_precision.set_global_policy(
         "mixed_float16" if settings.mixed_precision else "float32"
     )
-    return build_celeba(settings.attributes, weights=settings.weights,
-                        image_size=settings.image_size)  # fmt: skip
+    model = build_celeba(settings.attributes, weights=settings.weights,
+                         image_size=settings.image_size)  # fmt: skip
+    if work.log_path() is not None:  # its backbone takes any size: tell the count its cost
+        size, count = settings.image_size, len(settings.attributes)
+        work.set_gflop(model, architectures.celeba_forward_gflop(size, count))
+    return model
 
 
 @dataclasses.dataclass
@@ -367,20 +416,27 @@ def run_celeba(
         return _read_run(run_dir)
     start = time.perf_counter()
     training.set_seed(seed)
-    datasets, model = celeba_datasets(settings, seed), build_celeba_model(settings)
+    datasets = celeba_datasets(settings, seed)
     metadata = {"arm": arm, "seed": seed, **dataclasses.asdict(settings)}
     scheduler = None
     if arm == "fit":
+        model = build_celeba_model(settings)
         history = _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks)
     else:
+        method_for = (
+            (lambda m: weighting.get(arm, m.output_names)) if arm in weighting.METHODS else None
+        )
+        model, optimizer, method = _reusable(
+            ("celeba", arm, settings.tag), lambda: build_celeba_model(settings),
+            lambda _: keras.optimizers.Adam(settings.learning_rate), method_for, seed)  # fmt: skip
         scheduler = _scheduler(model, settings, seed, scheduler_options) if arm == "dst" else None
         history = training.train(
             model, datasets["train"], epochs=settings.epochs,
             losses=tasks.classification_losses(settings.attributes, binary=True),
-            optimizer=keras.optimizers.Adam(settings.learning_rate), scheduler=scheduler,
+            optimizer=optimizer, scheduler=scheduler,
             validation_data=datasets["validation"], run_dir=run_dir, seed=seed,
             verbose=verbose, jit_compile=settings.jit_compile, callbacks=callbacks,
-            metadata=metadata, weighting=arm if arm in weighting.METHODS else None,
+            metadata=metadata, weighting=method, checkpoints=settings.checkpoints,
         ).history  # fmt: skip
     seconds = time.perf_counter() - start
     majority = celeba.majority_classes(_train_labels(settings))
@@ -404,7 +460,7 @@ def _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks
     history = training.fit_resumable(
         lambda: model, datasets["train"](0), epochs=settings.epochs, run_dir=run_dir,
         validation_data=datasets["validation"], verbose=verbose, callbacks=callbacks,
-        metadata=metadata, save_weights=True,
+        metadata=metadata, save_weights=True, backups=settings.checkpoints,
     )  # fmt: skip
     model.load_weights(run_dir / training.FINAL_WEIGHTS)
     return history

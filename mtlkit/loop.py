@@ -21,13 +21,14 @@ example carries it adds nothing for that task (no NaN, no gradient).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from mtlkit import runs, shared
+from mtlkit import runs, shared, work
 from mtlkit import tasks as task_utils
 from mtlkit import weighting as weighting_methods
 from mtlkit.runs import set_seed
@@ -51,6 +52,7 @@ def train(
     metadata: Mapping | None = None,
     weighting=None,
     representation_layer: str | None = None,
+    checkpoints: bool = True,
 ) -> keras.callbacks.History:
     """Train a multi-task model with a readable loop, optionally with DST task gates.
 
@@ -80,6 +82,10 @@ def train(
             finished epoch; when all ``epochs`` are done (or EarlyStopping stopped the run)
             it loads the final weights and returns the stored history without training.
             Callbacks' own state (EarlyStopping's patience counter) is not kept.
+        checkpoints: ``False`` writes the checkpoint only when the run ends, not after every
+            epoch: for runs of a few minutes (the quick profile), where a checkpoint per
+            epoch costs more than redoing the run after a kill (a ResNet18 checkpoint with
+            Adam's state is 134 MB).
         seed: calls :func:`mtlkit.runs.set_seed` and seeds a scheduler made with
             ``seed=None``. Shuffling and augmentation in ``train_data`` are the caller's:
             seed them too. With all of that, two runs on a CPU are identical.
@@ -132,16 +138,22 @@ def train(
     method = None if weighting is None else weighting_methods.get(weighting, names)
     if method is not None and seed is not None and getattr(method, "seed", 0) is None:
         method.reseed(seed)
-    optimizer = _prepare_optimizer(model, optimizer, method)
+    val_spec = validation_data.element_spec if validation_data is not None else None
+    specs = (data_for(0).element_spec, val_spec)
+    key = _steps_key(optimizer, method, losses, weights, specs, jit_compile, representation_layer)
+    loop = _traced_loop(model, key)
+    if loop is None:
+        optimizer = _prepare_optimizer(model, optimizer, method)
+        loop = _Loop(model, losses, optimizer, weights, *specs, jit_compile)
+        if method is not None:
+            shared.prepare(loop, method, data_for(0), representation_layer)
+        _TRACED[model] = (key, loop)
+    optimizer, traces = loop.optimizer, loop.tracing_count()
 
     record = {"epoch": 0, "history": {}, "stopped": False, "metadata": dict(metadata or {})}
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         record = _restore(run_dir, model, optimizer, scheduler, method, epochs) or record
-    val_spec = validation_data.element_spec if validation_data is not None else None
-    loop = _Loop(model, losses, optimizer, weights, data_for(0).element_spec, val_spec, jit_compile)
-    if method is not None:
-        shared.prepare(loop, method, data_for(0), representation_layer)
     if record["epoch"] >= epochs or record["stopped"]:
         return _history(model, record["history"], loop.train_step)
 
@@ -165,12 +177,43 @@ def train(
             record["history"].setdefault(key, []).append(float(value))
         record.update(epoch=epoch + 1, stopped=bool(model.stop_training))
         record["finished"] = record["epoch"] >= epochs or record["stopped"]
-        if run_dir is not None:
+        if run_dir is not None and (checkpoints or record["finished"]):
             _save(run_dir, model, optimizer, scheduler, method, record)
         if model.stop_training:
             break
     callback_list.on_train_end()
+    work.add_traces(loop.tracing_count() - traces)
     return _history(model, record["history"], loop.train_step)
+
+
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> (what its steps were made with, the :class:`_Loop` holding them).
+
+Tracing a ResNet18's steps costs seconds, often more than a short run's training. Called
+again with the *same* model, optimizer and weighting-method objects and the same losses,
+loss weights, data specs and options, :func:`train` reuses the steps it traced before; the
+caller puts the objects' values back to a fresh run's (:func:`mtlkit.training.restart`),
+and the run is then the same, bit for bit, as one with new objects."""
+
+
+def _steps_key(optimizer, method, losses, weights, specs, jit_compile, layer) -> tuple:
+    """What a model's traced steps depend on besides the model itself."""
+    configs = tuple((t, type(f).__name__, repr(_config(f))) for t, f in losses.items())
+    return (id(optimizer), id(method), configs, tuple(sorted(weights.items())), repr(specs),
+            jit_compile, layer)  # fmt: skip
+
+
+def _config(loss) -> dict | None:
+    return loss.get_config() if hasattr(loss, "get_config") else None
+
+
+def _traced_loop(model: keras.Model, key: tuple) -> _Loop | None:
+    """The loop whose steps were traced for ``model`` with ``key``, or None (always under
+    mixed precision, whose loss-scale optimizer :func:`train` makes anew each call)."""
+    if model.dtype_policy.name == "mixed_float16":
+        return None
+    found = _TRACED.get(model)
+    return found[1] if found is not None and found[0] == key else None
 
 
 def _prepare_optimizer(model: keras.Model, optimizer, method) -> keras.optimizers.Optimizer:
@@ -207,15 +250,17 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
     loop.set_coefficients(gates, scales)
     loop.reset_epoch()
     callback_list.on_epoch_begin(epoch)
-    steps = 0
+    steps = images = 0
     for steps, (x, y) in enumerate(data, start=1):
         callback_list.on_train_batch_begin(steps - 1)
         step_logs = _guarded(loop, x, y)
         callback_list.on_train_batch_end(steps - 1, step_logs)
+        images += _static_batch_size(x)
     if steps == 0:
         raise ValueError(
             "train_data gave no batches: is the dataset empty, or was it consumed (an iterator)?"
         )
+    work.add_images(loop.model, images, training=True)
     loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
     if scheduler is not None:
@@ -223,8 +268,11 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
     logs = {**values, **logs}
     if validation_data is not None:
         loop.val_meters.reset()
+        images = 0
         for x, y in validation_data:
             loop.eval_step(x, y)
+            images += _static_batch_size(x)
+        work.add_images(loop.model, images, training=False)
         logs.update(loop.val_meters.read())
     return logs
 
@@ -232,8 +280,11 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
 def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
     """DST's epoch 0: every task's mean training loss before any update."""
     loop.reset_epoch()
+    images = 0
     for x, y in data:
         loop.measure_step(x, y)
+        images += _static_batch_size(x)
+    work.add_images(loop.model, images, training=False)  # a forward pass per image
     loop.check_finite(0)
     values = loop.train_meters.read()
     return {t: values[f"{t}_loss"] for t in loop.tasks}
@@ -323,6 +374,11 @@ class _Loop:
             total = total + tf.add_n(self.model.losses)
         return total
 
+    def tracing_count(self) -> int:
+        """How many times the step functions were traced (each one once, if used)."""
+        steps = (self.train_step, self.measure_step, self.eval_step)
+        return sum(step.experimental_get_tracing_count() for step in steps)
+
     # -- per-epoch bookkeeping ----------------------------------------------------------
     def set_coefficients(self, gates: Mapping[str, float], scales: Mapping[str, float]) -> None:
         values = [gates[t] * scales[t] * w for t, w in zip(self.tasks, self.loss_weights)]
@@ -388,6 +444,11 @@ def _guarded(loop: _Loop, x, y):
 def _batch_size(x) -> tf.Tensor:
     first = tf.nest.flatten(x)[0]
     return tf.cast(tf.shape(first)[0], tf.float32)
+
+
+def _static_batch_size(x) -> int:
+    """The batch size of an eager batch, read from its shape (no device round trip)."""
+    return int(tf.nest.flatten(x)[0].shape[0])
 
 
 def _steps(data: tf.data.Dataset) -> int | None:

@@ -22,6 +22,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from mtlkit import work
+
 CHECKPOINT = "checkpoint.npz"
 """The file in a run directory that holds the last finished epoch of ``train``."""
 
@@ -146,6 +148,7 @@ def write_checkpoint(run_dir: Path, model, optimizer, state: dict, extra=()) -> 
     }
     arrays["state"] = json.dumps(state)
     atomic_write(Path(run_dir) / CHECKPOINT, lambda f: np.savez(f, **arrays), binary=True)
+    work.add_checkpoint()
     write_history(
         run_dir,
         state["history"],
