@@ -98,7 +98,7 @@ def _tag(study: str, settings) -> str:
 
 
 CIFAR_PROFILES = {
-    "quick": dict(epochs=2, train_limit=300, eval_limit=100, synthetic_sizes=(1000, 100),
+    "quick": dict(epochs=2, train_limit=300, eval_limit=200, synthetic_sizes=(1000, 100),
                   seeds=(0, 1), recalibrate_bn=50, checkpoints=False),
     "standard": dict(epochs=4, seeds=(0, 1, 2)),
     "full": dict(epochs=100, seeds=(0, 1, 2)),
