@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mtlkit import diagnostics, dst, tasks
+from mtlkit import diagnostics, dst, tasks, weighting
 from mtlkit.training import set_seed, train
 
 BCE = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -127,6 +127,53 @@ def losses_for(heads):
 MIXED_AB = losses_for(("a", "b"))
 
 
+GRADIENT_METHODS = {
+    "pcgrad": lambda: weighting.PCGrad(["a", "b"], seed=0),
+    "mgda": lambda: weighting.MGDA(["a", "b"]),  # upper bound: the trunk's output
+    "mgda_shared": lambda: weighting.MGDA(["a", "b"], upper_bound=False),
+    "gradnorm": lambda: weighting.GradNorm(["a", "b"]),
+}
+
+
+@pytest.mark.parametrize("hidden", ["a", "b"])  # sparse, binary
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
+def test_a_step_with_one_task_unlabelled_is_the_plain_step_of_the_other(method, hidden):
+    """With no label for one task in the batch, every gradient method leaves that task out:
+    the step is the plain gradient step of the labelled task (not zero, not a crash)."""
+    x, y = mixed_arrays(16)
+    data = tf.data.Dataset.from_tensor_slices((x, hide(y, hidden, slice(None)))).batch(16)
+    set_seed(0)
+    plain = build_mixed()
+    start = [w.copy() for w in plain.get_weights()]
+    train(plain, data, epochs=1, losses=MIXED_AB, optimizer=keras.optimizers.SGD(0.5), verbose=0)
+    model = build_mixed()
+    model.set_weights(start)
+    train(model, data, epochs=1, losses=MIXED_AB, optimizer=keras.optimizers.SGD(0.5),
+          weighting=GRADIENT_METHODS[method](), verbose=0)  # fmt: skip
+    trunk = model.get_layer("trunk").get_weights()[0]
+    assert np.abs(trunk - start[0]).max() > 1e-4  # the step was taken
+    for p, m in zip(plain.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(m, p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", ["a", "b"])
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
+def test_gradient_methods_train_when_the_first_batch_lacks_a_task(method, hidden):
+    x, y = mixed_arrays(48)
+    y = hide(hide(y, hidden, slice(0, 16)), hidden, slice(20, 48, 3))  # batch 1: none; then some
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    set_seed(0)
+    model, chosen = build_mixed(), GRADIENT_METHODS[method]()
+    history = train(model, data, epochs=2, losses=MIXED_AB, optimizer=keras.optimizers.Adam(1e-2),
+                    weighting=chosen, verbose=0).history  # fmt: skip
+    assert np.isfinite(history["loss"]).all() and np.isfinite(history[f"{hidden}_loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    logged = [history[f"{t}_weight"][-1] for t in ("a", "b")]
+    assert np.isfinite(logged).all() and min(logged) >= 0
+    if method == "gradnorm":  # L_j(0) of the hidden task: from batch 2, its first labels
+        assert (chosen.initial.numpy() > 0).all() and min(logged) > 0
+
+
 def reference_gradients(model, x, y, variables):
     """Each task's gradient of its mean loss over its labelled examples, by hand."""
     result = {}
@@ -195,3 +242,13 @@ def test_the_probe_reports_an_unlabelled_task_as_nan_not_as_no_conflict(hidden):
         for key in (f"grad_cos_{name}", f"grad_conflict_{name}"):
             assert np.isnan(history[key][0]) == with_hidden, key
     assert np.isnan(history[f"grad_norm_{hidden}"][0])
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "mgda", "gradnorm"])
+def test_a_nan_label_under_a_gradient_method_is_named_by_the_loop(method):
+    x, y = mixed_arrays(32)
+    y["b"][5] = np.nan
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(FloatingPointError, match=r"task 'b' became NaN or infinite at step 1"):
+        train(build_mixed(), data, epochs=1, losses=MIXED_AB,
+              optimizer=keras.optimizers.SGD(0.1), weighting=method, verbose=0)  # fmt: skip
