@@ -9,6 +9,14 @@ during ``fit`` or :func:`mtlkit.training.train`; :func:`convergence` gives ``L_j
 Every measurement is a training-mode forward pass (dropout on, BatchNorm on batch
 statistics) through ``model.stateless_call``; the moving statistics and dropout random
 states it returns are thrown away, so measuring changes nothing in the model.
+
+**Partial labels.** A label below 0 (CelebA's ``-1``) means "unknown": each task's loss is
+its mean over the examples that carry its label, as in :func:`mtlkit.training.train`. A
+task with *no* labelled example in the measured batch has no mean loss there (0/0): its
+loss, its gradient and every statistic involving it (cosines, norm, GMS, conflict share) are
+NaN, and a warning names it -- never a number that looks like a measurement. Measure on a
+batch that carries its labels, or leave it out of ``losses``. A batch without any labelled
+example for the measured tasks is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,13 +35,15 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mtlkit import tasks as task_utils
+
 DEFAULT_EVERY = 100
 """Training steps between two probes of :class:`GradientProbe` (plus one at each epoch end)."""
 
 
 # --------------------------------------------------------------------------- inputs
 def _loss_functions(model: keras.Model, losses, outputs: Mapping, y) -> dict:
-    """``{task: loss function}`` for the measured tasks (the keys of a dict of losses)."""
+    """``{task: keras Loss}`` for the measured tasks (the keys of a dict of losses)."""
     losses = losses if losses is not None else getattr(model, "loss", None)
     if losses is None:
         raise ValueError("No losses given and the model is not compiled: pass losses=.")
@@ -54,7 +65,7 @@ def _loss_functions(model: keras.Model, losses, outputs: Mapping, y) -> dict:
             "measured task, or pass losses only for the tasks the batch has labels for."
         )
     try:
-        return {t: keras.losses.get(losses[t]) for t in outputs if t in losses}  # model's order
+        return {t: task_utils.as_loss(losses[t]) for t in outputs if t in losses}  # model's order
     except ValueError as err:
         raise ValueError(f"{err} Give a keras.losses name, object or function.") from err
 
@@ -70,8 +81,40 @@ def _forward(model, trainable, non_trainable, x) -> Mapping:
     return outputs
 
 
-def _mean_losses(loss_fns: Mapping, y, outputs: Mapping) -> dict:
-    return {t: tf.cast(keras.ops.mean(f(y[t], outputs[t])), "float32") for t, f in loss_fns.items()}
+def _masked_losses(loss_fns: Mapping, y, outputs: Mapping) -> tuple[dict, dict]:
+    """Each task's mean loss over the examples that carry its label, and how many do (the
+    training loop's :func:`mtlkit.tasks.masked_loss`; 0 and 0 without any)."""
+    pairs = {
+        t: task_utils.masked_loss(f, y[t], outputs[t], binary=_is_binary(f))
+        for t, f in loss_fns.items()
+    }
+    return {t: p[0] for t, p in pairs.items()}, {t: p[1] for t, p in pairs.items()}
+
+
+def _is_binary(loss: keras.losses.Loss) -> bool:
+    return task_utils.loss_kind(loss) == "binary_crossentropy"
+
+
+def _checked_losses(loss_fns: Mapping, y, outputs: Mapping) -> tuple[dict, dict]:
+    """:func:`_masked_losses`, eagerly, with binary labels outside {-1, 0, 1} named."""
+    try:
+        return _masked_losses(loss_fns, y, outputs)
+    except tf.errors.InvalidArgumentError as err:
+        if task_utils.BAD_BINARY_LABELS not in str(err):
+            raise
+        bad = [
+            t
+            for t, f in loss_fns.items()
+            if _is_binary(f) and not task_utils.binary_labels_ok(y[t])
+        ]
+        raise ValueError(f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}.") from None
+
+
+def _output_probe(output) -> tf.Tensor:
+    """A scalar that depends on every entry of a task's output (a projection on fixed random
+    directions): what the task reaches when it has no labelled example to take a loss on."""
+    directions = tf.random.stateless_normal(tf.shape(output), seed=[0, 1], dtype=output.dtype)
+    return tf.reduce_sum(output * directions)
 
 
 def _values(variables) -> list:
@@ -97,8 +140,11 @@ def _select(model: keras.Model, variables) -> list[int]:
     return list(dict.fromkeys(chosen))
 
 
-def _measure(model, x, y, losses, variables) -> SimpleNamespace:
-    """Every task's gradient on every trainable variable; keep ``variables`` (or the shared)."""
+def _task_gradients(model, x, y, losses) -> SimpleNamespace:
+    """Every task's gradient of its masked mean loss on every trainable variable (``None``:
+    not reached), and which variables each task reaches. A task with no labelled example
+    in the batch has no gradient (``labelled`` is False); its reach is traced through its
+    output instead, so the variables the tasks share do not depend on the labels at hand."""
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built: call it on a batch first.")
     trainable = _values(model.trainable_variables)
@@ -107,11 +153,38 @@ def _measure(model, x, y, losses, variables) -> SimpleNamespace:
         x = tf.nest.map_structure(tf.convert_to_tensor, x)
         outputs = _forward(model, trainable, _values(model.non_trainable_variables), x)
         loss_fns = _loss_functions(model, losses, outputs, y)
-        values = _mean_losses(loss_fns, y, outputs)
-    raw = {t: tape.gradient(values[t], trainable) for t in loss_fns}
-    nonzero = [[g is not None and bool(tf.reduce_any(g != 0)) for g in raw[t]] for t in raw]
-    reached = np.sum(nonzero, axis=0)  # how many tasks reach each variable
+        values, counts = _checked_losses(loss_fns, y, outputs)
+        labelled = {t: bool(counts[t] > 0) for t in loss_fns}
+        targets = {t: values[t] if labelled[t] else _output_probe(outputs[t]) for t in loss_fns}
+    raw = {t: tape.gradient(targets[t], trainable) for t in loss_fns}
+    reach = {t: [g is not None and bool(tf.reduce_any(g != 0)) for g in raw[t]] for t in raw}
     paths = [v.path for v in model.trainable_variables]
+    return SimpleNamespace(
+        fns=loss_fns, values=values, labelled=labelled, raw=raw, reach=reach, paths=paths
+    )
+
+
+def shared_paths(model: keras.Model, x, y, losses) -> list[str]:
+    """The paths of the trainable variables that two or more tasks reach on a batch: the
+    default of :func:`task_gradients`. A task reaches a variable when its masked loss has a
+    non-zero gradient there, or, with no labelled example in the batch, its output."""
+    t = _task_gradients(model, x, y, losses)
+    reached = np.sum(list(t.reach.values()), axis=0)
+    return [p for p, n in zip(t.paths, reached) if n >= 2]
+
+
+def _measure(model, x, y, losses, variables) -> SimpleNamespace:
+    """Every task's gradient on every trainable variable; keep ``variables`` (or the shared).
+    A task without a labelled example gets NaN for its loss and gradient, and a warning."""
+    t = _task_gradients(model, x, y, losses)
+    raw, paths, trainable = t.raw, t.paths, model.trainable_variables
+    missing = [task for task, ok in t.labelled.items() if not ok]
+    if len(missing) == len(raw):
+        raise ValueError(
+            f"No labelled example for any of the tasks {missing} in this batch (every label "
+            "is below 0, unknown): there is nothing to measure. Use a batch with labels."
+        )
+    reached = np.sum(list(t.reach.values()), axis=0)  # how many tasks reach each variable
     if variables is None:
         indices = [i for i, n in enumerate(reached) if n >= 2]
         if not indices:
@@ -131,22 +204,39 @@ def _measure(model, x, y, losses, variables) -> SimpleNamespace:
                 "for the ones the tasks share)."
             )
     grads = {
-        t: [g[i] if g[i] is not None else tf.zeros_like(trainable[i]) for i in indices]
-        for t, g in raw.items()
+        task: [_gradient_or_nan(g[i], trainable[i], t.labelled[task]) for i in indices]
+        for task, g in raw.items()
     }
-    losses, chosen = {t: float(v) for t, v in values.items()}, [paths[i] for i in indices]
+    if missing:
+        warnings.warn(
+            f"Task(s) {missing} have no labelled example in this batch (every label is below "
+            "0, unknown): their loss, gradient and every statistic involving them are NaN. "
+            "Measure on a batch that carries their labels, or leave them out of losses.",
+            stacklevel=3,
+        )
+    means = {task: float(v) if t.labelled[task] else np.nan for task, v in t.values.items()}
+    chosen = [paths[i] for i in indices]
     return SimpleNamespace(
-        tasks=list(raw), fns=loss_fns, indices=indices, paths=chosen, losses=losses, gradients=grads
+        tasks=list(raw), fns=t.fns, indices=indices, paths=chosen, losses=means, gradients=grads
     )
+
+
+def _gradient_or_nan(gradient, variable, labelled: bool) -> tf.Tensor:
+    """A task's gradient on a variable: zeros where it does not reach, NaN without labels."""
+    if not labelled:
+        return tf.fill(tf.shape(variable), tf.constant(np.nan, variable.dtype))
+    return gradient if gradient is not None else tf.zeros_like(variable)
 
 
 def task_gradients(model: keras.Model, x, y, losses=None, variables=None) -> dict[str, dict]:
     """Each task's gradient of its mean loss on one batch: ``{task: {variable path: grad}}``.
 
     ``model``: built, with a dict of outputs keyed by task; ``x, y``: one batch (``y`` a dict
-    ``{task: labels}``); ``losses``: ``{task: loss}`` for the tasks to measure (two or more)
-    or one loss for every output -- a ``keras.losses`` name, object or function, averaged
-    over the batch, no loss weights; ``None``: the compiled model's. ``variables``: Keras
+    ``{task: labels}``, a label below 0 meaning unknown); ``losses``: ``{task: loss}`` for the
+    tasks to measure (two or more) or one loss for every output -- a ``keras.losses`` name,
+    object or function, averaged over the examples carrying the task's label, no loss
+    weights; ``None``: the compiled model's. A task with no labelled example in the batch
+    gets a NaN gradient and a warning (module doc). ``variables``: Keras
     variables, layer names (nested sub-models too) or variable paths; by default every
     trainable variable with a non-zero gradient from at least two tasks (the trunk of
     ``shared_conv``; the coarse trunk and head of ``reuse_coarse``, which the fine loss
@@ -263,7 +353,8 @@ def convergence(history: Mapping, tasks: Sequence[str], initial: Mapping | None 
 
 # --------------------------------------------------------------------- the callback
 def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int]):
-    """A tf.function ``(x, y) -> (task losses (K,), per-variable Gram matrices (V, K, K))``."""
+    """A tf.function ``(x, y) -> (task losses (K,), per-variable Gram matrices (V, K, K))``;
+    a task without a labelled example gets NaN for its loss and its rows of the Grams."""
 
     @tf.function
     def probe(x, y):
@@ -272,14 +363,18 @@ def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(chosen)  # only these: no gradient is computed for the other weights
             outputs = _forward(model, trainable, _values(model.non_trainable_variables), x)
-            values = _mean_losses(loss_fns, y, outputs)
+            values, counts = _masked_losses(loss_fns, y, outputs)
         zero = tf.UnconnectedGradients.ZERO
         grads = [tape.gradient(values[t], chosen, unconnected_gradients=zero) for t in loss_fns]
         grams = []
         for per_variable in zip(*grads):
             rows = tf.stack([tf.reshape(tf.cast(g, "float32"), [-1]) for g in per_variable])
             grams.append(tf.matmul(rows, rows, transpose_b=True))
-        return tf.stack(list(values.values())), tf.stack(grams)
+        labelled = tf.stack([counts[t] > 0 for t in loss_fns])
+        both = labelled[:, None] & labelled[None, :]
+        nan = tf.constant(np.nan, tf.float32)
+        losses = tf.where(labelled, tf.stack([values[t] for t in loss_fns]), nan)
+        return losses, tf.where(both[None], tf.stack(grams), nan)
 
     return probe
 
@@ -287,7 +382,9 @@ def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int
 class GradientProbe(keras.callbacks.Callback):
     """Measure the task gradients on a fixed probe batch while ``fit`` or ``train`` runs.
 
-    ``x, y, losses, variables`` as in :func:`task_gradients`. Probes are taken before
+    ``x, y, losses, variables`` as in :func:`task_gradients`; a task with no labelled
+    example in the probe batch is measured as NaN (warned once, when training begins), so its
+    cosines, norm and conflict share read NaN, not "no conflict". Probes are taken before
     training (step 0), every ``every`` steps within an epoch (``None``: never) and at each
     epoch end, each costing one forward and K backward passes on the probe batch; each keeps
     the losses and per-layer Gram matrices (``records``): see :meth:`frame`,
@@ -367,9 +464,10 @@ class GradientProbe(keras.callbacks.Callback):
         cos = np.array([cosine_matrix(g) for g in grams])
         logs = {}
         for i, j, name in _pairs(self.tasks):
-            key = name.replace("|", "_")
-            logs[f"grad_cos_{key}"] = float(cos[:, i, j].mean())
-            logs[f"grad_conflict_{key}"] = float(np.mean(cos[:, i, j] < 0))
+            key, pair = name.replace("|", "_"), cos[:, i, j]
+            logs[f"grad_cos_{key}"] = float(pair.mean())
+            conflict = np.where(np.isnan(pair), np.nan, pair < 0)  # NaN: not measured
+            logs[f"grad_conflict_{key}"] = float(conflict.mean())
         norms = np.sqrt(np.clip(np.diagonal(grams, axis1=1, axis2=2), 0, None)).mean(0)
         return {**logs, **{f"grad_norm_{t}": float(n) for t, n in zip(self.tasks, norms)}}
 
@@ -433,7 +531,9 @@ class GradientProbe(keras.callbacks.Callback):
 
     def layer_frame(self, a: str | None = None, b: str | None = None) -> pd.DataFrame:
         """Cosine of tasks ``a`` and ``b`` (default: the first two) per layer (columns) and
-        probe (rows). ``(probe.layer_frame() < 0).mean()``: each layer's conflict rate."""
+        probe (rows). ``(probe.layer_frame() < 0).mean()``: each layer's conflict rate (NaN
+        cosines, from a task without labels in the probe batch, would count as no conflict:
+        check ``.isna()`` first)."""
         a, b = a or self.tasks[0], b or self.tasks[1]
         if a not in self.tasks or b not in self.tasks:
             raise ValueError(f"Pick two of the probed tasks {self.tasks}, not {a!r} and {b!r}.")

@@ -15,7 +15,8 @@ each epoch are a variable assignment, not a new trace of the step function.
 
 **Partial labels.** A label below 0 (CelebA's ``-1``) means "unknown": each task's loss
 and accuracy average over the examples that carry its label, and a batch in which no
-example carries it adds nothing for that task (no NaN, no gradient).
+example carries it adds nothing for that task (no NaN, no gradient); a gradient method
+(``weighting=``) leaves such a task out of that batch's combination.
 """
 
 from __future__ import annotations
@@ -101,8 +102,11 @@ def train(
             or a method object. It works on the gated, weighted losses, beside DST. Gradient
             methods change the shared variables' gradients only (heads keep their own);
             MGDA-UB differentiates the shared representation (the output of
-            ``representation_layer``, by default the last layer every task depends on).
-            The history gets ``<task>_weight`` per epoch; resume restores the method's state.
+            ``representation_layer``, by default the last layer every task depends on). A
+            task with no labelled example in a batch (or a DST gate of 0) is left out of that
+            batch's gradient combination: coefficient 0, the others combined as if it were
+            absent. The history gets ``<task>_weight`` per epoch (gradient methods: the last
+            batch's); resume restores the method's state.
 
     Mixed precision: build the model under ``keras.mixed_precision.set_global_policy(
     "mixed_float16")`` (the kit's logits layers stay float32). ``train`` then wraps the

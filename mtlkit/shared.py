@@ -1,12 +1,14 @@
 """What the tasks of a model share, for the gradient methods of :mod:`mtlkit.weighting`.
 
 * :func:`shared_variables` -- the trainable variables that two or more tasks' losses reach
-  (the rule of :func:`mtlkit.diagnostics.task_gradients`);
+  (the rule of :func:`mtlkit.diagnostics.task_gradients`, with the loop's masked losses);
 * :func:`shared_representation` -- the last tensor that every task's output depends on (the
   trunk's output: the pooled ResNet18 features, the CIFAR ``conv_layers`` output), exposed
   by a second model over the same layers that returns it beside the outputs;
 * :func:`gradient_step` -- the training step of a gradient method: per-task gradients
-  w.r.t. what the method needs, combined by the method, then applied.
+  w.r.t. what the method needs, combined by the method, then applied. A task without a
+  labelled example in the batch (or with a DST gate or loss weight of 0) is not ``active``:
+  the method leaves it out of that batch's combination.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from mtlkit import diagnostics, weighting
 
 
 def shared_variables(model: keras.Model, x, y, losses) -> list:
-    """The trainable variables with a non-zero gradient from at least two tasks on a batch."""
-    per_task = diagnostics.task_gradients(model, x, y, losses)
-    paths = set(next(iter(per_task.values())))
+    """The trainable variables with a non-zero gradient from at least two tasks on a batch.
+
+    Each task's loss is the loop's: its mean over the examples carrying its label (a label
+    below 0 is unknown, never used as a value). A task with no labelled example in the batch
+    is traced through its output instead (its loss there is 0, with no gradient to follow),
+    so the answer does not depend on which labels the first batch happens to carry.
+    """
+    paths = set(diagnostics.shared_paths(model, x, y, losses))
     return [v for v in model.trainable_variables if v.path in paths]
 
 
@@ -84,7 +91,8 @@ def gradient_step(loop, x, y):
     Each task's weighted loss ``c_j L_j`` (DST gate x loss weight) is differentiated on its
     own w.r.t. what the method needs; the method turns the (K, D) matrix into per-task
     coefficients (and, for PCGrad, the shared variables' new gradient); every variable then
-    gets the gradient of ``sum_j coefficient_j c_j L_j``.
+    gets the gradient of ``sum_j coefficient_j c_j L_j``. The method is told which tasks are
+    active in the batch (:func:`_active`), and leaves the others out.
     """
     method, variables = loop.weighting, loop.model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
@@ -97,7 +105,7 @@ def gradient_step(loop, x, y):
         penalty = tf.add_n(loop.model.losses) if loop.model.losses else None
     sources = [z] if method.needs == "representation" else loop.sources
     G = weighting.task_gradient_matrix(tape, weighted, sources)
-    coefficients, shared = method.combine_gradients(weighted, G)
+    coefficients, shared = method.combine_gradients(weighted, G, _active(loop, counts))
     given = {}  # PCGrad: the shared variables take the surgery's sum, not another backward pass
     if shared is not None:
         given = dict(zip(map(id, loop.sources), weighting.split_gradient(shared, loop.sources)))
@@ -113,3 +121,10 @@ def gradient_step(loop, x, y):
     loop.optimizer.apply_gradients(zip(gradients, variables))
     total = tf.add_n([c * w for c, w in zip(tf.unstack(coefficients), weighted)])
     return y_pred, task_losses, counts, total
+
+
+def _active(loop, counts) -> tf.Tensor:
+    """(K,) booleans: the tasks with a loss in this batch -- a labelled example, and a
+    coefficient (DST gate x loss weight) that is not 0. The others have a zero gradient row,
+    which a method must not mistake for a task that is already satisfied."""
+    return tf.logical_and(tf.stack(counts) > 0, tf.not_equal(loop.coefficients, 0.0))

@@ -13,18 +13,35 @@ by two or more tasks), ``"last_shared_layer"`` (:func:`last_shared_kernel` of th
 ``"representation"`` (the shared trunk's output tensor) -- from a persistent tape::
 
     G = task_gradient_matrix(tape, task_losses, sources)           # (K, D)
-    c, shared = method.combine_gradients(task_losses, G)           # c: (K,) coefficients
+    c, shared = method.combine_gradients(task_losses, G, active)   # c: (K,) coefficients
     grads = tape.gradient(task_losses, variables, output_gradients=tf.unstack(c))
     # PCGrad: shared is (D,): the shared variables' gradients become split_gradient(shared, ...)
+
+**Tasks without labels.** ``active`` (K booleans, or the per-task counts of labelled
+examples) says which tasks have a loss in this batch. A task without labelled examples has
+loss 0 and a zero gradient row; a gradient method leaves it out of that batch's combination
+(coefficient 0): MGDA solves its min-norm problem over the active tasks only (else the zero
+row would be the minimum and the whole step would vanish), GradNorm neither balances nor
+moves its weight, PCGrad neither projects on its row nor keeps it.
+
+**Non-finite input.** Called eagerly, the pure functions and the methods raise a
+``ValueError`` naming the task (row) whose loss or gradient is NaN or infinite. Inside a
+compiled step a Python raise is impossible, so there the result is NaN instead: the custom
+loop's finiteness check then stops training and names the task whose loss went bad.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+FIX = "check that task's labels and inputs for NaNs, or lower the learning rate"
+"""What to do about a NaN or infinite loss or gradient (the end of the error messages)."""
 
 
 # ------------------------------------------------------------------- the pure functions
@@ -38,6 +55,41 @@ def _matrix(G) -> tf.Tensor:
     return G
 
 
+def _active_mask(active, num_tasks: int) -> tf.Tensor:
+    """``active`` as (K,) booleans: ``None`` means every task; numbers (the counts of
+    labelled examples) mean ``count > 0``."""
+    if active is None:
+        return tf.ones([num_tasks], tf.bool)
+    active = tf.convert_to_tensor(active)
+    if active.dtype != tf.bool:
+        active = active > tf.zeros([], active.dtype)
+    if active.shape.rank != 1 or active.shape[0] != num_tasks:
+        raise ValueError(f"active must hold one entry per task ({num_tasks}), got {active.shape}.")
+    return active
+
+
+def _refuse_non_finite(values, what: str, names: Sequence[str] | None = None) -> None:
+    """Eagerly, raise a ValueError naming the tasks whose entries (rows) of ``values`` are
+    NaN or infinite; inside a traced function do nothing (the callers return NaN there)."""
+    if not tf.executing_eagerly():
+        return
+    rows = np.asarray(values, dtype=float)
+    rows = rows.reshape(rows.shape[0], -1) if rows.ndim else rows.reshape(1, 1)
+    bad = [i for i, row in enumerate(rows) if not np.isfinite(row).all()]
+    if bad:
+        named = [names[i] for i in bad] if names is not None else [f"row {i}" for i in bad]
+        raise ValueError(f"{what} of task(s) {named} is NaN or infinite: {FIX}.")
+
+
+def _nan_unless(finite, values) -> tf.Tensor:
+    """``values``, or NaN everywhere when ``finite`` (a scalar boolean tensor) is false."""
+    return tf.where(finite, values, tf.constant(np.nan, values.dtype))
+
+
+def _all_finite(*tensors) -> tf.Tensor:
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
 def pcgrad_orders(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
     """For each task i, a random order of the other tasks, (K, K-1), drawn from ``rng`` (a
     ``tf.random.Generator``: its state is a variable, checkpointed so that a resumed run draws
@@ -46,15 +98,26 @@ def pcgrad_orders(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
     return tf.argsort(keys, axis=1)[:, : num_tasks - 1]
 
 
-def project_conflicts(G, orders) -> tf.Tensor:
+def project_conflicts(G, orders, active=None) -> tf.Tensor:
     """PCGrad's surgery in given orders -> the (D,) sum of the projected task gradients: task
     i's copy g_i' visits the tasks ``orders[i]`` in turn; when g_i' . g_j < 0 it loses its
     component along the *original* g_j: g_i' <- g_i' - (g_i' . g_j / |g_j|^2) g_j. Each g_i'
     stays a combination ``C[i] @ G`` of the originals, so the surgery runs on the K x K Gram
-    matrix; the D-long vectors are read only for ``G G^T`` and the final sum."""
+    matrix; the D-long vectors are read only for ``G G^T`` and the final sum.
+
+    ``active`` (K booleans or counts; ``None``, the default: all): an inactive task's row is
+    neither projected on nor summed. A task without labels needs no mask: its row is 0, and
+    a zero row already changes nothing (its dot products are 0, so nothing is projected on
+    it, and it adds 0 to the sum).
+    """
     G = _matrix(G)
     k = G.shape[0]
     gram = tf.matmul(G, G, transpose_b=True)
+    _refuse_non_finite(tf.linalg.diag_part(gram), "project_conflicts: the gradient (row of G)")
+    if active is not None:
+        on = _active_mask(active, k)
+        G = tf.where(on[:, None], G, tf.zeros_like(G))
+        gram = tf.where(on[:, None] & on[None, :], gram, tf.zeros_like(gram))
     squared = tf.linalg.diag_part(gram)
     coefficients = tf.eye(k, dtype=G.dtype)  # row i: g_i' in terms of the original g's
     orders = tf.convert_to_tensor(orders, tf.int32)
@@ -66,15 +129,16 @@ def project_conflicts(G, orders) -> tf.Tensor:
     return tf.linalg.matvec(G, tf.reduce_sum(coefficients, axis=0), transpose_a=True)
 
 
-def pcgrad(G, rng: tf.random.Generator) -> tf.Tensor:
+def pcgrad(G, rng: tf.random.Generator, active=None) -> tf.Tensor:
     """PCGrad (Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020): ``G``
     (K, D) shared-weight gradients -> (D,) ``sum_i g_i'``, :func:`project_conflicts` in orders
-    drawn from ``rng`` (:func:`pcgrad_orders`; with two tasks the order does not matter)."""
+    drawn from ``rng`` (:func:`pcgrad_orders`; with two tasks the order does not matter), over
+    the ``active`` tasks (default all)."""
     G = _matrix(G)
-    return project_conflicts(G, pcgrad_orders(G.shape[0], rng))
+    return project_conflicts(G, pcgrad_orders(G.shape[0], rng), active)
 
 
-def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6) -> tf.Tensor:
+def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6, active=None) -> tf.Tensor:
     """MGDA (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018).
 
     ``G`` (K, D) -> ``alpha`` (K,) on the simplex minimising ``|sum_j alpha_j g_j|^2``. Two
@@ -84,31 +148,47 @@ def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6) -> tf.Tensor
     uniform point, weight moves from the support vertex with the largest (M alpha)_t to the
     vertex with the smallest, by the exact line search; at most ``iterations`` steps, stopping
     once alpha moves less than ``tolerance``.
+
+    ``active`` (K booleans or counts, default all): the problem is solved over the active
+    tasks only; an inactive task gets alpha 0 (a task without labels has a zero gradient,
+    which would otherwise be the minimum-norm point: a zero step for everyone). No active
+    task: alpha is all 0. A NaN or infinite G raises eagerly and gives NaN when traced.
     """
     G = _matrix(G)
     K = G.shape[0]
     M = tf.matmul(G, G, transpose_b=True)
+    _refuse_non_finite(tf.linalg.diag_part(M), "mgda_weights: the gradient (row of G)")
+    on = _active_mask(active, K)
+    share = tf.cast(on, G.dtype)
+    return _nan_unless(_all_finite(M), _min_norm(M, share, iterations, tolerance))
+
+
+def _min_norm(M, share, iterations: int, tolerance: float) -> tf.Tensor:
+    """:func:`mgda_weights` on the Gram matrix ``M`` over the tasks where ``share`` is 1."""
+    K, dtype = M.shape[0], M.dtype
     if K == 1:
-        return tf.ones([1], G.dtype)
+        return share
     if K == 2:
         denominator = M[0, 0] + M[1, 1] - 2.0 * M[0, 1]
         a1 = tf.clip_by_value(tf.math.divide_no_nan(M[1, 1] - M[0, 1], denominator), 0.0, 1.0)
-        a1 = tf.where(denominator > 0, a1, tf.constant(0.5, G.dtype))
-        return tf.stack([a1, 1.0 - a1])
+        a1 = tf.where(denominator > 0, a1, tf.constant(0.5, dtype))
+        both = tf.reduce_all(share > 0)
+        return tf.where(both, tf.stack([a1, 1.0 - a1]), share)  # one active: all on it
+    start = share / tf.maximum(tf.reduce_sum(share), 1.0)  # uniform over the active tasks
+    barred = tf.where(share > 0, tf.zeros_like(share), tf.constant(np.inf, dtype))
 
     def step(i, alpha, change):
         m_alpha = tf.linalg.matvec(M, alpha)
-        toward = tf.argmin(m_alpha)  # the vertex the gradient points at
-        away = tf.argmax(tf.where(alpha > 0, m_alpha, tf.constant(-np.inf, G.dtype)))
+        toward = tf.argmin(m_alpha + barred)  # the vertex the gradient points at (active)
+        away = tf.argmax(tf.where(alpha > 0, m_alpha, tf.constant(-np.inf, dtype)))
         curvature = M[toward, toward] + M[away, away] - 2.0 * M[toward, away]
         gamma = tf.math.divide_no_nan(m_alpha[away] - m_alpha[toward], curvature)
         gamma = tf.clip_by_value(gamma, 0.0, alpha[away])  # exact line search, kept feasible
-        move = gamma * (tf.one_hot(toward, K, dtype=G.dtype) - tf.one_hot(away, K, dtype=G.dtype))
+        move = gamma * (tf.one_hot(toward, K, dtype=dtype) - tf.one_hot(away, K, dtype=dtype))
         return i + 1, alpha + move, 2.0 * gamma
 
     go_on = lambda i, alpha, change: tf.logical_and(i < iterations, change > tolerance)  # noqa: E731
-    start = (0, tf.fill([K], tf.constant(1.0 / K, G.dtype)), tf.constant(np.inf, G.dtype))
-    return tf.while_loop(go_on, step, start)[1]
+    return tf.while_loop(go_on, step, (0, start, tf.constant(np.inf, dtype)))[1]
 
 
 def dwa_weights(loss_history, temperature: float = 2.0) -> np.ndarray:
@@ -118,6 +198,7 @@ def dwa_weights(loss_history, temperature: float = 2.0) -> np.ndarray:
     weights for the next epoch, ``lambda_j = K exp(r_j / T) / sum_k exp(r_k / T)`` with
     ``r_j = L_j(E) / L_j(E - 1)`` (the last two rows); all 1 while E < 2.
     """
+    _check_temperature(temperature)
     history = np.asarray(loss_history, dtype=float)
     if history.ndim != 2:
         raise ValueError(f"loss_history must be an (epochs, tasks) array, not {history.shape}.")
@@ -128,6 +209,12 @@ def dwa_weights(loss_history, temperature: float = 2.0) -> np.ndarray:
     r = history[-1] / history[-2] / temperature
     e = np.exp(r - r.max())
     return len(e) * e / e.sum()
+
+
+def _check_temperature(temperature) -> None:
+    """DWA's temperature must be a finite number above 0 (NaN would pass ``<= 0``)."""
+    if not _finite_number(temperature) or temperature <= 0:
+        raise ValueError(f"DWA's temperature must be a finite number above 0, got {temperature!r}.")
 
 
 def uncertainty_total(losses, log_vars) -> tf.Tensor:
@@ -144,17 +231,30 @@ def rlw_weights(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
     return tf.nn.softmax(rng.normal([num_tasks]))
 
 
-def gradnorm_loss(weights, norms, losses, initial_losses, alpha: float = 1.5) -> tf.Tensor:
+def gradnorm_loss(
+    weights, norms, losses, initial_losses, alpha: float = 1.5, counted=None
+) -> tf.Tensor:
     """GradNorm's ``L_grad`` (Chen et al., "GradNorm", ICML 2018): ``G_j = |w_j| n_j`` (``n_j``
     the norm of task j's unweighted loss gradient on the chosen layer), ``r_j = Ltilde_j /
     mean_k Ltilde_k`` with ``Ltilde_j = L_j / L_j(0)``, and ``L_grad = sum_j |G_j - mean_k(G_k)
-    r_j^alpha|``, the target term held constant."""
+    r_j^alpha|``, the target term held constant.
+
+    Sums and means run over the ``counted`` tasks (K booleans; default: those with
+    ``L_j(0) > 0``): a task that has had no loss yet has no ratio, and is left out.
+    """
     weights = tf.convert_to_tensor(weights)
     cast = lambda x: tf.cast(x, weights.dtype)  # noqa: E731
-    G = tf.abs(weights) * cast(norms)
-    relative = cast(losses) / cast(initial_losses)
-    target = tf.stop_gradient(tf.reduce_mean(G) * (relative / tf.reduce_mean(relative)) ** alpha)
-    return tf.reduce_sum(tf.abs(G - target))
+    norms, losses, initial = cast(norms), cast(losses), cast(initial_losses)
+    for what, values in (("norm", norms), ("loss", losses), ("L_j(0)", initial)):
+        _refuse_non_finite(values, f"gradnorm_loss: the {what}")
+    on = initial > 0 if counted is None else _active_mask(counted, weights.shape[0])
+    zero = tf.zeros_like(weights)
+    n = tf.maximum(tf.reduce_sum(tf.cast(on, weights.dtype)), 1.0)
+    G = tf.abs(weights) * norms
+    relative = tf.where(on, tf.math.divide_no_nan(losses, initial), zero)
+    mean_g, mean_r = tf.reduce_sum(tf.where(on, G, zero)) / n, tf.reduce_sum(relative) / n
+    target = tf.stop_gradient(mean_g * tf.math.divide_no_nan(relative, mean_r) ** alpha)
+    return tf.reduce_sum(tf.where(on, tf.abs(G - target), zero))
 
 
 # ------------------------------------------------------------------ helpers for the loop
@@ -217,8 +317,13 @@ class Weighting:
         """Loss methods: the total loss (call it inside the tape)."""
         raise TypeError(f"{self.name!r} is a gradient method: call combine_gradients().")
 
-    def combine_gradients(self, task_losses: Sequence, gradients) -> tuple:
-        """Gradient methods: ``G`` (K, D) -> (coefficients (K,), shared (D,) or None)."""
+    def combine_gradients(self, task_losses: Sequence, gradients, active=None) -> tuple:
+        """Gradient methods: ``G`` (K, D) -> (coefficients (K,), shared (D,) or None).
+
+        ``active``: (K,) booleans, or the per-task counts of labelled examples in the batch
+        (``None``: every task). An inactive task is left out of the combination and gets
+        coefficient 0 (module doc: tasks without labels).
+        """
         raise TypeError(f"{self.name!r} is a loss method: call combine(task_losses).")
 
     def check_sources(self, sources: Sequence, model_name: str = "the model") -> None:
@@ -255,6 +360,10 @@ class Weighting:
             )
         for key, variable in self.state_variables.items():
             variable.assign(tf.cast(state[key], variable.dtype))
+
+    def _refuse(self, what: str, values) -> None:
+        """Eagerly, raise a ValueError naming the tasks whose ``values`` are not finite."""
+        _refuse_non_finite(values, f"{self.name}: the {what}", self.tasks)
 
     def _stack(self, task_losses) -> tf.Tensor:
         losses = task_losses if tf.is_tensor(task_losses) else tf.stack(list(task_losses))
@@ -302,8 +411,7 @@ class DynamicWeightAverage(Weighting):
 
     def __init__(self, tasks, temperature: float = 2.0):
         super().__init__(tasks)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
+        _check_temperature(temperature)
         self.temperature, self.epoch = float(temperature), None  # the epoch of the weights
         self.logged = tf.Variable(tf.ones([self.num_tasks]), trainable=False)
         self.state_variables = {"weights": self.logged}
@@ -349,7 +457,10 @@ class RandomLossWeighting(Weighting):
 
 class PCGrad(Weighting):
     """PCGrad (Yu et al., NeurIPS 2020): the shared weights get :func:`pcgrad` of the task
-    gradients; everything else its plain gradient of ``sum_j L_j`` (coefficients 1)."""
+    gradients; everything else its plain gradient of ``sum_j L_j`` (coefficients 1, and 0
+    for a task that is not ``active`` in the batch). An inactive task's gradient row is 0
+    (no labels, or a DST gate of 0), which the surgery already leaves out: it is not
+    masked again, so the step costs no more than before."""
 
     name, kind, needs = "pcgrad", "gradient", "shared_variables"
 
@@ -358,9 +469,11 @@ class PCGrad(Weighting):
         self.generator = _generator(seed)
         self.state_variables = {"rng": self.generator.state}
 
-    def combine_gradients(self, task_losses, gradients):
-        G = _matrix(gradients)
-        return tf.ones_like(self._stack(task_losses)), pcgrad(G, self.generator)
+    def combine_gradients(self, task_losses, gradients, active=None):
+        losses, G = self._stack(task_losses), _matrix(gradients)
+        self._refuse("gradient", G)
+        on = _active_mask(active, self.num_tasks)
+        return tf.cast(on, losses.dtype), pcgrad(G, self.generator)
 
 
 class MGDA(Weighting):
@@ -368,7 +481,8 @@ class MGDA(Weighting):
     :func:`mgda_weights` of the task gradients w.r.t. the shared representation
     (``upper_bound=False``: the shared weights). ``normalization`` first divides each g_j by
     1 (``"none"``), |g_j| (``"l2"``), L_j (``"loss"``) or L_j |g_j| (``"loss+"``: the
-    authors' CelebA run)."""
+    authors' CelebA run). Tasks that are not ``active`` in a batch get alpha 0 there: the
+    min-norm problem is solved over the others. Logs the last batch's alpha."""
 
     name, kind = "mgda", "gradient"
     NORMALIZATIONS = ("none", "l2", "loss", "loss+")
@@ -377,35 +491,68 @@ class MGDA(Weighting):
         super().__init__(tasks)
         if normalization not in self.NORMALIZATIONS:
             raise ValueError(f"normalization={normalization!r}: use one of {self.NORMALIZATIONS}.")
+        whole = isinstance(iterations, numbers.Integral) and not isinstance(iterations, bool)
+        if not whole or iterations < 1:
+            raise ValueError(f"iterations must be a positive whole number, got {iterations!r}.")
         self.normalization, self.iterations = normalization, int(iterations)
         self.needs = "representation" if upper_bound else "shared_variables"
         self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
         self.state_variables = {"last": self.logged}
 
-    def combine_gradients(self, task_losses, gradients):
+    def combine_gradients(self, task_losses, gradients, active=None):
         losses, G = self._stack(task_losses), _matrix(gradients)
+        self._refuse("loss", losses)
+        self._refuse("gradient", G)
         scale = tf.ones_like(G[:, 0])
         if self.normalization in ("l2", "loss+"):
             scale *= tf.norm(G, axis=1)
         if self.normalization in ("loss", "loss+"):
             scale *= tf.cast(losses, G.dtype)
-        alpha = mgda_weights(tf.math.divide_no_nan(G, scale[:, None]), self.iterations)
+        on = _active_mask(active, self.num_tasks)
+        alpha = mgda_weights(tf.math.divide_no_nan(G, scale[:, None]), self.iterations, active=on)
+        if self.normalization in ("loss", "loss+"):  # (an infinite loss would scale g_j to 0)
+            alpha = _nan_unless(_all_finite(losses), alpha)
         return tf.cast(self.logged.assign(tf.cast(alpha, tf.float32)), losses.dtype), None
 
 
 class GradNorm(Weighting):
     """GradNorm (Chen et al., ICML 2018): the network trains on ``sum_j w_j L_j``; then the
     weights (start 1) take a step of their own ``optimizer`` (default Adam 1e-3) along the
-    gradient of :func:`gradnorm_loss`, and are renormalised to sum to K. ``L_j(0)`` are the
-    losses of the first step; ``on="shared_variables"`` measures the norms as LibMTL does."""
+    gradient of :func:`gradnorm_loss`, and are renormalised to sum to K.
+    ``on="shared_variables"`` measures the norms as LibMTL does.
+
+    * ``L_j(0)`` is task j's loss at the first step where it is active with a positive loss
+      (with partial labels, the first batch carrying its labels). Until then the task is
+      left out of ``L_grad`` (its ratio would be 0/0).
+    * A task that is not ``active`` in a batch gets coefficient 0 there, takes no part in
+      ``L_grad``, and its weight stays as it was (an optimizer's momentum does not move it);
+      the others are renormalised to sum to K minus its weight.
+    * After the optimizer's step the weights are clipped at ``min_weight`` (default 1e-3)
+      before renormalising: a large step can push a weight below 0 (one SGD(0.1) step gave
+      ``[-0.02, -0.13, 3.15]``), which would make the network climb that task's loss. 1e-3
+      is far below any weight GradNorm means to give (they average 1), so the balance is not
+      biased, while a task is never switched off and can climb back in a few steps. After
+      renormalising a weight may end a little below ``min_weight``, never at or below 0.
+    """
 
     name, kind = "gradnorm", "gradient"
 
-    def __init__(self, tasks, alpha: float = 1.5, optimizer=None, on: str = "last_shared_layer"):
+    def __init__(
+        self,
+        tasks,
+        alpha: float = 1.5,
+        optimizer=None,
+        on: str = "last_shared_layer",
+        min_weight: float = 1e-3,
+    ):
         super().__init__(tasks)
         if on not in ("last_shared_layer", "shared_variables"):
             raise ValueError(f"on={on!r}: use 'last_shared_layer' (paper) or 'shared_variables'.")
-        self.alpha, self.needs = float(alpha), on
+        if not _finite_number(alpha):
+            raise ValueError(f"alpha must be a finite number, got {alpha!r}.")
+        if not (_finite_number(min_weight) and 0 < min_weight < 1):
+            raise ValueError(f"min_weight must be a number in (0, 1), got {min_weight!r}.")
+        self.alpha, self.needs, self.min_weight = float(alpha), on, float(min_weight)
         self.logged = keras.Variable(np.ones(self.num_tasks, "float32"), name="gradnorm_weights")
         self.initial = tf.Variable(tf.zeros([self.num_tasks]), trainable=False)  # 0: not yet
         self.optimizer = optimizer or keras.optimizers.Adam(1e-3)
@@ -413,17 +560,39 @@ class GradNorm(Weighting):
         moments = {f"optimizer_{i}": v for i, v in enumerate(self.optimizer.variables)}
         self.state_variables = {"weights": self.logged, "initial": self.initial, **moments}
 
-    def combine_gradients(self, task_losses, gradients):
+    def combine_gradients(self, task_losses, gradients, active=None):
         dtype, losses = self._stack(task_losses).dtype, tf.cast(self._stack(task_losses), "float32")
-        norms = tf.cast(tf.norm(_matrix(gradients), axis=1), tf.float32)
+        G = _matrix(gradients)
+        self._refuse("loss", losses)
+        self._refuse("gradient", G)
+        norms = tf.cast(tf.norm(G, axis=1), tf.float32)
+        on = _active_mask(active, self.num_tasks)
         weights = self.logged.value
         in_use = tf.identity(weights)  # the network's coefficients: before the update
-        initial = self.initial.assign(tf.where(self.initial > 0, self.initial, losses))
+        started = on & (losses > 0)  # L_j(0): the first step with a positive loss
+        initial = self.initial.assign(tf.where(started & (self.initial <= 0), losses, self.initial))
+        counted = on & (initial > 0)
         with tf.GradientTape() as tape:
-            loss = gradnorm_loss(weights, norms, losses, initial, self.alpha)
+            loss = gradnorm_loss(weights, norms, losses, initial, self.alpha, counted)
         self.optimizer.apply_gradients([(tape.gradient(loss, weights), self.logged)])
-        self.logged.assign(self.num_tasks * self.logged.value / tf.reduce_sum(self.logged.value))
-        return tf.cast(in_use, dtype), None
+        self.logged.assign(self._renormalised(self.logged.value, in_use, counted))
+        coefficients = tf.where(on, in_use, tf.zeros_like(in_use))
+        return tf.cast(_nan_unless(_all_finite(losses, norms), coefficients), dtype), None
+
+    def _renormalised(self, stepped, before, counted) -> tf.Tensor:
+        """The weights after a step: the counted ones clipped at ``min_weight`` and scaled so
+        that all sum to K; the others as they were ``before`` the step."""
+        zero = tf.zeros_like(before)
+        kept = tf.reduce_sum(tf.where(counted, zero, before))
+        clipped = tf.where(counted, tf.maximum(stepped, self.min_weight), zero)
+        scaled = tf.math.divide_no_nan((self.num_tasks - kept) * clipped, tf.reduce_sum(clipped))
+        return tf.where(counted, scaled, before)
+
+
+def _finite_number(value) -> bool:
+    """Whether ``value`` is a real number (NumPy's too, not a bool), neither NaN nor infinite."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value)
 
 
 METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in Weighting.__subclasses__()}

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mtlkit import dst, tasks
+from mtlkit import diagnostics, dst, tasks, weighting
 from mtlkit.training import set_seed, train
 
 BCE = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -86,3 +86,169 @@ def test_a_loss_given_by_name_works_in_the_loop():
     # a name for a sparse task too (the reported bug: 'function' has no attribute get_config)
     assert isinstance(tasks.accuracy_for("sparse_categorical_crossentropy", "acc"),
                       keras.metrics.SparseCategoricalAccuracy)  # fmt: skip
+
+
+# ----------------------------------------- gradient methods and diagnostics, partial labels
+SPARSE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+MIXED = {"a": SPARSE, "b": BCE, "c": BCE}  # 'a': sparse labels (3 classes), 'b', 'c': binary
+
+
+def build_mixed(heads=("a", "b")):
+    """A shared trunk with a 3-class head 'a' and binary heads 'b', 'c' (no dropout, no BN:
+    a reference gradient is then one plain forward pass)."""
+    x = keras.Input((4,), name="x")
+    h = keras.layers.Dense(8, activation="tanh", name="trunk")(x)
+    outputs = {t: keras.layers.Dense(3 if t == "a" else 1, name=t)(h) for t in heads}
+    return keras.Model(x, outputs)
+
+
+def mixed_arrays(n, seed=0, heads=("a", "b")):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = {
+        "a": (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0.5),
+        "b": (x[:, 2:3] > 0).astype("float32"),
+        "c": (x[:, 3:4] > 0).astype("float32"),
+    }
+    return x, {t: y[t] for t in heads}
+
+
+def hide(y, task, rows):
+    """A copy of the labels ``y`` with task ``task`` unknown (-1) on ``rows``."""
+    y = {t: v.copy() for t, v in y.items()}
+    y[task][rows] = -1
+    return y
+
+
+def losses_for(heads):
+    return {t: MIXED[t] for t in heads}
+
+
+MIXED_AB = losses_for(("a", "b"))
+
+
+GRADIENT_METHODS = {
+    "pcgrad": lambda: weighting.PCGrad(["a", "b"], seed=0),
+    "mgda": lambda: weighting.MGDA(["a", "b"]),  # upper bound: the trunk's output
+    "mgda_shared": lambda: weighting.MGDA(["a", "b"], upper_bound=False),
+    "gradnorm": lambda: weighting.GradNorm(["a", "b"]),
+}
+
+
+@pytest.mark.parametrize("hidden", ["a", "b"])  # sparse, binary
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
+def test_a_step_with_one_task_unlabelled_is_the_plain_step_of_the_other(method, hidden):
+    """With no label for one task in the batch, every gradient method leaves that task out:
+    the step is the plain gradient step of the labelled task (not zero, not a crash)."""
+    x, y = mixed_arrays(16)
+    data = tf.data.Dataset.from_tensor_slices((x, hide(y, hidden, slice(None)))).batch(16)
+    set_seed(0)
+    plain = build_mixed()
+    start = [w.copy() for w in plain.get_weights()]
+    train(plain, data, epochs=1, losses=MIXED_AB, optimizer=keras.optimizers.SGD(0.5), verbose=0)
+    model = build_mixed()
+    model.set_weights(start)
+    train(model, data, epochs=1, losses=MIXED_AB, optimizer=keras.optimizers.SGD(0.5),
+          weighting=GRADIENT_METHODS[method](), verbose=0)  # fmt: skip
+    trunk = model.get_layer("trunk").get_weights()[0]
+    assert np.abs(trunk - start[0]).max() > 1e-4  # the step was taken
+    for p, m in zip(plain.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(m, p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", ["a", "b"])
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
+def test_gradient_methods_train_when_the_first_batch_lacks_a_task(method, hidden):
+    x, y = mixed_arrays(48)
+    y = hide(hide(y, hidden, slice(0, 16)), hidden, slice(20, 48, 3))  # batch 1: none; then some
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    set_seed(0)
+    model, chosen = build_mixed(), GRADIENT_METHODS[method]()
+    history = train(model, data, epochs=2, losses=MIXED_AB, optimizer=keras.optimizers.Adam(1e-2),
+                    weighting=chosen, verbose=0).history  # fmt: skip
+    assert np.isfinite(history["loss"]).all() and np.isfinite(history[f"{hidden}_loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    logged = [history[f"{t}_weight"][-1] for t in ("a", "b")]
+    assert np.isfinite(logged).all() and min(logged) >= 0
+    if method == "gradnorm":  # L_j(0) of the hidden task: from batch 2, its first labels
+        assert (chosen.initial.numpy() > 0).all() and min(logged) > 0
+
+
+def reference_gradients(model, x, y, variables):
+    """Each task's gradient of its mean loss over its labelled examples, by hand."""
+    result = {}
+    for task in y:
+        keep = np.all(np.reshape(y[task], (len(x), -1)) >= 0, axis=1)
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)[task]
+            value = MIXED[task](y[task][keep], tf.boolean_mask(out, keep))
+        result[task] = [g.numpy() for g in tape.gradient(value, variables)]
+    return result
+
+
+@pytest.mark.parametrize("hidden", ["a", "b"])
+def test_task_gradients_average_over_labelled_examples_only(hidden):
+    set_seed(0)
+    model = build_mixed()
+    x, y = mixed_arrays(16, seed=3)
+    y = hide(y, hidden, [0, 3, 4, 9, 15])
+    grads = diagnostics.task_gradients(model, x, y, MIXED_AB)
+    trunk = model.get_layer("trunk").trainable_variables
+    expected = reference_gradients(model, x, y, trunk)
+    for task in ("a", "b"):
+        for got, want in zip(grads[task].values(), expected[task]):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("hidden", ["a", "c"])  # sparse, binary
+def test_a_task_without_labels_in_the_batch_gives_nan_statistics_and_a_warning(hidden):
+    heads = ("a", "b", "c")
+    set_seed(0)
+    model = build_mixed(heads)
+    x, y = mixed_arrays(16, seed=4, heads=heads)
+    y = hide(y, hidden, slice(None))
+    with pytest.warns(UserWarning, match=f"'{hidden}'.*no labelled example"):
+        stats = diagnostics.gradient_stats(model, x, y, losses_for(heads))
+    others = [t for t in heads if t != hidden]
+    alone = diagnostics.gradient_stats(model, x, {t: y[t] for t in others}, losses_for(others))
+    cosine, gms, norms = stats.cosine(), stats.magnitude_similarity(), stats.norms()
+    assert cosine.loc[hidden].isna().all() and cosine[hidden].isna().all()
+    assert gms.loc[hidden].isna().all() and np.isnan(norms[hidden])
+    assert np.isnan(stats.losses[heads.index(hidden)])
+    assert cosine.loc[others[0], others[1]] == pytest.approx(
+        alone.cosine().loc[others[0], others[1]]
+    )
+    assert norms[others].tolist() == pytest.approx(alone.norms().tolist())
+    with pytest.raises(ValueError, match="No labelled example for any of the tasks"):
+        diagnostics.gradient_similarity(model, x, {t: hide(y, t, slice(None))[t] for t in heads},
+                                        losses_for(heads))  # fmt: skip
+
+
+@pytest.mark.parametrize("hidden", ["a", "c"])
+def test_the_probe_reports_an_unlabelled_task_as_nan_not_as_no_conflict(hidden):
+    heads = ("a", "b", "c")
+    x, y = mixed_arrays(48, heads=heads)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    px, py = mixed_arrays(8, seed=5, heads=heads)
+    with pytest.warns(UserWarning, match=f"'{hidden}'"):
+        probe = diagnostics.GradientProbe(px, hide(py, hidden, slice(None)), losses_for(heads),
+                                          every=None)  # fmt: skip
+        set_seed(0)
+        history = train(build_mixed(heads), data, epochs=1, losses=losses_for(heads),
+                        optimizer=keras.optimizers.SGD(0.1), callbacks=[probe],
+                        verbose=0).history  # fmt: skip
+    for i, j, name in [(0, 1, "a_b"), (0, 2, "a_c"), (1, 2, "b_c")]:
+        with_hidden = hidden in (heads[i], heads[j])
+        for key in (f"grad_cos_{name}", f"grad_conflict_{name}"):
+            assert np.isnan(history[key][0]) == with_hidden, key
+    assert np.isnan(history[f"grad_norm_{hidden}"][0])
+
+
+@pytest.mark.parametrize("method", ["pcgrad", "mgda", "gradnorm"])
+def test_a_nan_label_under_a_gradient_method_is_named_by_the_loop(method):
+    x, y = mixed_arrays(32)
+    y["b"][5] = np.nan
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(FloatingPointError, match=r"task 'b' became NaN or infinite at step 1"):
+        train(build_mixed(), data, epochs=1, losses=MIXED_AB,
+              optimizer=keras.optimizers.SGD(0.1), weighting=method, verbose=0)  # fmt: skip

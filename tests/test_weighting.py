@@ -446,3 +446,125 @@ def test_the_documented_loop_step_trains(name):
         last = float(step(x, y))
     assert last < 0.3 * first
     assert all(np.isfinite(v) for v in method.weights_for_logging().values())
+
+
+# ---------------------------------------------- tasks without labels in a batch (inactive)
+@pytest.mark.parametrize("K, seed", [(2, 0), (3, 1), (4, 2)])
+def test_mgda_solves_over_the_active_tasks_only(K, seed):
+    """An unlabelled task's gradient row is 0; left in, the min-norm point is that zero
+    vector (alpha all on it: a zero step). Left out, alpha is the labelled tasks' solution."""
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(K, 6))
+    G[1] = 0.0  # task 1 had no label in this batch
+    active = np.arange(K) != 1
+    alpha = mgda_weights(G, active=active).numpy()
+    assert alpha[1] == 0.0
+    np.testing.assert_allclose(alpha[active], mgda_weights(G[active]).numpy(), atol=1e-8)
+    method = weighting.get("mgda", [f"t{i}" for i in range(K)])
+    losses = [tf.constant(0.0 if i == 1 else 1.0) for i in range(K)]
+    counts = np.where(active, 5.0, 0.0)  # counts of labelled examples do as well as booleans
+    coefficients, _ = method.combine_gradients(losses, G, counts)
+    np.testing.assert_allclose(coefficients, alpha, atol=1e-6)
+    assert not mgda_weights(G, active=np.zeros(K, bool)).numpy().any()  # none: no step
+
+
+def test_pcgrad_with_a_zero_row_is_pcgrad_of_the_others():
+    """Today's behaviour, kept: a zero row neither is projected against nor changes others."""
+    G = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0], [-2.0, 1.0, 0.5]])
+    expected = numpy_pcgrad(G[[0, 2]], [[1], [0]])
+    for active in (None, [True, False, True]):
+        method = weighting.get("pcgrad", TASKS, seed=0)
+        coefficients, shared = method.combine_gradients([1.0, 0.0, 1.0], G, active)
+        np.testing.assert_allclose(shared, expected, rtol=1e-12)
+    assert coefficients.numpy().tolist() == [1.0, 0.0, 1.0]  # the unlabelled task: weight 0
+
+
+def test_gradnorm_starts_a_task_at_its_first_positive_loss():
+    """A task with no label in the first batch (loss 0, gradient 0) is left out until it has
+    a loss: L_j(0) is its loss then, and no weight ever becomes NaN."""
+    method = weighting.get("gradnorm", ["a", "b"], optimizer=keras.optimizers.SGD(0.1))
+    first = np.array([[0.0, 0.0], [0.0, 1.0]])  # 'a': no labels, so loss 0 and zero gradient
+    coefficients, _ = method.combine_gradients([tf.constant(0.0), tf.constant(0.7)], first)
+    assert np.isfinite(coefficients.numpy()).all() and coefficients.numpy()[1] == 1.0
+    np.testing.assert_allclose(method.logged.numpy(), [1.0, 1.0])  # one task: nothing to balance
+    np.testing.assert_allclose(method.initial.numpy(), [0.0, 0.7], rtol=1e-6)
+    # 'a' labelled but flagged inactive: still not started
+    method.combine_gradients([tf.constant(0.9), tf.constant(0.7)], first, [False, True])
+    np.testing.assert_allclose(method.initial.numpy(), [0.0, 0.7], rtol=1e-6)
+    G = np.array([[3.0, 0.0], [0.0, 1.0]])
+    method.combine_gradients([tf.constant(0.5), tf.constant(0.35)], G)
+    np.testing.assert_allclose(method.initial.numpy(), [0.5, 0.7], rtol=1e-6)
+    # Ltilde = (1, 0.5), r = (4/3, 2/3), G = (3, 1), target = 2 r^1.5
+    targets = 2.0 * np.array([4 / 3, 2 / 3]) ** 1.5
+    stepped = 1.0 - 0.1 * np.sign([3.0, 1.0] - targets) * [3.0, 1.0]
+    np.testing.assert_allclose(method.logged.numpy(), 2 * stepped / stepped.sum(), rtol=1e-6)
+
+
+def test_gradnorm_weights_stay_positive_after_a_large_step():
+    method = weighting.get("gradnorm", TASKS, optimizer=keras.optimizers.SGD(0.1))
+    G = np.diag([10.0, 11.3, 0.1])  # w -= 0.1 n sign(...): [0, -0.13, 1.01] before the floor
+    method.combine_gradients([1.0, 1.0, 1.0], G)
+    weights = method.logged.numpy()
+    assert (weights > 0).all() and weights.sum() == pytest.approx(3.0, rel=1e-6)
+    assert weights[2] > 2.9  # the task with the small gradient got nearly all the weight
+    method.combine_gradients([0.5, 0.5, 0.5], G)
+    assert (method.logged.numpy() > 0).all()
+
+
+def test_gradnorm_leaves_an_inactive_task_weight_as_it_was():
+    method = weighting.get("gradnorm", TASKS, optimizer=keras.optimizers.Adam(0.1))
+    G = np.diag([3.0, 1.0, 2.0])
+    method.combine_gradients([1.0, 1.0, 1.0], G)  # Adam now has momentum for every weight
+    before = method.logged.numpy()
+    G[1] = 0.0
+    coefficients, _ = method.combine_gradients([0.8, 0.0, 0.9], G, [True, False, True])
+    after = method.logged.numpy()
+    assert coefficients.numpy()[1] == 0.0 and after[1] == before[1]
+    assert after.sum() == pytest.approx(3.0, rel=1e-6) and after[0] != before[0]
+
+
+# ------------------------------------------------------------------- non-finite input
+NAN_CASES = {
+    "mgda_weights 2": lambda: mgda_weights(np.array([[1.0, 0.0], [np.nan, 1.0]])),
+    "mgda_weights 3": lambda: mgda_weights(np.array([[1.0, 0.0], [0.0, 1.0], [np.inf, 1.0]])),
+    "pcgrad": lambda: pcgrad(
+        np.array([[1.0, 0.0], [np.nan, 1.0]]), tf.random.Generator.from_seed(0)
+    ),
+    "gradnorm_loss": lambda: gradnorm_loss([1.0, 1.0], [1.0, np.nan], [1.0, 1.0], [1.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAN_CASES))
+def test_pure_cores_refuse_non_finite_input(case):
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        NAN_CASES[case]()
+
+
+@pytest.mark.parametrize("name, options, losses, row", [
+    ("mgda", {"normalization": "loss+"}, [1.0, np.nan, 1.0], [1.0, 1.0]),
+    ("mgda", {}, [1.0, 1.0, 1.0], [np.nan, 1.0]),
+    ("gradnorm", {}, [1.0, 1.0, 1.0], [np.nan, 1.0]),
+    ("gradnorm", {}, [1.0, np.inf, 1.0], [1.0, 1.0]),
+    ("pcgrad", {"seed": 0}, [1.0, 1.0, 1.0], [np.nan, 1.0]),
+])  # fmt: skip
+def test_methods_refuse_non_finite_input_naming_the_task(name, options, losses, row):
+    """Eagerly: a ValueError naming task 'b'. Compiled (a Python raise is impossible there):
+    a NaN result, which the loop's check then reports with the task's name."""
+    G = np.array([[1.0, 0.5], row, [0.2, 1.0]], dtype="float32")
+    method = weighting.get(name, TASKS, **options)
+    with pytest.raises(ValueError, match=r"\['b'\].*NaN or infinite"):
+        method.combine_gradients([tf.constant(v, tf.float32) for v in losses], G)
+    method = weighting.get(name, TASKS, **options)
+    compiled = tf.function(lambda L, G: method.combine_gradients(tf.unstack(L), G))
+    coefficients, shared = compiled(tf.constant(losses, tf.float32), tf.constant(G))
+    result = coefficients if shared is None else shared
+    assert np.isnan(result.numpy()).any()
+
+
+def test_dwa_refuses_a_nan_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        weighting.get("dwa", TASKS, temperature=float("nan"))
+    with pytest.raises(ValueError, match="temperature"):
+        dwa_weights([[1.0, 1.0], [0.5, 0.5]], temperature=float("nan"))
+    with pytest.raises(ValueError, match="alpha"):
+        weighting.get("gradnorm", TASKS, alpha=float("nan"))

@@ -138,3 +138,24 @@ def test_pcgrad_step_is_the_surgery_on_the_trunk_and_plain_gradients_on_the_head
         else:  # a head: its own task's plain gradient (the other task's is zero there)
             expected = sum(g[i].numpy() for g in grads.values() if g[i] is not None)
         np.testing.assert_allclose(old - v.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["mgda", "gradnorm", "pcgrad"])
+def test_a_task_with_coefficient_zero_is_left_out_like_an_unlabelled_one(method):
+    """A loss weight (or DST gate) of 0 gives a zero gradient row, as a batch without labels
+    does: MGDA must not put all its weight there (a zero step). The step is then the plain
+    step of the other task."""
+    x = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="tanh", name="trunk")(x)
+    model = keras.Model(x, {"a": keras.layers.Dense(3, name="a")(h),
+                            "b": keras.layers.Dense(1, name="b")(h)})  # fmt: skip
+    start = model.get_weights()
+    options = dict(epochs=1, losses=LOSSES, loss_weights={"a": 0.0}, verbose=0)
+    train(model, dataset().take(1), optimizer=keras.optimizers.SGD(0.5), **options)
+    plain = model.get_weights()
+    model.set_weights(start)
+    train(model, dataset().take(1), optimizer=keras.optimizers.SGD(0.5), weighting=method,
+          **options)  # fmt: skip
+    assert np.abs(model.get_weights()[0] - start[0]).max() > 1e-4
+    for p, m in zip(plain, model.get_weights()):
+        np.testing.assert_allclose(m, p, rtol=1e-5, atol=1e-6)
