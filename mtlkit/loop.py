@@ -70,8 +70,8 @@ def train(
         optimizer: a Keras optimizer; it is built on the model's trainable variables.
         loss_weights: ``{task: weight}``; the trained loss is ``sum_j weight_j * L_j``.
         scheduler: a :class:`mtlkit.dst.DSTScheduler`. Then an epoch-0 pass measures the
-            starting losses (training mode, so BatchNorm's moving statistics do move; no
-            trainable weight changes), and epoch ``e`` trains on
+            starting losses (training mode; BatchNorm's moving statistics and the dropout
+            seeds are restored afterwards, and no weight changes), and epoch ``e`` trains on
             ``sum_j gate_j * w_j * weight_j * L_j``. A dropped task's loss is still measured
             and logged; its gradient is exactly 0. **With Adam a dropped task's head still
             moves**: Adam's momentum from earlier epochs keeps updating every weight even when
@@ -271,6 +271,7 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
         scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
     logs = {**values, **logs}
     if validation_data is not None:
+        callback_list.on_test_begin()  # (as in fit: RecalibrateBatchNorm acts here)
         loop.val_meters.reset()
         images = 0
         for x, y in validation_data:
@@ -278,16 +279,26 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
             images += _static_batch_size(x)
         work.add_images(loop.model, images, training=False)
         logs.update(loop.val_meters.read())
+        callback_list.on_test_end(logs)
     return logs
 
 
 def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
-    """DST's epoch 0: every task's mean training loss before any update."""
+    """DST's epoch 0: every task's mean training loss before any update.
+
+    The losses are measured in training mode (as every epoch's are), which moves BatchNorm's
+    moving statistics and draws dropout masks; both are put back afterwards, so the run
+    then starts from exactly the state a run without DST starts from: its first epoch (all
+    gates 1) is the same, bit for bit, and the two differ only by DST.
+    """
+    state = [v.numpy() for v in loop.model.non_trainable_variables]
     loop.reset_epoch()
     images = 0
     for x, y in data:
         loop.measure_step(x, y)
         images += _static_batch_size(x)
+    for variable, value in zip(loop.model.non_trainable_variables, state):
+        variable.assign(value)
     work.add_images(loop.model, images, training=False)  # a forward pass per image
     loop.check_finite(0)
     values = loop.train_meters.read()

@@ -515,3 +515,35 @@ def test_values_a_callback_adds_join_the_history_and_the_run_dir(tmp_path):
     assert history.history["added"] == [0.5, 1.5]
     stored = json.loads((tmp_path / "history.json").read_text())
     assert stored["history"]["added"] == [0.5, 1.5]
+
+
+def test_dst_first_epoch_is_the_run_without_dst():
+    """DST's measuring pass (training mode) leaves BatchNorm and dropout state as it found it:
+    with every gate at 1 in epoch 1, the DST run's first epoch -- validation included -- is
+    the plain run's, so the two arms differ only by DST."""
+    histories = []
+    for scheduler in (None, DSTScheduler(["a", "b"], {"a": 1, "b": 1}, {"a": 1, "b": 1})):
+        set_seed(3)
+        model = build(dropout=0.3)
+        histories.append(train(model, dataset(), epochs=1, losses=LOSSES, seed=3, verbose=0,
+                               optimizer=keras.optimizers.Adam(1e-2), scheduler=scheduler,
+                               validation_data=dataset(64, seed=1)).history)  # fmt: skip
+    plain, dst = histories
+    assert {k: plain[k] for k in plain} == {k: dst[k] for k in plain}
+
+
+def test_the_loop_recalibrates_batchnorm_before_validation_as_fit_does():
+    """Callbacks see on_test_begin before the loop's validation, so RecalibrateBatchNorm
+    sets the moving statistics from training images there, as it does in fit."""
+    from mtlkit.training import RecalibrateBatchNorm
+
+    set_seed(0)
+    model = build()
+    train_data = dataset()
+    train(model, train_data, epochs=1, losses=LOSSES, seed=0, verbose=0,
+          optimizer=keras.optimizers.Adam(1e-2), validation_data=dataset(64, seed=1),
+          callbacks=[RecalibrateBatchNorm(train_data, 32)])  # fmt: skip
+    images = next(iter(train_data))[0][:32]
+    hidden = keras.Model(model.input, model.get_layer("trunk").output)(images).numpy()
+    bn = model.get_layer("bn")
+    assert np.allclose(bn.moving_mean.numpy(), hidden.mean(axis=0), atol=1e-5)
