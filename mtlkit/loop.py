@@ -21,12 +21,15 @@ example carries it adds nothing for that task (no NaN, no gradient); a gradient 
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtlkit import runs, shared, work
@@ -154,10 +157,13 @@ def train(
         _TRACED[model] = (key, loop)
     optimizer, traces = loop.optimizer, loop.tracing_count()
 
-    record = {"epoch": 0, "history": {}, "stopped": False, "metadata": dict(metadata or {})}
+    settings = _settings(optimizer, weights, seed, method, scheduler)
+    record = {"epoch": 0, "history": {}, "stopped": False, "metadata": dict(metadata or {}),
+              "settings": settings}  # fmt: skip
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         record = _restore(run_dir, model, optimizer, scheduler, method, epochs) or record
+        _resume_settings(run_dir, record, settings, optimizer)
     if record["epoch"] >= epochs or record["stopped"]:
         return _history(model, record["history"], loop.train_step)
 
@@ -172,15 +178,19 @@ def train(
     for epoch in range(record["epoch"], epochs):
         if method is not None:
             method.on_epoch_start(epoch, weighting_methods.epoch_losses(record["history"], names))
-        logs = _run_epoch(loop, data_for(epoch), epoch, scheduler, validation_data, callback_list)
+        start = record.setdefault("start_losses", {})  # the first step's: before any update
+        logs = _run_epoch(loop, data_for(epoch), epoch, scheduler, validation_data, callback_list,
+                          start)  # fmt: skip
         if method is not None:
             logs.update({f"{t}_weight": w for t, w in method.weights_for_logging().items()})
         for callback in callback_list.callbacks:  # (CallbackList would pass them a copy)
             callback.on_epoch_end(epoch, logs)  # what they add to logs joins the history
         for key, value in logs.items():
             record["history"].setdefault(key, []).append(float(value))
+        _check_progress(record["history"], names, epoch, start)
         record.update(epoch=epoch + 1, stopped=bool(model.stop_training))
         record["finished"] = record["epoch"] >= epochs or record["stopped"]
+        _check_weights(model, epoch + 1)  # before a checkpoint replaces the last good one
         if run_dir is not None and (checkpoints or record["finished"]):
             _save(run_dir, model, optimizer, scheduler, method, record)
         if model.stop_training:
@@ -242,8 +252,11 @@ def _prepare_optimizer(model: keras.Model, optimizer, method) -> keras.optimizer
     return optimizer
 
 
-def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callback_list) -> dict:
-    """Train one epoch (0-based ``epoch``) and return its logs."""
+def _run_epoch(
+    loop: _Loop, data, epoch: int, scheduler, validation_data, callback_list, start: dict
+) -> dict:
+    """Train one epoch (0-based ``epoch``) and return its logs; fill ``start`` with the
+    first step's task losses (measured before its update) when it is empty."""
     logs: dict[str, float] = {}
     gates = scales = {t: 1.0 for t in loop.tasks}
     if scheduler is not None:
@@ -259,6 +272,8 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
         callback_list.on_train_batch_begin(steps - 1)
         step_logs = _guarded(loop, x, y)
         callback_list.on_train_batch_end(steps - 1, step_logs)
+        if not start:  # one host read per run
+            start.update({t: float(step_logs[f"{t}_loss"]) for t in loop.tasks})
         images += _static_batch_size(x)
     if steps == 0:
         raise ValueError(
@@ -268,6 +283,7 @@ def _run_epoch(loop: _Loop, data, epoch: int, scheduler, validation_data, callba
     loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
     if scheduler is not None:
+        _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}")
         scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
     logs = {**values, **logs}
     if validation_data is not None:
@@ -302,6 +318,7 @@ def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
     work.add_images(loop.model, images, training=False)  # a forward pass per image
     loop.check_finite(0)
     values = loop.train_meters.read()
+    _refuse_unlabelled(values, loop.tasks, "the measuring pass (epoch 0)")
     return {t: values[f"{t}_loss"] for t in loop.tasks}
 
 
@@ -445,6 +462,10 @@ def _guarded(loop: _Loop, x, y):
     try:
         return loop.train_step(x, y)
     except tf.errors.InvalidArgumentError as err:
+        for message, fix in _LABEL_ERRORS.items():
+            if message in str(err):
+                bad = [t for t in loop.tasks if not _labels_ok(y[t], message, loop, t)]
+                raise ValueError(f"Task(s) {bad}: {message}. {fix}") from None
         if task_utils.BAD_BINARY_LABELS not in str(err):
             raise
         binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
@@ -454,6 +475,22 @@ def _guarded(loop: _Loop, x, y):
             "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
             "for examples whose label is unknown."
         ) from None
+
+
+_LABEL_ERRORS = {
+    task_utils.NEGATIVE_LABELS: "Mark unknown labels with -1 and nothing else.",
+    task_utils.LABEL_TOO_BIG: "Check the labels' range against the head's width, or the "
+    "head's width against the number of classes.",
+}
+
+
+def _labels_ok(labels, message: str, loop: _Loop, task: str) -> bool:
+    """Whether one task's labels pass the check that ``message`` names (host side, once)."""
+    values = np.asarray(labels)
+    if message == task_utils.NEGATIVE_LABELS:
+        return not (values < -1).any()
+    width = loop.model.outputs[loop.tasks.index(task)].shape[-1]
+    return loop.binary[loop.tasks.index(task)] or not (values >= width).any()
 
 
 def _batch_size(x) -> tf.Tensor:
@@ -481,7 +518,118 @@ def _history(model, history: dict, step_function) -> keras.callbacks.History:
     return result
 
 
+# ------------------------------------------------------------------ checks once an epoch
+DIVERGENCE = 10.0
+"""A task whose epoch loss exceeds this many times its loss at the first step is reported."""
+
+
+def _check_progress(history: dict, tasks: list[str], epoch: int, start: dict) -> None:
+    """Warn (once per task and run) about a task without any label this epoch, whose
+    loss is logged as NaN, and about a task whose loss grew far beyond its loss at the first
+    step (``start``; 0 when its first batch had no label: then not checked)."""
+    for t in tasks:
+        losses = history.get(f"{t}_loss", [])
+        if losses and math.isnan(losses[-1]) and not any(map(math.isnan, losses[:-1])):
+            warnings.warn(
+                f"Task {t!r} had no labelled example in epoch {epoch + 1} (every label -1): its "
+                "loss and accuracy are logged as NaN (missing), and it trained nothing. Check "
+                "its labels, or leave the task out.",
+                stacklevel=3,
+            )
+        first = start.get(t) or math.nan
+        grown = [v for v in losses if v > DIVERGENCE * first]
+        if len(grown) == 1 and losses[-1] == grown[0]:
+            warnings.warn(
+                f"Task {t!r}'s training loss rose to {losses[-1]:.4g} in epoch {epoch + 1}, over "
+                f"{DIVERGENCE:g} times its loss at the first step ({first:.4g}): training is "
+                "diverging. Lower the learning rate (resuming with a lower one is allowed).",
+                stacklevel=3,
+            )
+
+
+def _refuse_unlabelled(values: dict, tasks: list[str], when: str) -> None:
+    """DST needs every task's epoch loss: refuse a task that had no label at all."""
+    missing = [t for t in tasks if math.isnan(values[f"{t}_loss"])]
+    if missing:
+        raise ValueError(
+            f"Task(s) {missing} had no labelled example in {when} (every label -1), so DST "
+            "has no loss to schedule them by. Give each task some labels in every epoch, or "
+            "leave such a task out of the model."
+        )
+
+
+def _check_weights(model: keras.Model, epoch: int) -> None:
+    """Raise if a weight is NaN or infinite (a last step can break them after the epoch's
+    losses were measured finite), before a checkpoint would keep them."""
+    bad = [v.path for v in model.trainable_variables if not np.isfinite(v.numpy()).all()]
+    if bad:
+        raise FloatingPointError(
+            f"After epoch {epoch}, {len(bad)} weight variable(s) hold NaN or infinite values "
+            f"(first: {bad[0]}). The last good checkpoint in run_dir was kept. Lower the "
+            "learning rate and resume (train accepts a new learning rate on resume)."
+        )
+
+
 # ------------------------------------------------------------------------- checkpoints
+def _settings(optimizer, loss_weights: dict, seed, method, scheduler) -> dict:
+    """What a resumed run must share with the run it continues (JSON-able)."""
+    config = _without_rate(optimizer.get_config())
+    return {
+        "optimizer": [type(optimizer).__name__, repr(sorted(config.items()))],
+        "learning_rate": _learning_rate(optimizer),
+        "loss_weights": dict(sorted(loss_weights.items())),
+        "seed": seed,
+        "weighting": None if method is None else [method.name, repr(method.options())],
+        "dst_alpha": None if scheduler is None else scheduler.alpha,
+    }
+
+
+def _without_rate(config: dict) -> dict:
+    """An optimizer's config without its name and learning rate (nested ones too)."""
+    drop = ("name", "learning_rate")
+    return {k: _without_rate(v) if isinstance(v, dict) else v
+            for k, v in config.items() if k not in drop}  # fmt: skip
+
+
+def _learning_rate(optimizer) -> float | None:
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (TypeError, ValueError):  # a schedule: part of the config, compared with it
+        return None
+
+
+def _resume_settings(run_dir: Path, record: dict, settings: dict, optimizer) -> None:
+    """Refuse to resume a run with settings that change its results; honour a new learning
+    rate (the advice when a loss became NaN) with a warning. Runs checkpointed before the
+    settings were stored are resumed as they are."""
+    stored = record.get("settings")
+    if stored is None or stored is settings:
+        record["settings"] = settings
+        return
+    changed = [
+        k
+        for k in settings
+        if k != "learning_rate"
+        and stored.get(k) != settings[k]
+        and not (k == "seed" and settings[k] is None)
+    ]  # fmt: skip  (None: not reseeded)
+    if changed:
+        detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings[k]!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir} was trained with other settings ({detail}). Resume it with the same "
+            "ones, or use a fresh run_dir (recompute=True in the study runners)."
+        )
+    old, new = stored.get("learning_rate"), settings["learning_rate"]
+    if old != new and new is not None:
+        optimizer.learning_rate = new
+        warnings.warn(
+            f"Resuming {run_dir} after epoch {record['epoch']} with learning rate {new:g} "
+            f"(the epochs so far used {old:g}).",
+            stacklevel=3,
+        )
+    record["settings"] = settings
+
+
 def _restore(run_dir: Path, model, optimizer, scheduler, method, epochs: int) -> dict | None:
     """Load the run directory's last finished epoch, or None for a fresh run."""
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -106,18 +106,29 @@ def accuracy_metrics(losses: Mapping[str, keras.losses.Loss]) -> dict[str, list]
 
 
 BAD_BINARY_LABELS = "binary labels must be 0 or 1, or -1 for unknown"
+NEGATIVE_LABELS = "labels below -1 (only -1 means unknown)"
+LABEL_TOO_BIG = "class labels must be below the number of outputs of the head"
 
 
 def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = False):
     """One task's mean loss over the examples that carry a label, and how many do.
 
-    A label below 0 (CelebA's ``-1``) means "unknown": that example adds nothing to the
-    task's loss. A batch without any labelled example gives exactly 0 (and no gradient).
+    A label of ``-1`` means "unknown": that example adds nothing to the task's loss; any
+    other negative label stops the step (for every kind of task), and so does a class label
+    at or above the number of the head's outputs. A batch without any labelled example
+    gives exactly 0 (and no gradient).
     NaN labels are not "unknown": they make the loss NaN, which the loops report.
     Binary tasks must have labels in {-1, 0, 1}: anything else stops the step.
     """
     labels = tf.convert_to_tensor(labels)
     mask = label_mask(labels)
+    number = tf.cast(labels, tf.float32)
+    below = tf.reduce_any(number < -1)
+    tf.debugging.assert_equal(below, False, message=NEGATIVE_LABELS)
+    if not binary and predictions.shape[-1] is not None and labels.dtype.is_integer:
+        classes = predictions.shape[-1]
+        too_big = tf.reduce_any(labels >= classes)
+        tf.debugging.assert_equal(too_big, False, message=f"{LABEL_TOO_BIG} ({classes})")
     if binary:
         allowed = (
             (labels == -1)
@@ -149,6 +160,7 @@ class TaskMeters:
         self.tasks = names
         self.total = keras.metrics.Mean(name=f"{prefix}loss")
         self.loss = {t: keras.metrics.Mean(name=f"{prefix}{t}_loss") for t in names}
+        self.labelled = {t: keras.metrics.Sum(name=f"{t}_labelled") for t in names}
         accuracies = {t: accuracy_for(losses[t], f"{prefix}{t}_accuracy") for t in names}
         self.accuracy = {t: m for t, m in accuracies.items() if m is not None}
 
@@ -157,6 +169,7 @@ class TaskMeters:
         self.total.update_state(total, sample_weight=batch_size)
         for t, value, count in zip(self.tasks, task_losses, counts):
             self.loss[t].update_state(value, sample_weight=count)
+            self.labelled[t].update_state(count)
         for t, metric in self.accuracy.items():
             labels = tf.convert_to_tensor(y[t])
             known = tf.where(labels < 0, tf.zeros_like(labels), labels)
@@ -165,17 +178,27 @@ class TaskMeters:
     def all(self) -> list[keras.metrics.Metric]:
         return [self.total, *self.loss.values(), *self.accuracy.values()]
 
+    def _counters(self) -> list[keras.metrics.Metric]:
+        return list(self.labelled.values())
+
     def results(self) -> dict:
         """The running values as tensors (the progress bar fetches them in its own thread)."""
         return {m.name: m.result() for m in self.all()}
 
     def reset(self) -> None:
-        for m in self.all():
+        for m in self.all() + self._counters():
             m.reset_state()
 
     def read(self) -> dict[str, float]:
-        """The epoch's values as Python floats: the one host round trip per epoch."""
-        return {k: float(v) for k, v in self.results().items()}
+        """The epoch's values as Python floats: the one host round trip per epoch. A task
+        without any labelled example in the epoch reads NaN (missing), not 0."""
+        values = {k: float(v) for k, v in self.results().items()}
+        for t, counter in self.labelled.items():
+            if float(counter.result()) == 0:
+                for key in (self.loss[t].name, getattr(self.accuracy.get(t), "name", None)):
+                    if key in values:
+                        values[key] = float("nan")
+        return values
 
 
 def check_batches(data, names: list[str], what: str) -> None:

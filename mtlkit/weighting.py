@@ -346,6 +346,14 @@ class Weighting:
         values = np.ones(self.num_tasks) if self.logged is None else self.logged.numpy()
         return {t: float(v) for t, v in zip(self.tasks, values)}
 
+    def options(self) -> dict:
+        """The method's settings (its constructor's plain options): a resumed run must have
+        the same."""
+        skip = ("seed", "num_tasks", "epoch", "tasks")
+        plain = (bool, int, float, str)
+        return {k: v for k, v in sorted(vars(self).items())
+                if k not in skip and not k.startswith("_") and isinstance(v, plain)}  # fmt: skip
+
     def get_state(self) -> dict:
         """Everything needed to continue exactly (JSON-able)."""
         values = {k: np.asarray(v.numpy()).tolist() for k, v in self.state_variables.items()}

@@ -1,0 +1,94 @@
+"""What the custom loop does with input that would otherwise give a silently wrong result."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_training_loop import LOSSES, arrays, build, dataset
+
+from mtlkit.dst import DSTScheduler
+from mtlkit.training import set_seed, train
+
+
+def _train(run_dir, epochs=1, **kwargs):
+    set_seed(0)
+    options = dict(losses=LOSSES, optimizer=keras.optimizers.Adam(1e-3), verbose=0)
+    return train(build(), dataset(), epochs=epochs, run_dir=run_dir, **{**options, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "changed, match",
+    [
+        (dict(loss_weights={"a": 2.0}), "loss_weights"),
+        (dict(seed=1), "seed"),
+        (dict(weighting=None), "trained with the weighting 'dwa'"),  # (checked before)
+        (dict(optimizer=keras.optimizers.SGD(1e-3)), "another kind of optimizer"),
+    ],
+)
+def test_resuming_with_other_settings_is_refused(tmp_path, changed, match):
+    _train(tmp_path, seed=0, weighting="dwa")
+    with pytest.raises(ValueError, match=match):
+        _train(tmp_path, epochs=2, **{"seed": 0, "weighting": "dwa", **changed})
+
+
+def test_resuming_with_another_dst_alpha_is_refused(tmp_path):
+    def scheduler(alpha):
+        return DSTScheduler(["a", "b"], {"a": 1, "b": 1}, {"a": 1, "b": 1}, alpha=alpha, seed=0)
+
+    _train(tmp_path, scheduler=scheduler(0.1))
+    with pytest.raises(ValueError, match="dst_alpha"):
+        _train(tmp_path, epochs=2, scheduler=scheduler(0.5))
+
+
+def test_resuming_with_a_lower_learning_rate_uses_it(tmp_path):
+    _train(tmp_path)
+    optimizer = keras.optimizers.Adam(1e-4)
+    with pytest.warns(UserWarning, match="learning rate 0.0001"):
+        _train(tmp_path, epochs=2, optimizer=optimizer)
+    assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+
+
+def test_weights_broken_on_the_last_step_are_not_checkpointed(tmp_path):
+    class BreakOnLastStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 5:  # 192 / 32 = 6 steps: the last one, after its loss was measured
+                self.model.get_layer("trunk").kernel.assign(
+                    tf.fill(self.model.get_layer("trunk").kernel.shape, np.inf)
+                )
+
+    _train(tmp_path / "run")
+    before = (tmp_path / "run" / "checkpoint.npz").read_bytes()
+    with pytest.raises(FloatingPointError, match="weight variable"):
+        _train(tmp_path / "run", epochs=2, callbacks=[BreakOnLastStep()])
+    assert (tmp_path / "run" / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_diverging_loss_is_reported():
+    set_seed(0)  # Adam at 100: losses of 1e4 and more, never NaN
+    with pytest.warns(UserWarning, match="diverging"):
+        train(build(), dataset(), epochs=2, losses=LOSSES, verbose=0,
+              optimizer=keras.optimizers.Adam(100.0))  # fmt: skip
+
+
+def test_dst_with_a_task_that_has_no_label_is_refused():
+    x, y = arrays()
+    y = {**y, "b": -np.ones_like(y["b"])}
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    scheduler = DSTScheduler(["a", "b"], {"a": 1, "b": 1}, {"a": 1, "b": 1}, seed=0)
+    with pytest.raises(ValueError, match=r"\['b'\] had no labelled example"):
+        train(build(), data, epochs=1, losses=LOSSES, scheduler=scheduler, verbose=0,
+              optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "task, value, match",
+    [("a", -2, "below -1"), ("b", -2.0, "below -1"), ("a", 3, "below the number")],
+)
+def test_bad_label_values_are_named(task, value, match):
+    x, y = arrays()
+    y[task] = y[task].copy()
+    y[task][0] = value
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    with pytest.raises(ValueError, match=rf"\['{task}'\].*{match}"):
+        train(build(), data, epochs=1, losses=LOSSES, verbose=0,
+              optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
