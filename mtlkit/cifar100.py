@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlkit import config
+from mtlkit.checks import positive_int
 
 SOURCES = ("tfds", "folder", "synthetic")
 SPLITS = ("train", "validation", "test")
@@ -226,14 +227,14 @@ def load_cifar100_arrays(
 
     ``"train"`` and ``"validation"`` are a seeded 80/20 random split of the 50,000 official
     training images (``split_seed``); ``"test"`` is the official 10,000-image test set.
-    ``limit`` keeps the first ``limit`` examples (for quick runs).
+    ``limit`` keeps the first ``limit`` examples (for quick runs): a positive int, or None
+    for all; anything else (0, -5, 2.5, "10") is a ``ValueError``.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: use one of {SPLITS}.")
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}: use one of {SOURCES}.")
-    if limit is not None and limit <= 0:
-        raise ValueError(f"limit must be a positive number of examples, got {limit}.")
+    limit = positive_int(limit, "limit", "the first examples to keep", allow_none=True)
     sizes = {**OFFICIAL_SIZES, **(synthetic_sizes or {})}
     official = "test" if split == "test" else "train"
     images, fine, coarse = _official(official, source, data_dir, split_seed, sizes)

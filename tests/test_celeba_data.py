@@ -202,6 +202,27 @@ def test_unknown_attribute_and_split(tiny, monkeypatch):
         celeba.load_celeba("train", source="folder", data_dir=None)
 
 
+@pytest.mark.parametrize("limit", [-5, 0, 2.5, "10", True, 3.0])
+@pytest.mark.parametrize("source", ["folder", "synthetic", "tfds"])
+def test_limit_must_be_a_positive_int_or_none(tiny, source, limit, monkeypatch):
+    """-5 used to keep all but the last five images; 0, 2.5 and "10" failed deep inside."""
+    import tensorflow_datasets as tfds
+
+    def no_download(*args, **kwargs):
+        raise ConnectionError("the limit should have been refused before TFDS is asked")
+
+    monkeypatch.setattr(tfds, "load", no_download)
+    data_dir = tiny if source == "folder" else None
+    for load in (celeba.load_celeba, celeba.load_labels):
+        with pytest.raises(ValueError, match=r"limit=.*positive whole number.*or None"):
+            load("train", source=source, data_dir=data_dir, limit=limit)
+
+
+def test_limit_accepts_numpy_ints(tiny):
+    labels = celeba.load_labels("train", source="folder", data_dir=tiny, limit=np.int64(1))
+    assert list(labels.index) == ["000001.jpg"]
+
+
 def test_missing_image_error_and_skip(tiny):
     (tiny / celeba_labels.IMAGE_FOLDER / "000002.jpg").unlink()
     with pytest.raises(

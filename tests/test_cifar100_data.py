@@ -174,6 +174,25 @@ def test_bad_split_source_and_limit():
         data.load_cifar100("test", "synthetic", limit=0, synthetic_sizes={"test": 10})
 
 
+@pytest.mark.parametrize("limit", [-5, 0, 2.5, "10", True])
+def test_limit_must_be_a_positive_int_or_none(limit):
+    """-5 used to keep all but the last five examples; 2.5 and "10" failed with a TypeError."""
+    for load in (data.load_cifar100, data.load_cifar100_arrays):
+        with pytest.raises(ValueError, match=r"limit=.*positive whole number.*or None"):
+            load("test", "synthetic", limit=limit, synthetic_sizes={"test": 10})
+    images, _, _ = data.load_cifar100_arrays(
+        "test", "synthetic", limit=np.int64(3), synthetic_sizes={"test": 10}
+    )
+    assert len(images) == 3
+
+
+@pytest.mark.parametrize("batch_size", [2.5, 0, -1, "8", None])
+def test_batch_size_must_be_a_positive_int(batch_size):
+    ds = tf.data.Dataset.range(10)
+    with pytest.raises(ValueError, match=r"batch_size=.*positive whole number"):
+        data.batched(ds, batch_size)
+
+
 # ---------------------------------------------------------------- synthetic data
 def test_synthetic_is_deterministic_and_hierarchical():
     a = cifar100.synthetic_cifar100(500, seed=7)
