@@ -4,6 +4,7 @@ sources of images (folder and synthetic here; tfds in test_tfds_mock.py)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -172,6 +173,63 @@ def test_value_other_than_plus_minus_one(tmp_path):
     write_folder(tmp_path, rows, {k: 0 for k in rows}, images=False)
     with pytest.raises(ValueError, match=r"line 5 \(000003.jpg\) has the value '0'"):
         celeba_labels.read_attributes(tmp_path / celeba_labels.ATTR_FILE)
+
+
+def _with_header(root: Path, names: list[str]) -> Path:
+    """A valid three-row attribute file whose line 2 is ``names``."""
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
+    write_folder(root, rows, {k: 0 for k in rows}, images=False)
+    path = root / celeba_labels.ATTR_FILE
+    lines = path.read_text().splitlines()
+    lines[1] = " ".join(names) + " "
+    path.write_text("\r\n".join(lines))
+    return path
+
+
+def _swapped(a: str, b: str) -> list[str]:
+    names = list(celeba_labels.ATTRIBUTES)
+    i, j = names.index(a), names.index(b)
+    names[i], names[j] = names[j], names[i]
+    return names
+
+
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        (
+            _swapped("Male", "Smiling"),
+            r"another order: column 21 is 'Smiling' where the official file has 'Male'; "
+            r"column 32 is 'Male' where the official file has 'Smiling'",
+        ),
+        (
+            [n if n != "Male" else "Mael" for n in celeba_labels.ATTRIBUTES],
+            r"unknown name 'Mael' \(a typo for 'Male'\?\); missing \['Male'\]",
+        ),
+        (
+            list(reversed(celeba_labels.ATTRIBUTES)),
+            r"another order: column 1 is 'Young'.*\(and 36 more columns\)",
+        ),
+    ],
+    ids=["swapped", "typo", "reversed"],
+)
+def test_header_must_be_the_official_names_in_order(tmp_path, names, match):
+    """Swapped names used to serve one attribute's labels under the other's name."""
+    path = _with_header(tmp_path, names)
+    with pytest.raises(ValueError, match=r"list_attr_celeba.txt: line 2 should name") as err:
+        celeba_labels.read_attributes(path)
+    assert re.search(match, str(err.value)), str(err.value)
+    assert "re-download" in str(err.value)
+    with pytest.raises(ValueError, match="official order"):
+        celeba.load_labels("train", source="folder", data_dir=tmp_path)
+
+
+def test_header_with_a_missing_or_repeated_name(tmp_path):
+    names = [n for n in celeba_labels.ATTRIBUTES if n != "Bald"]
+    with pytest.raises(ValueError, match=r"missing \['Bald'\]"):
+        celeba_labels.read_attributes(_with_header(tmp_path, names))
+    names = [n if n != "Bald" else "Bangs" for n in celeba_labels.ATTRIBUTES]
+    with pytest.raises(ValueError, match=r"missing \['Bald'\]; repeated \['Bangs'\]"):
+        celeba_labels.read_attributes(_with_header(tmp_path, names))
 
 
 def test_partition_disagreeing_with_attributes(tmp_path):
