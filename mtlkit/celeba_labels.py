@@ -352,13 +352,17 @@ def check_hidden(shares: Mapping[str, float] | None, attributes: Sequence[str]) 
             f"hide_labels names {outside}, which are not among the loaded attributes "
             f"{list(attributes)}: add them to attributes or drop them from hide_labels."
         )
-    for attribute, share in shares.items():
-        if isinstance(share, bool) or not isinstance(share, Real) or not 0 <= share <= 1:
-            raise ValueError(
-                f"hide_labels[{attribute!r}] = {share!r}: the share of labels to hide must be "
-                "a number from 0 (hide none) to 1 (hide all)."
-            )
-    return {a: float(s) for a, s in shares.items()}
+    return {a: _check_share(a, s) for a, s in shares.items()}
+
+
+def _check_share(attribute: str, share: object) -> float:
+    """``share`` as a float in [0, 1], or a ``ValueError`` naming the attribute."""
+    if isinstance(share, bool) or not isinstance(share, Real) or not 0 <= share <= 1:
+        raise ValueError(
+            f"hide_labels[{attribute!r}] = {share!r}: the share of labels to hide must be "
+            "a number from 0 (hide none) to 1 (hide all)."
+        )
+    return float(share)
 
 
 def hidden_mask(n: int, attribute: str, share: float, seed: int, split: str) -> np.ndarray:
@@ -369,6 +373,8 @@ def hidden_mask(n: int, attribute: str, share: float, seed: int, split: str) -> 
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"hide_seed={seed!r}: pass a non-negative integer.")
+    check_attributes([attribute])
+    share = _check_share(attribute, share)
     rng = np.random.default_rng([int(seed), ATTRIBUTES.index(attribute), SPLITS.index(split)])
     mask = np.zeros(n, bool)
     mask[rng.permutation(n)[: round(share * n)]] = True

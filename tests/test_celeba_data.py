@@ -659,6 +659,7 @@ def test_majority_classes_ignore_hidden_labels():
         ({"Wearing_Necklaces": 0.5}, ValueError, "Unknown CelebA attribute"),
         ({"Bald": 0.5}, ValueError, "not among the loaded attributes"),
         ({"Wearing_Necklace": 1.5}, ValueError, "from 0 .* to 1"),
+        ({"Male": 2}, ValueError, r"hide_labels\['Male'\] = 2: .*from 0 .* to 1"),
         ({"Wearing_Necklace": -0.1}, ValueError, "from 0 .* to 1"),
         ({"Wearing_Necklace": float("nan")}, ValueError, "from 0 .* to 1"),
         ({"Wearing_Necklace": "10%"}, ValueError, "from 0 .* to 1"),
@@ -670,6 +671,13 @@ def test_hidden_labels_bad_input(hide, error, match):
         celeba.load_labels("train", source="synthetic", limit=10, hide_labels=hide)
     with pytest.raises(error, match=match):
         celeba.load_celeba("train", source="synthetic", limit=10, hide_labels=hide)
+
+
+@pytest.mark.parametrize("share", [2, -0.5, float("nan"), "all"])
+def test_hidden_mask_refuses_a_share_outside_0_1(share):
+    """hidden_mask(..., share=2) used to hide every label without a word."""
+    with pytest.raises(ValueError, match=r"hide_labels\['Male'\] = .*from 0 .* to 1"):
+        celeba_labels.hidden_mask(10, "Male", share, 0, "train")
 
 
 def test_hidden_labels_bad_seed():
