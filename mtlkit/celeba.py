@@ -245,7 +245,11 @@ def load_celeba(
             0, -5 or 2.5, is a ``ValueError``.
         seed: the synthetic set's seed (same seed, same images and labels).
         verify: folder check done up front on every image: "header" (fast: JPEG start and
-            end markers) or "decode" (decodes every image once; slow on the full set).
+            end markers) or "decode" (decodes every image once; slow on the full set; also
+            refuses a file whose decoding makes libjpeg report corrupt data). A file whose
+            compressed data is damaged passes "header": it then trains as partly noise, or
+            stops training with TensorFlow's "Invalid JPEG data or crop window", which
+            names no file. Run once with "decode" to find such files.
         download: let TFDS download the data when it is not prepared yet.
         shuffle_seed: if given, reshuffle the examples every epoch *before* decoding
             (cheap: file names or encoded records), from this seed. For training on data

@@ -319,6 +319,56 @@ def test_truncated_jpeg_is_caught(tiny):
         celeba.load_celeba("test", source="folder", data_dir=tiny)
 
 
+def _textured_jpeg() -> bytes:
+    """A 178x218 JPEG with detail everywhere (a uniform image leaves little to garble)."""
+    x, y = np.linspace(0, 1, 178)[None, :, None], np.linspace(0, 1, 218)[:, None, None]
+    noise = np.random.default_rng(0).random((218, 178, 3))
+    pixels = 255 * (0.5 + 0.25 * np.sin(20 * x + 3 * y * np.arange(1, 4)) + 0.15 * noise)
+    return tf.io.encode_jpeg(pixels.clip(0, 255).astype(np.uint8), quality=90).numpy()
+
+
+def _garbled(jpeg: bytes) -> bytes:
+    """The same file with 100 bytes cut out of the middle of its compressed (scan) data:
+    start and end markers intact, so it passes verify="header"."""
+    start, end = jpeg.index(b"\xff\xda"), len(jpeg) - 2
+    middle = (start + end) // 2
+    return jpeg[:middle] + jpeg[middle + 100 :]
+
+
+def test_garbled_scan_data_is_caught_by_verify_decode(tiny):
+    """It used to pass verify="decode": TensorFlow decodes it without an error, into an
+    image whose lower part is noise, and only prints libjpeg's warning."""
+    clean = _textured_jpeg()
+    garbled = _garbled(clean)
+    picture = tf.io.decode_jpeg(garbled, channels=3).numpy().astype(int)  # no error...
+    original = tf.io.decode_jpeg(clean, channels=3).numpy().astype(int)
+    assert np.abs(picture - original)[109:].mean() > 20  # ...but the lower half is noise
+    images = tiny / celeba_labels.IMAGE_FOLDER
+    (images / "000001.jpg").write_bytes(clean)
+    (images / "000002.jpg").write_bytes(garbled)
+    with pytest.raises(ValueError, match=r"000002.jpg is not a complete JPEG image, or its "):
+        celeba.load_celeba("train", source="folder", data_dir=tiny, verify="decode")
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 2 images .*1 unreadable"):
+        ds = celeba.load_celeba(
+            "train", source="folder", data_dir=tiny, verify="decode", skip_unreadable=True
+        )
+    assert ds.skipped == 1 and len(list(ds)) == 1
+    header = celeba.load_celeba("train", source="folder", data_dir=tiny, verify="header")
+    assert header.skipped == 0  # the fast check cannot see it (documented)
+
+
+def test_libjpeg_warnings_are_collected_and_other_output_kept(capfd):
+    with celeba_images.libjpeg_warnings() as found:
+        tf.io.decode_jpeg(_garbled(_textured_jpeg())).numpy()
+        os.write(2, b"an unrelated line\n")
+    assert found and found[0].startswith("Corrupt JPEG data")
+    err = capfd.readouterr().err
+    assert "an unrelated line" in err and "Corrupt JPEG data" not in err
+    with celeba_images.libjpeg_warnings() as found:
+        tf.io.decode_jpeg(_textured_jpeg()).numpy()
+    assert found == []
+
+
 def test_missing_image_folder(tiny):
     shutil.rmtree(tiny / celeba_labels.IMAGE_FOLDER)
     with pytest.raises(FileNotFoundError, match="img_align_celeba.*unzip"):
