@@ -40,12 +40,36 @@ PATH_VARIABLES = (
 )
 
 
+def matches(notebook: Path, item: str) -> bool:
+    """Whether an ``--only`` item names ``notebook``: its number ("02" or "2") or its name,
+    whole or cut short after the number ("02_cifar100_comparison.ipynb", "02_cifar")."""
+    item = item.removesuffix(".ipynb")
+    if item.isdecimal():
+        return int(item) == int(notebook.stem[:2])
+    return len(item) > 2 and notebook.stem.startswith(item)
+
+
 def select(only: list[str] | None) -> list[Path]:
-    """The numbered notebooks, or those whose number or name is in ``only``."""
+    """The numbered notebooks, or those that an item of ``only`` names (see :func:`matches`)."""
     notebooks = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) for o in only)]
+    if only is not None:
+        notebooks = [nb for nb in notebooks if any(matches(nb, o) for o in only)]
     return notebooks
+
+
+def check_only(only: list[str] | None) -> str:
+    """Why ``--only`` cannot be run ('' when it can): given without a value, or with an
+    item that names no notebook. The message lists the notebooks to choose from."""
+    if only is None:
+        return ""
+    notebooks = select(None)
+    available = ", ".join(f"{nb.stem[:2]} ({nb.stem})" for nb in notebooks)
+    if not only:
+        return f"--only needs one or more notebook numbers; the notebooks are {available}"
+    unknown = [o for o in only if not any(matches(nb, o) for nb in notebooks)]
+    if unknown:
+        return f"--only {' '.join(unknown)} names no notebook; give numbers or names of {available}"
+    return ""
 
 
 def run_one(notebook: Path, output_dir: Path, profile: str) -> str | None:
@@ -72,14 +96,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--profile", choices=PROFILES, default="quick")
-    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="notebook numbers (02 or 2) or names"
+    )
     parser.add_argument("--output-dir", type=Path, default=NOTEBOOKS / "executed")
     args = parser.parse_args(argv)
 
+    problem = check_only(args.only)
+    if problem:
+        parser.error(problem)
     notebooks = select(args.only)
     if not notebooks:
-        names = [n.stem for n in select(None)]
-        parser.error(f"no notebook matches {args.only}; available: {names}")
+        parser.error(f"there are no numbered notebooks in {NOTEBOOKS}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     os.environ["MTLKIT_PROFILE"] = args.profile
     # the kernels run in notebooks/: make folders given relative to here mean the same there

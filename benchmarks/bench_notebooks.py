@@ -31,18 +31,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
+sys.path.insert(0, str(ROOT))
+import run_notebooks  # noqa: E402  (the one rule for which notebooks --only names)
+
 # a row of run_notebooks.py's final table: "  NN_name.ipynb   12.3 s  ok" (or "FAILED ...")
 ROW = re.compile(r"^\s+(\S+\.ipynb)\s+([0-9.]+) s(?:\s+(ok|FAILED.*))?\s*$")
 
 
 def numbered_notebooks(only: list[str] | None) -> list[str]:
-    """The numbered notebooks run_notebooks.py runs: all, or those whose number or name is
-    in ``only`` (the same selection rule)."""
-    names = sorted(nb.name for nb in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        names = [name for name in names if any(name.startswith(o) for o in only)]
-    return names
+    """The numbered notebooks run_notebooks.py runs: all, or those named in ``only`` (its
+    own selection rule, :func:`run_notebooks.select`)."""
+    return [nb.name for nb in run_notebooks.select(only)]
 
 
 def data_used() -> str:
@@ -68,9 +67,10 @@ def main(argv=None) -> int:
         help="use the usual MTLKIT_RUNS_DIR (stored runs are reused: not a cold run)",
     )
     args = p.parse_args(argv)
+    problem = run_notebooks.check_only(args.only)
+    if problem:
+        p.error(problem)
     expected = numbered_notebooks(args.only)
-    if not expected:
-        p.error(f"no notebook matches {args.only}; available: {numbered_notebooks(None)}")
     print(f"timing {len(expected)} notebooks: {', '.join(expected)}", flush=True)
     if args.keep_runs:
         return run(args, dict(os.environ), expected)

@@ -63,6 +63,7 @@ from mtlkit.celeba_labels import (
     with_hidden_labels,
 )
 from mtlkit.celeba_synthetic import SYNTHETIC_SIZES, cue_shown, renderer, synthetic_labels
+from mtlkit.checks import positive_int
 
 __all__ = [
     "ATTRIBUTES", "ATTR_FILE", "EIGHT", "FACE_SIDE", "IMAGE_FOLDER", "PARTITION_FILE",
@@ -100,6 +101,11 @@ def _check_source(source: str) -> str:
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}: use one of {', '.join(SOURCES)}.")
     return source
+
+
+def _check_limit(limit: int | None) -> int | None:
+    """``limit`` as an int, None, or a ``ValueError`` (see :func:`mtlkit.checks.positive_int`)."""
+    return positive_int(limit, "limit", "the first images of the split to keep", allow_none=True)
 
 
 def _folder(data_dir: str | os.PathLike | None) -> Path:
@@ -235,10 +241,15 @@ def load_celeba(
             (with a warning giving the count; ``ds.skipped`` holds it) instead of raising.
         limit: keep only the first ``limit`` images of the split (file order) -- for quick
             runs; for the synthetic set, the number of images (default
-            :data:`SYNTHETIC_SIZES`).
+            :data:`SYNTHETIC_SIZES`). A positive int or None (all); anything else, such as
+            0, -5 or 2.5, is a ``ValueError``.
         seed: the synthetic set's seed (same seed, same images and labels).
         verify: folder check done up front on every image: "header" (fast: JPEG start and
-            end markers) or "decode" (decodes every image once; slow on the full set).
+            end markers) or "decode" (decodes every image once; slow on the full set; also
+            refuses a file whose decoding makes libjpeg report corrupt data). A file whose
+            compressed data is damaged passes "header": it then trains as partly noise, or
+            stops training with TensorFlow's "Invalid JPEG data or crop window", which
+            names no file. Run once with "decode" to find such files.
         download: let TFDS download the data when it is not prepared yet.
         shuffle_seed: if given, reshuffle the examples every epoch *before* decoding
             (cheap: file names or encoded records), from this seed. For training on data
@@ -257,6 +268,7 @@ def load_celeba(
     split = check_split(split)
     attributes = check_attributes(attributes)
     image_size = check_image_size(image_size)
+    limit = _check_limit(limit)
     hidden = check_hidden(hide_labels, attributes)
     source = _check_source(source)
     if source == "folder":
@@ -292,6 +304,7 @@ def load_labels(
     """
     split = check_split(split)
     attributes = check_attributes(attributes)
+    limit = _check_limit(limit)
     hidden = check_hidden(hide_labels, attributes)
     source = _check_source(source)
     if source == "folder":

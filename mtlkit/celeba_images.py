@@ -11,9 +11,12 @@ missing or broken files up front, with an error that says how to go on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +139,48 @@ def _jpeg_looks_complete(path: Path) -> bool:
     return head == b"\xff\xd8" and b"\xff\xd9" in tail
 
 
+LIBJPEG_WARNINGS = (
+    "Corrupt JPEG data",
+    "Premature end of JPEG file",
+    "Invalid SOS parameters",
+    "Inconsistent progression sequence",
+)
+"""How libjpeg's warnings about damaged compressed data begin. TensorFlow's decoder prints
+them on the process's standard error and goes on: the image comes out, partly garbage."""
+
+
+@contextlib.contextmanager
+def libjpeg_warnings() -> Iterator[list[str]]:
+    """Collect libjpeg's warnings (:data:`LIBJPEG_WARNINGS`) printed while the block runs.
+
+    libjpeg writes them to file descriptor 2 (not to Python's ``sys.stderr``), so that
+    descriptor points at a temporary file meanwhile; the list yielded is filled when the
+    block ends, and every other line is written back to standard error. Where descriptor 2
+    cannot be redirected, the list stays empty.
+    """
+    found: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield found
+        return
+    sink = tempfile.TemporaryFile()
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield found
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sink.seek(0)
+        others = []
+        for line in sink.read().decode(errors="replace").splitlines():
+            (found if line.startswith(LIBJPEG_WARNINGS) else others).append(line)
+        sink.close()
+        if others:
+            os.write(2, ("\n".join(others) + "\n").encode())
+
+
 def _undecodable(paths: Sequence[str]) -> list[int]:
     """Indices of files TensorFlow cannot decode as JPEG (decoded in parallel)."""
     ok = (
@@ -151,10 +196,41 @@ def _undecodable(paths: Sequence[str]) -> list[int]:
     return [i for i in range(len(paths)) if i not in good]
 
 
+def _corrupt(paths: Sequence[str]) -> list[int]:
+    """Indices of files that TensorFlow cannot decode, or decodes with a libjpeg warning
+    about damaged data (garbled scan data decodes "fine" into partly noise).
+
+    One parallel pass over all files; only when it prints warnings are the files searched
+    by halves, each half decoded again, to find the ones that warn.
+    """
+    with libjpeg_warnings() as warned:
+        failed = _undecodable(paths)
+    if not warned:
+        return failed
+
+    def search(indices: list[int]) -> list[int]:
+        with libjpeg_warnings() as warned:
+            _undecodable([paths[i] for i in indices])
+        if not warned or len(indices) == 1:
+            return indices if warned else []
+        half = len(indices) // 2
+        return search(indices[:half]) + search(indices[half:])
+
+    rest = sorted(set(range(len(paths))) - set(failed))
+    return sorted(failed + (search(rest) if rest else []))
+
+
 def check_images(
     folder: Path, names: Sequence[str], verify: str, skip_unreadable: bool
 ) -> np.ndarray:
-    """Boolean mask of usable images; raise for the first bad one unless skipping."""
+    """Boolean mask of usable images; raise for the first bad one unless skipping.
+
+    ``verify="header"`` looks at each file's first and last bytes only (a file cut short,
+    or an HTML error page); ``verify="decode"`` decodes every file and also refuses those
+    whose decoding makes libjpeg warn of corrupt data (see :func:`libjpeg_warnings`). No
+    check can see every damage: JPEG has no checksum, and a garbled stretch that still
+    decodes without a warning goes through.
+    """
     if verify not in ("header", "decode"):
         raise ValueError(f"verify={verify!r}: use 'header' (fast) or 'decode' (thorough).")
     if not folder.is_dir():
@@ -175,12 +251,12 @@ def check_images(
         bad = [i for i in np.flatnonzero(usable) if not _jpeg_looks_complete(folder / names[i])]
     else:
         kept = np.flatnonzero(usable)
-        bad = [kept[j] for j in _undecodable([str(folder / names[i]) for i in kept])]
+        bad = [kept[j] for j in _corrupt([str(folder / names[i]) for i in kept])]
     if bad and not skip_unreadable:
         raise ValueError(
-            f"{folder / names[bad[0]]} is not a complete JPEG image ({len(bad):,} such "
-            "files). Replace it with the original file, or pass skip_unreadable=True to "
-            "leave unreadable images out."
+            f"{folder / names[bad[0]]} is not a complete JPEG image, or its compressed data "
+            f"is damaged ({len(bad):,} such files). Replace it with the original file, or "
+            "pass skip_unreadable=True to leave unreadable images out."
         )
     usable[bad] = False
     if not usable.all():

@@ -16,6 +16,7 @@ with :func:`with_hidden_labels`.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from numbers import Real
@@ -141,13 +142,60 @@ def _parse_table(path: Path, lines: list[str], first: int, n_fields: int, allowe
     return table
 
 
+def _header_differences(names: Sequence[str]) -> list[str]:
+    """How a header's attribute names differ from :data:`ATTRIBUTES` (empty: they match)."""
+    if list(names) == ATTRIBUTES:
+        return []
+    problems = []
+    for name in dict.fromkeys(n for n in names if n not in ATTRIBUTES):
+        close = difflib.get_close_matches(name, ATTRIBUTES, n=1)
+        problems.append(
+            f"unknown name {name!r}" + (f" (a typo for {close[0]!r}?)" if close else "")
+        )
+    missing = [a for a in ATTRIBUTES if a not in names]
+    if missing:
+        problems.append(f"missing {missing}")
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        problems.append(f"repeated {repeated}")
+    if not problems:  # the official names, in another order
+        moved = [
+            f"column {i + 1} is {n!r} where the official file has {a!r}"
+            for i, (n, a) in enumerate(zip(names, ATTRIBUTES))
+            if n != a
+        ]
+        problems.append("the official names in another order: " + "; ".join(moved[:4]))
+        if len(moved) > 4:
+            problems[-1] += f" (and {len(moved) - 4} more columns)"
+    return problems
+
+
+def check_header(path: Path, names: Sequence[str]) -> None:
+    """``ValueError`` unless ``names`` (line 2 of ``list_attr_celeba.txt``) are the 40
+    official attribute names in the official order (:data:`ATTRIBUTES`).
+
+    A header with two names swapped, or a typo, would serve one attribute's labels under
+    another's name; the message says what differs.
+    """
+    problems = _header_differences(names)
+    if problems:
+        raise ValueError(
+            f"{path}: line 2 should name the 40 official CelebA attributes in the official "
+            f"order, but it has {'; '.join(problems)}. Its columns cannot be trusted to hold "
+            f"the labels their names say: re-download {ATTR_FILE} (MD5 of the official file: "
+            "75e246fa4810816ffd6ee81facbd244c)."
+        )
+
+
 def read_attributes(path: str | os.PathLike) -> pd.DataFrame:
     """Parse ``list_attr_celeba.txt`` into a DataFrame of 0/1 labels (int8).
 
     Rows are indexed by image file name, columns are the 40 attributes in file order.
     Copes with CRLF or LF line ends and one or two spaces between columns. Raises
-    ``ValueError`` naming the file, the line and the fix for a truncated file (fewer rows
-    than the count on the first line), a malformed row or a value other than 1 / -1.
+    ``ValueError`` naming the file, the line and the fix for a header that is not the
+    official 40 names in the official order (see :func:`check_header`), a truncated file
+    (fewer rows than the count on the first line), a malformed row or a value other than
+    1 / -1.
     """
     path = Path(path)
     lines = _read_lines(path)
@@ -157,6 +205,7 @@ def read_attributes(path: str | os.PathLike) -> pd.DataFrame:
             f"Is this really {ATTR_FILE}? Re-download it."
         )
     declared, names = int(lines[0].strip()), lines[1].split()
+    check_header(path, names)
     if len(lines) - 2 != declared:
         raise ValueError(
             f"{path}: line 1 announces {declared:,} images but the file has "
@@ -303,13 +352,17 @@ def check_hidden(shares: Mapping[str, float] | None, attributes: Sequence[str]) 
             f"hide_labels names {outside}, which are not among the loaded attributes "
             f"{list(attributes)}: add them to attributes or drop them from hide_labels."
         )
-    for attribute, share in shares.items():
-        if isinstance(share, bool) or not isinstance(share, Real) or not 0 <= share <= 1:
-            raise ValueError(
-                f"hide_labels[{attribute!r}] = {share!r}: the share of labels to hide must be "
-                "a number from 0 (hide none) to 1 (hide all)."
-            )
-    return {a: float(s) for a, s in shares.items()}
+    return {a: _check_share(a, s) for a, s in shares.items()}
+
+
+def _check_share(attribute: str, share: object) -> float:
+    """``share`` as a float in [0, 1], or a ``ValueError`` naming the attribute."""
+    if isinstance(share, bool) or not isinstance(share, Real) or not 0 <= share <= 1:
+        raise ValueError(
+            f"hide_labels[{attribute!r}] = {share!r}: the share of labels to hide must be "
+            "a number from 0 (hide none) to 1 (hide all)."
+        )
+    return float(share)
 
 
 def hidden_mask(n: int, attribute: str, share: float, seed: int, split: str) -> np.ndarray:
@@ -320,6 +373,8 @@ def hidden_mask(n: int, attribute: str, share: float, seed: int, split: str) -> 
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"hide_seed={seed!r}: pass a non-negative integer.")
+    check_attributes([attribute])
+    share = _check_share(attribute, share)
     rng = np.random.default_rng([int(seed), ATTRIBUTES.index(attribute), SPLITS.index(split)])
     mask = np.zeros(n, bool)
     mask[rng.permutation(n)[: round(share * n)]] = True

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlkit import config
+from mtlkit.checks import positive_int
 
 SOURCES = ("tfds", "folder", "synthetic")
 SPLITS = ("train", "validation", "test")
@@ -99,9 +100,53 @@ def _field(batch: dict, key: str, path: Path):
     raise ValueError(f"{path} has no {key!r} entry: it is not a CIFAR-100 file. {FOLDER_HELP}")
 
 
+def _check_meta(path: Path, meta: dict) -> None:
+    """``ValueError`` when the meta file names the classes otherwise than the kit does.
+
+    The labels are indices into these names; in another order, every label would mean
+    another class than :data:`FINE_NAMES` and :data:`COARSE_NAMES` say.
+    """
+    for key, expected in (("fine_label_names", FINE_NAMES), ("coarse_label_names", COARSE_NAMES)):
+        names = next((meta[k] for k in (key.encode(), key) if k in meta), None)
+        if names is None:
+            continue
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+        if names != expected:
+            first = next((i for i, (a, b) in enumerate(zip(names, expected)) if a != b), None)
+            where = (
+                f"label {first} is {names[first]!r} where CIFAR-100 has {expected[first]!r}"
+                if first is not None
+                else f"{len(names)} names instead of {len(expected)}"
+            )
+            raise ValueError(f"{path}: {key!r} is not the official list ({where}). {FOLDER_HELP}")
+
+
+def check_hierarchy(fine: np.ndarray, coarse: np.ndarray, source: str | os.PathLike) -> None:
+    """``ValueError`` unless every (fine, coarse) pair follows the official hierarchy.
+
+    Each of the 100 fine classes belongs to exactly one of the 20 superclasses
+    (:data:`FINE_TO_COARSE`); a pair that contradicts it (a "maple_tree" labelled
+    "vehicles_1") is a corrupt or mixed-up file. The message gives the first bad example's
+    index and the number of such examples.
+    """
+    wrong = np.flatnonzero(FINE_TO_COARSE[fine] != coarse)
+    if wrong.size:
+        i = int(wrong[0])
+        f, c, right = int(fine[i]), int(coarse[i]), int(FINE_TO_COARSE[fine[i]])
+        raise ValueError(
+            f"{source}: example {i} has fine label {f} ({FINE_NAMES[f]}) and coarse label {c} "
+            f"({COARSE_NAMES[c]}), but {FINE_NAMES[f]} belongs to {COARSE_NAMES[right]} "
+            f"(coarse label {right}) in CIFAR-100's hierarchy; {wrong.size:,} of "
+            f"{len(fine):,} examples contradict it. The file is corrupt or its labels were "
+            f"changed. {FOLDER_HELP}"
+        )
+
+
 def read_cifar100_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, ...]:
     """Read the official pickle of ``split`` ("train" or "test").
 
+    Refuses (``ValueError``) a file whose labels break the official fine -> coarse
+    hierarchy (:func:`check_hierarchy`) or a ``meta`` file with other class names.
     Returns ``(images uint8 (N, 32, 32, 3), fine int32 (N,), coarse int32 (N,))``.
     """
     root = Path(data_dir).expanduser()
@@ -110,7 +155,7 @@ def read_cifar100_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.nd
         raise FileNotFoundError(
             f"source='folder': CIFAR-100 folder not found: {root}. {FOLDER_HELP} {OFFLINE_HELP}"
         )
-    _read_pickle(folder / "meta")  # a copy without its meta file is incomplete
+    _check_meta(folder / "meta", _read_pickle(folder / "meta"))  # needed: a complete copy
     path = folder / split
     batch = _read_pickle(path)
     data = np.asarray(_field(batch, "data", path))
@@ -130,6 +175,7 @@ def read_cifar100_folder(data_dir: str | os.PathLike, split: str) -> tuple[np.nd
         fine.min() < 0 or fine.max() >= 100 or coarse.min() < 0 or coarse.max() >= 20
     ):
         raise ValueError(f"{path}: labels outside 0-99 (fine) or 0-19 (coarse). {FOLDER_HELP}")
+    check_hierarchy(fine, coarse, path)
     # Rows are channel-major (1,024 red, then green, then blue values).
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, fine, coarse
@@ -226,14 +272,14 @@ def load_cifar100_arrays(
 
     ``"train"`` and ``"validation"`` are a seeded 80/20 random split of the 50,000 official
     training images (``split_seed``); ``"test"`` is the official 10,000-image test set.
-    ``limit`` keeps the first ``limit`` examples (for quick runs).
+    ``limit`` keeps the first ``limit`` examples (for quick runs): a positive int, or None
+    for all; anything else (0, -5, 2.5, "10") is a ``ValueError``.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}: use one of {SPLITS}.")
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}: use one of {SOURCES}.")
-    if limit is not None and limit <= 0:
-        raise ValueError(f"limit must be a positive number of examples, got {limit}.")
+    limit = positive_int(limit, "limit", "the first examples to keep", allow_none=True)
     sizes = {**OFFICIAL_SIZES, **(synthetic_sizes or {})}
     official = "test" if split == "test" else "train"
     images, fine, coarse = _official(official, source, data_dir, split_seed, sizes)

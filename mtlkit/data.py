@@ -21,6 +21,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from mtlkit.celeba import EIGHT, load_celeba, load_labels
+from mtlkit.checks import positive_int
 from mtlkit.cifar100 import augmentation, load_cifar100, load_cifar100_arrays
 
 __all__ = [
@@ -57,8 +58,7 @@ def batched(
     Augmentation runs in a single ``map`` call (not in parallel) so that its random
     draws come in a fixed order: with a seed, two runs see the same augmented images.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    batch_size = positive_int(batch_size, "batch_size", "examples per batch")
     if cache:
         ds = ds.cache()
     if shuffle:

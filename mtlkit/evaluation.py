@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mtlkit.celeba_labels import UNKNOWN
+
 # =========================================================================================
 # Binary attributes (CelebA)
 # =========================================================================================
@@ -65,7 +67,14 @@ def binary_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     Balanced accuracy averages the recalls of the classes present in ``y_true``; F1 is
     NaN when there are neither positives nor predicted positives (it is undefined then).
     """
-    y_true, y_pred = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    y_true = np.asarray(y_true)
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError(
+            f"binary_scores takes labels 0 and 1, got {sorted(set(np.unique(y_true).tolist()))}."
+            " A -1 marks an unknown label: leave those examples out first (attribute_table "
+            "does)."
+        )
+    y_true, y_pred = y_true.astype(bool), np.asarray(y_pred).astype(bool)
     tp = np.sum(y_true & y_pred)
     fp = np.sum(~y_true & y_pred)
     fn = np.sum(y_true & ~y_pred)
@@ -78,6 +87,33 @@ def binary_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def _known(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the labels that are known (0 or 1): -1 marks an unknown label."""
+    return np.asarray(labels) != UNKNOWN
+
+
+def _attribute_row(y: np.ndarray, logits: np.ndarray, majority: int) -> dict[str, float]:
+    """One row of :func:`attribute_table`, over the labelled examples of one attribute."""
+    known = _known(y)
+    y, predicted = y[known], np.asarray(logits).reshape(-1)[known] > 0
+    if y.size == 0:  # every label unknown: nothing to score
+        nan = float("nan")
+        scores = {"accuracy": nan, "balanced_accuracy": nan, "f1": nan}
+        baseline = positive_rate = nan
+    else:
+        scores = binary_scores(y, predicted)
+        baseline, positive_rate = float(np.mean(y == majority)), float(np.mean(y))
+    return {
+        "accuracy": scores["accuracy"],
+        "majority_baseline": baseline,
+        "vs_majority": scores["accuracy"] - baseline,
+        "balanced_accuracy": scores["balanced_accuracy"],
+        "f1": scores["f1"],
+        "positive_rate": positive_rate,
+        "labelled": int(y.size),
+    }
+
+
 def attribute_table(
     labels: Mapping[str, np.ndarray],
     logits: Mapping[str, np.ndarray],
@@ -86,38 +122,65 @@ def attribute_table(
     """Per-attribute scores in the report's form, with the majority baseline beside them.
 
     ``majority`` maps each attribute to its training-set majority class (see
-    :func:`mtlkit.celeba.majority_classes`); its order is the row order. Columns:
-    ``accuracy``, ``majority_baseline`` (accuracy of always predicting that class on these
-    labels), ``vs_majority`` (accuracy minus baseline: negative means worse than the
-    constant guess), ``balanced_accuracy``, ``f1`` and ``positive_rate``. A last row,
-    ``mean over tasks``, averages the columns: its accuracy is the report's "overall
-    accuracy".
+    :func:`mtlkit.celeba.majority_classes`); its order is the row order, and every one of
+    its attributes must be in ``labels`` and ``logits``. Columns: ``accuracy``,
+    ``majority_baseline`` (accuracy of always predicting that class on these labels),
+    ``vs_majority`` (accuracy minus baseline: negative means worse than the constant
+    guess), ``balanced_accuracy``, ``f1``, ``positive_rate`` and ``labelled``.
+
+    A label of -1 means "unknown" (see :func:`mtlkit.celeba_labels.with_hidden_labels`):
+    each attribute is scored over its labelled examples only, and ``labelled`` counts them
+    (an attribute with none gets NaN scores). A last row, ``mean over tasks``, averages
+    the columns (NaN rows left out): its accuracy is the report's "overall accuracy".
     """
+    _check_tasks(labels, logits, majority)
     rows = {}
     for task in majority:  # the caller's task order (keras sorts a model's dict outputs)
-        y = np.asarray(labels[task]).astype(int)
-        scores = binary_scores(y, np.asarray(logits[task]) > 0)
-        baseline = float(np.mean(y == majority[task]))
-        rows[task] = {
-            "accuracy": scores["accuracy"],
-            "majority_baseline": baseline,
-            "vs_majority": scores["accuracy"] - baseline,
-            "balanced_accuracy": scores["balanced_accuracy"],
-            "f1": scores["f1"],
-            "positive_rate": float(np.mean(y)),
-        }
+        y = np.asarray(labels[task]).reshape(-1).astype(int)
+        rows[task] = _attribute_row(y, logits[task], majority[task])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "attribute"
     table.loc["mean over tasks"] = table.mean()
     return table
 
 
+def _check_tasks(
+    labels: Mapping[str, np.ndarray],
+    logits: Mapping[str, np.ndarray],
+    majority: Mapping[str, int],
+) -> None:
+    """``ValueError`` naming the tasks that ``labels``, ``logits`` and ``majority`` do not share."""
+    problems = []
+    for name, mapping in (("labels", labels), ("logits", logits)):
+        missing = [t for t in majority if t not in mapping]
+        if missing:
+            problems.append(f"{missing} not in {name}")
+    unscored = [t for t in labels if t not in majority]
+    if unscored:
+        problems.append(f"{unscored} have labels but no majority class")
+    if problems:
+        raise ValueError(
+            f"attribute_table scores the tasks of majority ({list(majority)}), which must "
+            f"match those of labels and logits: {'; '.join(problems)}. Compute majority from "
+            "the training labels of the same tasks (mtlkit.celeba.majority_classes)."
+        )
+
+
 def exact_match_accuracy(
     labels: Mapping[str, np.ndarray], logits: Mapping[str, np.ndarray]
 ) -> float:
-    """Fraction of examples with every attribute predicted right at once."""
-    right = [np.asarray(labels[t]).astype(bool) == (np.asarray(logits[t]) > 0) for t in labels]
-    return float(np.mean(np.all(right, axis=0)))
+    """Fraction of examples with every attribute predicted right at once.
+
+    Counted over the examples whose every label is known: an example with any label -1
+    ("unknown") is left out, since whether it is an exact match cannot be told. NaN when
+    no example has all its labels.
+    """
+    y = {t: np.asarray(labels[t]).reshape(-1) for t in labels}
+    complete = np.all([_known(y[t]) for t in y], axis=0)
+    if not complete.any():
+        return float("nan")
+    right = [(y[t] == 1) == (np.asarray(logits[t]).reshape(-1) > 0) for t in y]
+    return float(np.mean(np.all(right, axis=0)[complete]))
 
 
 def summary(table: pd.DataFrame, exact_match: float) -> pd.Series:
@@ -292,7 +355,17 @@ _T95 = {
 
 
 def t_critical(dof: int) -> float:
-    """The two-sided 95 % critical value of Student's t (1.96 for large samples)."""
+    """The two-sided 95 % critical value of Student's t (1.96 for large samples).
+
+    ``dof`` (degrees of freedom) must be a positive whole number: two samples of n and m
+    values have ``n + m - 2``, so a t-test needs at least three values in all.
+    """
+    if isinstance(dof, bool) or not isinstance(dof, (int, np.integer)) or dof < 1:
+        raise ValueError(
+            f"t_critical(dof={dof!r}): the degrees of freedom must be a positive whole "
+            "number (n + m - 2 for two samples of n and m values); with none, seed-to-seed "
+            "noise cannot be estimated. Run more seeds."
+        )
     known = [d for d in _T95 if d <= dof]
     return 1.96 if dof > 30 else _T95[max(known)]
 
@@ -304,16 +377,31 @@ def compare_to_baseline(values: pd.DataFrame, baseline: str, metric: str) -> pd.
     models' spreads), and a verdict from a two-sample t-test at the 95 % level: a
     difference smaller than ``t x standard error`` is "within noise". With few seeds the
     critical t is large (4.3 for two seeds each), which is the honest price of few runs;
-    with one seed the noise cannot be estimated at all and the verdict says so.
+    with one seed the noise cannot be estimated at all and the verdict says so. A value
+    that is NaN (or infinite) makes that model's verdict "unknown", with the count of such
+    values in it, and its difference and standard error NaN: a diverged or missing run is
+    not silently dropped, nor allowed to decide the verdict.
     """
     grouped = values.groupby("model", sort=False)[metric]
     mean, var, n = grouped.mean(), grouped.var(ddof=1), grouped.size()
     if baseline not in mean.index:
         raise KeyError(f"No runs of the baseline {baseline!r}; models are {list(mean.index)}.")
+    missing = grouped.apply(lambda v: int((~np.isfinite(v.to_numpy(float))).sum()))
     rows = []
     for model in mean.index:
-        diff = mean[model] - mean[baseline]
-        if min(n[model], n[baseline]) < 2:
+        broken = [m for m in dict.fromkeys((model, baseline)) if missing[m]]
+        diff = float("nan") if broken else mean[model] - mean[baseline]
+        if broken:
+            error = float("nan")
+            verdict = (
+                "unknown ("
+                + "; ".join(
+                    f"{missing[m]} of the {n[m]} {metric} values of {m!r} are NaN or infinite"
+                    for m in broken
+                )
+                + ": a run diverged or was not evaluated; rerun or drop it)"
+            )
+        elif min(n[model], n[baseline]) < 2:
             error, verdict = float("nan"), "unknown (one seed: no spread to compare with)"
         else:
             error = float(np.sqrt(var[model] / n[model] + var[baseline] / n[baseline]))

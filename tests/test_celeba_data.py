@@ -4,6 +4,7 @@ sources of images (folder and synthetic here; tfds in test_tfds_mock.py)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -174,6 +175,63 @@ def test_value_other_than_plus_minus_one(tmp_path):
         celeba_labels.read_attributes(tmp_path / celeba_labels.ATTR_FILE)
 
 
+def _with_header(root: Path, names: list[str]) -> Path:
+    """A valid three-row attribute file whose line 2 is ``names``."""
+    rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
+    write_folder(root, rows, {k: 0 for k in rows}, images=False)
+    path = root / celeba_labels.ATTR_FILE
+    lines = path.read_text().splitlines()
+    lines[1] = " ".join(names) + " "
+    path.write_text("\r\n".join(lines))
+    return path
+
+
+def _swapped(a: str, b: str) -> list[str]:
+    names = list(celeba_labels.ATTRIBUTES)
+    i, j = names.index(a), names.index(b)
+    names[i], names[j] = names[j], names[i]
+    return names
+
+
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        (
+            _swapped("Male", "Smiling"),
+            r"another order: column 21 is 'Smiling' where the official file has 'Male'; "
+            r"column 32 is 'Male' where the official file has 'Smiling'",
+        ),
+        (
+            [n if n != "Male" else "Mael" for n in celeba_labels.ATTRIBUTES],
+            r"unknown name 'Mael' \(a typo for 'Male'\?\); missing \['Male'\]",
+        ),
+        (
+            list(reversed(celeba_labels.ATTRIBUTES)),
+            r"another order: column 1 is 'Young'.*\(and 36 more columns\)",
+        ),
+    ],
+    ids=["swapped", "typo", "reversed"],
+)
+def test_header_must_be_the_official_names_in_order(tmp_path, names, match):
+    """Swapped names used to serve one attribute's labels under the other's name."""
+    path = _with_header(tmp_path, names)
+    with pytest.raises(ValueError, match=r"list_attr_celeba.txt: line 2 should name") as err:
+        celeba_labels.read_attributes(path)
+    assert re.search(match, str(err.value)), str(err.value)
+    assert "re-download" in str(err.value)
+    with pytest.raises(ValueError, match="official order"):
+        celeba.load_labels("train", source="folder", data_dir=tmp_path)
+
+
+def test_header_with_a_missing_or_repeated_name(tmp_path):
+    names = [n for n in celeba_labels.ATTRIBUTES if n != "Bald"]
+    with pytest.raises(ValueError, match=r"missing \['Bald'\]"):
+        celeba_labels.read_attributes(_with_header(tmp_path, names))
+    names = [n if n != "Bald" else "Bangs" for n in celeba_labels.ATTRIBUTES]
+    with pytest.raises(ValueError, match=r"missing \['Bald'\]; repeated \['Bangs'\]"):
+        celeba_labels.read_attributes(_with_header(tmp_path, names))
+
+
 def test_partition_disagreeing_with_attributes(tmp_path):
     rows = {f"{i:06d}.jpg": row(i) for i in range(1, 4)}
     write_folder(tmp_path, rows, {"000001.jpg": 0, "000002.jpg": 0, "000009.jpg": 2}, images=False)
@@ -200,6 +258,27 @@ def test_unknown_attribute_and_split(tiny, monkeypatch):
         celeba.load_celeba("train", source="kaggle")
     with pytest.raises(ValueError, match="needs data_dir"):
         celeba.load_celeba("train", source="folder", data_dir=None)
+
+
+@pytest.mark.parametrize("limit", [-5, 0, 2.5, "10", True, 3.0])
+@pytest.mark.parametrize("source", ["folder", "synthetic", "tfds"])
+def test_limit_must_be_a_positive_int_or_none(tiny, source, limit, monkeypatch):
+    """-5 used to keep all but the last five images; 0, 2.5 and "10" failed deep inside."""
+    import tensorflow_datasets as tfds
+
+    def no_download(*args, **kwargs):
+        raise ConnectionError("the limit should have been refused before TFDS is asked")
+
+    monkeypatch.setattr(tfds, "load", no_download)
+    data_dir = tiny if source == "folder" else None
+    for load in (celeba.load_celeba, celeba.load_labels):
+        with pytest.raises(ValueError, match=r"limit=.*positive whole number.*or None"):
+            load("train", source=source, data_dir=data_dir, limit=limit)
+
+
+def test_limit_accepts_numpy_ints(tiny):
+    labels = celeba.load_labels("train", source="folder", data_dir=tiny, limit=np.int64(1))
+    assert list(labels.index) == ["000001.jpg"]
 
 
 def test_missing_image_error_and_skip(tiny):
@@ -238,6 +317,56 @@ def test_truncated_jpeg_is_caught(tiny):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ValueError, match="000004.jpg is not a complete JPEG"):
         celeba.load_celeba("test", source="folder", data_dir=tiny)
+
+
+def _textured_jpeg() -> bytes:
+    """A 178x218 JPEG with detail everywhere (a uniform image leaves little to garble)."""
+    x, y = np.linspace(0, 1, 178)[None, :, None], np.linspace(0, 1, 218)[:, None, None]
+    noise = np.random.default_rng(0).random((218, 178, 3))
+    pixels = 255 * (0.5 + 0.25 * np.sin(20 * x + 3 * y * np.arange(1, 4)) + 0.15 * noise)
+    return tf.io.encode_jpeg(pixels.clip(0, 255).astype(np.uint8), quality=90).numpy()
+
+
+def _garbled(jpeg: bytes) -> bytes:
+    """The same file with 100 bytes cut out of the middle of its compressed (scan) data:
+    start and end markers intact, so it passes verify="header"."""
+    start, end = jpeg.index(b"\xff\xda"), len(jpeg) - 2
+    middle = (start + end) // 2
+    return jpeg[:middle] + jpeg[middle + 100 :]
+
+
+def test_garbled_scan_data_is_caught_by_verify_decode(tiny):
+    """It used to pass verify="decode": TensorFlow decodes it without an error, into an
+    image whose lower part is noise, and only prints libjpeg's warning."""
+    clean = _textured_jpeg()
+    garbled = _garbled(clean)
+    picture = tf.io.decode_jpeg(garbled, channels=3).numpy().astype(int)  # no error...
+    original = tf.io.decode_jpeg(clean, channels=3).numpy().astype(int)
+    assert np.abs(picture - original)[109:].mean() > 20  # ...but the lower half is noise
+    images = tiny / celeba_labels.IMAGE_FOLDER
+    (images / "000001.jpg").write_bytes(clean)
+    (images / "000002.jpg").write_bytes(garbled)
+    with pytest.raises(ValueError, match=r"000002.jpg is not a complete JPEG image, or its "):
+        celeba.load_celeba("train", source="folder", data_dir=tiny, verify="decode")
+    with pytest.warns(UserWarning, match=r"Skipped 1 of 2 images .*1 unreadable"):
+        ds = celeba.load_celeba(
+            "train", source="folder", data_dir=tiny, verify="decode", skip_unreadable=True
+        )
+    assert ds.skipped == 1 and len(list(ds)) == 1
+    header = celeba.load_celeba("train", source="folder", data_dir=tiny, verify="header")
+    assert header.skipped == 0  # the fast check cannot see it (documented)
+
+
+def test_libjpeg_warnings_are_collected_and_other_output_kept(capfd):
+    with celeba_images.libjpeg_warnings() as found:
+        tf.io.decode_jpeg(_garbled(_textured_jpeg())).numpy()
+        os.write(2, b"an unrelated line\n")
+    assert found and found[0].startswith("Corrupt JPEG data")
+    err = capfd.readouterr().err
+    assert "an unrelated line" in err and "Corrupt JPEG data" not in err
+    with celeba_images.libjpeg_warnings() as found:
+        tf.io.decode_jpeg(_textured_jpeg()).numpy()
+    assert found == []
 
 
 def test_missing_image_folder(tiny):
@@ -580,6 +709,7 @@ def test_majority_classes_ignore_hidden_labels():
         ({"Wearing_Necklaces": 0.5}, ValueError, "Unknown CelebA attribute"),
         ({"Bald": 0.5}, ValueError, "not among the loaded attributes"),
         ({"Wearing_Necklace": 1.5}, ValueError, "from 0 .* to 1"),
+        ({"Male": 2}, ValueError, r"hide_labels\['Male'\] = 2: .*from 0 .* to 1"),
         ({"Wearing_Necklace": -0.1}, ValueError, "from 0 .* to 1"),
         ({"Wearing_Necklace": float("nan")}, ValueError, "from 0 .* to 1"),
         ({"Wearing_Necklace": "10%"}, ValueError, "from 0 .* to 1"),
@@ -591,6 +721,13 @@ def test_hidden_labels_bad_input(hide, error, match):
         celeba.load_labels("train", source="synthetic", limit=10, hide_labels=hide)
     with pytest.raises(error, match=match):
         celeba.load_celeba("train", source="synthetic", limit=10, hide_labels=hide)
+
+
+@pytest.mark.parametrize("share", [2, -0.5, float("nan"), "all"])
+def test_hidden_mask_refuses_a_share_outside_0_1(share):
+    """hidden_mask(..., share=2) used to hide every label without a word."""
+    with pytest.raises(ValueError, match=r"hide_labels\['Male'\] = .*from 0 .* to 1"):
+        celeba_labels.hidden_mask(10, "Male", share, 0, "train")
 
 
 def test_hidden_labels_bad_seed():

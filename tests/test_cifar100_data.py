@@ -151,6 +151,36 @@ def test_inconsistent_test_batch(tmp_path, change, match):
         data.load_cifar100("test", "folder", data_dir=tmp_path)
 
 
+def test_labels_that_break_the_hierarchy_are_refused(tmp_path):
+    """A fine label under the wrong superclass used to be trained on as it was."""
+    truth = write_official(tmp_path)
+    path = tmp_path / "cifar-100-python" / "train"
+    batch = pickle.loads(path.read_bytes())
+    fine = truth["train"][1]
+    for i in (7, 30):  # move two examples to the next superclass
+        batch[b"coarse_labels"][i] = int((cifar100.FINE_TO_COARSE[fine[i]] + 1) % 20)
+    path.write_bytes(pickle.dumps(batch))
+    name = cifar100.FINE_NAMES[fine[7]]
+    right = cifar100.COARSE_NAMES[cifar100.FINE_TO_COARSE[fine[7]]]
+    with pytest.raises(ValueError) as err:
+        data.load_cifar100("train", "folder", data_dir=tmp_path)
+    message = str(err.value)
+    assert f"example 7 has fine label {fine[7]} ({name})" in message
+    assert f"but {name} belongs to {right}" in message and "2 of 50 examples" in message
+    data.load_cifar100("test", "folder", data_dir=tmp_path)  # the other split is fine
+
+
+def test_meta_with_other_class_names_is_refused(tmp_path):
+    write_official(tmp_path)
+    path = tmp_path / "cifar-100-python" / "meta"
+    meta = pickle.loads(path.read_bytes())
+    names = meta[b"fine_label_names"]
+    names[0], names[1] = names[1], names[0]  # apple <-> aquarium_fish
+    path.write_bytes(pickle.dumps(meta))
+    with pytest.raises(ValueError, match=r"label 0 is 'aquarium_fish' where CIFAR-100 has 'apple'"):
+        data.load_cifar100("test", "folder", data_dir=tmp_path)
+
+
 def test_unreachable_download_says_how_to_go_on(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
@@ -172,6 +202,25 @@ def test_bad_split_source_and_limit():
         data.load_cifar100("train", "internet")
     with pytest.raises(ValueError, match="positive"):
         data.load_cifar100("test", "synthetic", limit=0, synthetic_sizes={"test": 10})
+
+
+@pytest.mark.parametrize("limit", [-5, 0, 2.5, "10", True])
+def test_limit_must_be_a_positive_int_or_none(limit):
+    """-5 used to keep all but the last five examples; 2.5 and "10" failed with a TypeError."""
+    for load in (data.load_cifar100, data.load_cifar100_arrays):
+        with pytest.raises(ValueError, match=r"limit=.*positive whole number.*or None"):
+            load("test", "synthetic", limit=limit, synthetic_sizes={"test": 10})
+    images, _, _ = data.load_cifar100_arrays(
+        "test", "synthetic", limit=np.int64(3), synthetic_sizes={"test": 10}
+    )
+    assert len(images) == 3
+
+
+@pytest.mark.parametrize("batch_size", [2.5, 0, -1, "8", None])
+def test_batch_size_must_be_a_positive_int(batch_size):
+    ds = tf.data.Dataset.range(10)
+    with pytest.raises(ValueError, match=r"batch_size=.*positive whole number"):
+        data.batched(ds, batch_size)
 
 
 # ---------------------------------------------------------------- synthetic data

@@ -93,3 +93,47 @@ def test_predict_with_labels_one_pass_stays_aligned():
     table, headline = evaluation.evaluate_attributes(model, ds, {"a": 0, "b": 0})
     assert headline["exact-match accuracy"] == 1.0
     assert (table["accuracy"] == 1.0).all()
+
+
+# ------------------------------------------------------------------ bad input
+# Six examples, three of them unknown (-1) for "a"; every prediction says "present".
+PARTIAL_LABELS = {"a": np.array([-1, -1, -1, 0, 0, 1]), "b": np.array([0, 1, 0, 0, 1, 1])}
+PARTIAL_LOGITS = {"a": np.full(6, 1.0), "b": np.array([-1.0, 1.0, -1.0, -1.0, 1.0, -1.0])}
+
+
+def test_unknown_labels_are_left_out_of_each_attribute():
+    table = evaluation.attribute_table(PARTIAL_LABELS, PARTIAL_LOGITS, {"a": 0, "b": 0})
+    # "a" over its three labelled examples (0, 0, 1): one of three predictions right
+    assert table.loc["a", "accuracy"] == pytest.approx(1 / 3)
+    assert table.loc["a", "positive_rate"] == pytest.approx(1 / 3)
+    assert table.loc["a", "majority_baseline"] == pytest.approx(2 / 3)
+    assert table.loc["a", "labelled"] == 3 and table.loc["b", "labelled"] == 6
+    assert table.loc["b", "accuracy"] == pytest.approx(5 / 6)
+
+
+def test_an_attribute_without_labels_scores_nan_not_a_number_from_nothing():
+    labels = {"a": np.full(4, -1), "b": np.array([0, 1, 1, 0])}
+    logits = {"a": np.ones(4), "b": np.array([-1.0, 1.0, 1.0, -1.0])}
+    table = evaluation.attribute_table(labels, logits, {"a": 0, "b": 1})
+    assert table.loc["a", "labelled"] == 0 and math.isnan(table.loc["a", "accuracy"])
+    assert table.loc["mean over tasks", "accuracy"] == 1.0  # the mean of the scored ones
+
+
+def test_exact_match_counts_only_fully_labelled_examples():
+    # examples 3, 4, 5 have both labels; 3 and 4 are right on both, 5 is wrong on "b"
+    logits = {**PARTIAL_LOGITS, "a": np.array([1.0, 1.0, 1.0, -1.0, -1.0, 1.0])}
+    assert evaluation.exact_match_accuracy(PARTIAL_LABELS, logits) == pytest.approx(2 / 3)
+    nothing = evaluation.exact_match_accuracy({"a": np.full(3, -1)}, {"a": np.ones(3)})
+    assert math.isnan(nothing)
+
+
+def test_binary_scores_refuses_unknown_labels():
+    with pytest.raises(ValueError, match=r"labels 0 and 1, got \[-1, 0, 1\].*unknown"):
+        evaluation.binary_scores(np.array([-1, 0, 1]), np.array([True, False, True]))
+
+
+def test_attribute_table_names_a_task_without_majority_class():
+    with pytest.raises(ValueError, match=r"\['b'\] have labels but no majority class"):
+        evaluation.attribute_table(LABELS, LOGITS, {"a": 1})
+    with pytest.raises(ValueError, match=r"\['c'\] not in labels; \['c'\] not in logits"):
+        evaluation.attribute_table(LABELS, LOGITS, {"a": 1, "b": 0, "c": 0})

@@ -63,3 +63,26 @@ def test_t_critical_values():
     assert evaluation.t_critical(2) == 4.30
     assert evaluation.t_critical(11) == 2.23
     assert evaluation.t_critical(1000) == 1.96
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("where", ["other", "base"])
+def test_a_nan_among_the_seeds_makes_the_verdict_unknown(bad, where):
+    runs = {
+        "base": [history(0.50, 0.6), history(0.51, 0.6), history(0.52, 0.6)],
+        "other": [history(0.60, 0.6), history(0.61, 0.6), history(0.62, 0.6)],
+    }
+    runs[where][1] = history(bad, 0.6)  # a run that diverged
+    verdict = evaluation.compare_to_baseline(evaluation.final_values(runs), "base", "fine acc")
+    row = verdict.loc["other"]
+    assert row["verdict"].startswith("unknown")
+    assert f"1 of the 3 fine acc values of '{where}' are NaN or infinite" in row["verdict"]
+    assert math.isnan(row["standard error"]) and math.isnan(row["fine acc difference"])
+    tasks = evaluation.compare_tasks(evaluation.final_values(runs), "base", ["fine acc"])
+    assert tasks.loc["fine acc", "verdict"].startswith("unknown")
+
+
+@pytest.mark.parametrize("dof", [0, -1, 2.5, None])
+def test_t_critical_needs_degrees_of_freedom(dof):
+    with pytest.raises(ValueError, match="degrees of freedom must be a positive whole number"):
+        evaluation.t_critical(dof)

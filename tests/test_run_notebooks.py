@@ -48,3 +48,43 @@ def test_kernels_start_without_log_lines(tmp_path, capfd):
     _notebook(tmp_path / "01_quiet.ipynb", "x = 1")
     assert run_notebooks.run_one(tmp_path / "01_quiet.ipynb", tmp_path, "quick") is None
     assert "[IPKernelApp]" not in capfd.readouterr().err
+
+
+@pytest.fixture
+def two_notebooks(tmp_path, monkeypatch):
+    """A notebooks folder with 01_first and 02_second (never executed by these tests)."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("01_first", "02_second"):
+        _notebook(folder / f"{name}.ipynb", "x = 1")
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", folder)
+    monkeypatch.setattr(run_notebooks, "run_one", _must_not_run)
+    return folder
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a bad --only must stop before any notebook runs")
+
+
+@pytest.mark.parametrize(
+    "only",
+    [["--only"], ["--only", "0"], ["--only", "00"], ["--only", "02", "9"], ["--only", "first"]],
+    ids=["no value", "0", "00", "one of two unknown", "name without number"],
+)
+def test_an_only_that_names_no_notebook_is_an_error(two_notebooks, tmp_path, capsys, only):
+    """'--only 0' and a bare '--only' used to run every notebook."""
+    with pytest.raises(SystemExit) as exit_:
+        run_notebooks.main([*only, "--output-dir", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only" in err and "01 (01_first), 02 (02_second)" in err
+
+
+def test_only_takes_numbers_and_names(two_notebooks):
+    def names(only):
+        return [nb.stem for nb in run_notebooks.select(only)]
+
+    assert names(["2"]) == names(["02"]) == names(["02_second.ipynb"]) == ["02_second"]
+    assert names(["02_sec", "1"]) == ["01_first", "02_second"]
+    assert names(None) == ["01_first", "02_second"]
+    assert run_notebooks.check_only(["1", "02"]) == ""
