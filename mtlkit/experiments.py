@@ -120,7 +120,13 @@ def cifar100_settings(profile: str, source: str | None = None, **overrides) -> C
     base = dict(profile=profile, source=source, data_dir=overrides.pop("data_dir", local))
     base.update(CIFAR_PROFILES[profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
+    _check_epochs(base["epochs"])
     return CifarSettings(**base)
+
+
+def _check_epochs(epochs) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r}: use a positive whole number.")
 
 
 def cifar100_datasets(settings: CifarSettings, seed: int) -> dict:
@@ -323,7 +329,9 @@ def celeba_settings(
     base.update(CELEBA_PROFILES[study][profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["attributes"] = tuple(celeba.check_attributes(base.get("attributes", data.EIGHT)))
-    base["hide_labels"] = tuple(sorted(dict(base.get("hide_labels", ())).items()))
+    hidden = dict(base.get("hide_labels", ()))
+    base["hide_labels"] = tuple(sorted(celeba.check_hidden(hidden, base["attributes"]).items()))
+    _check_epochs(base.get("epochs"))
     return CelebaSettings(**base)
 
 

@@ -1,0 +1,18 @@
+"""Study settings refuse what would fail later, at the call that sets it."""
+
+import pytest
+
+from mtlkit import experiments
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 2.5, True])
+def test_epochs_must_be_a_positive_whole_number(epochs):
+    with pytest.raises(ValueError, match="epochs="):
+        experiments.cifar100_settings("quick", epochs=epochs)
+    with pytest.raises(ValueError, match="epochs="):
+        experiments.celeba_settings("quick", epochs=epochs)
+
+
+def test_a_hidden_share_outside_0_1_is_refused_by_the_settings():
+    with pytest.raises(ValueError, match="hide_labels\\['Male'\\] = 2"):
+        experiments.celeba_settings("quick", hide_labels={"Male": 2})
