@@ -142,9 +142,18 @@ def train(
         set_seed(seed)
         if scheduler is not None and scheduler.seed is None:
             scheduler.reseed(seed)
+    if isinstance(optimizer, str):  # as compile accepts it
+        optimizer = keras.optimizers.get(optimizer)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"optimizer={optimizer!r}: pass a Keras optimizer, e.g. "
+                        "keras.optimizers.Adam(1e-3), or its name.")  # fmt: skip
     method = None if weighting is None else weighting_methods.get(weighting, names)
+    if method is not None and method.kind == "gradient" and len(names) < 2:
+        raise ValueError(f"{method.name!r} combines the gradients of several tasks; the model "
+                         f"has one ({names}). Train it without a weighting method.")  # fmt: skip
     if method is not None and seed is not None and getattr(method, "seed", 0) is None:
         method.reseed(seed)
+    _check_first_batch(model, data_for(0), losses, names)
     val_spec = validation_data.element_spec if validation_data is not None else None
     specs = (data_for(0).element_spec, val_spec)
     key = _steps_key(optimizer, method, losses, weights, specs, jit_compile, representation_layer)
@@ -475,6 +484,17 @@ def _guarded(loop: _Loop, x, y):
             "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
             "for examples whose label is unknown."
         ) from None
+
+
+def _check_first_batch(model: keras.Model, data, losses: dict, names: list[str]) -> None:
+    """The label forms of the first batch (:func:`mtlkit.tasks.check_label_forms`)."""
+    first = next(iter(data), None)
+    if first is None:
+        raise ValueError("train_data gave no batches: is the dataset empty?")
+    x, y = first
+    shapes = dict(zip(model.output_names, [tuple(o.shape) for o in model.outputs]))
+    binary = {t: task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in names}
+    task_utils.check_label_forms(x, y, shapes, binary)
 
 
 _LABEL_ERRORS = {

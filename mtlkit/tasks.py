@@ -222,6 +222,37 @@ def check_batches(data, names: list[str], what: str) -> None:
         )
 
 
+def check_label_forms(x, y, y_pred_shapes: Mapping, binary: Mapping[str, bool]) -> None:
+    """Refuse label forms that train without error but mean something else (first batch,
+    host side, once per run): CelebA's own +-1 labels given to a binary task, one-hot labels
+    given to a sparse loss, a two-logit head given a binary loss, unbatched data."""
+    for t, is_binary in binary.items():
+        labels = tf.convert_to_tensor(y[t])
+        if labels.shape.rank == 0:
+            raise ValueError(f"Task {t!r}'s labels are scalars: the data looks unbatched. "
+                             "Call .batch(n) on the dataset.")  # fmt: skip
+        width = y_pred_shapes[t][-1]
+        if is_binary:
+            values = tf.cast(labels, tf.float32).numpy().ravel()
+            minus, zero, one = (values == -1).mean(), (values == 0).any(), (values == 1).any()
+            if one and not zero and minus >= 0.25:
+                raise ValueError(
+                    f"Task {t!r}: its binary labels are -1 and 1 and never 0 -- CelebA's file "
+                    "form, where -1 means 'absent', not 'unknown'. Convert them with "
+                    "(labels + 1) // 2 (the kit's loaders do), keeping -1 only for unknown labels."
+                )
+            if width != 1:
+                raise ValueError(f"Task {t!r} has a binary loss but its head gives {width} "
+                                 "logits: use a Dense(1) head, or a sparse categorical loss "
+                                 "for two classes.")  # fmt: skip
+        elif labels.shape.rank >= 2 and labels.shape[-1] == width and width not in (None, 1):
+            raise ValueError(
+                f"Task {t!r}'s labels look one-hot (last axis {width}, the head's width) but "
+                "its loss is sparse: pass class indices (tf.argmax(labels, -1)) or use "
+                "CategoricalCrossentropy."
+            )
+
+
 def binary_labels_ok(labels) -> bool:
     """Whether every label is 0, 1, -1 (unknown) or NaN (a data error the loss reports)."""
     values = tf.reshape(tf.cast(labels, tf.float32), [-1]).numpy()

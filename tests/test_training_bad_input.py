@@ -92,3 +92,40 @@ def test_bad_label_values_are_named(task, value, match):
     with pytest.raises(ValueError, match=rf"\['{task}'\].*{match}"):
         train(build(), data, epochs=1, losses=LOSSES, verbose=0,
               optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
+
+
+def _labels(task, values):
+    x, y = arrays(64)
+    y = {**y, task: values}
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+@pytest.mark.parametrize(
+    "task, values, match",
+    [
+        ("b", np.where(arrays(64)[1]["b"] > 0, 1.0, -1.0), "CelebA's file form"),
+        ("a", np.eye(3, dtype="float32")[arrays(64)[1]["a"]], "look one-hot"),
+    ],
+)
+def test_label_forms_that_would_train_wrongly_are_refused(task, values, match):
+    with pytest.raises(ValueError, match=match):
+        train(build(), _labels(task, values), epochs=1, losses=LOSSES, verbose=0,
+              optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
+
+
+def test_unbatched_data_is_named():
+    x, y = arrays(64)
+    unbatched = tf.data.Dataset.from_tensor_slices((x, {"a": y["a"], "b": y["b"][:, 0]}))
+    with pytest.raises(ValueError, match="unbatched"):
+        train(build(), unbatched, epochs=1, losses=LOSSES, verbose=0,
+              optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
+
+
+def test_an_optimizer_name_works_and_a_gradient_method_needs_two_tasks():
+    history = train(build(), dataset(64), epochs=1, losses=LOSSES, verbose=0, optimizer="adam")
+    assert np.isfinite(history.history["loss"]).all()
+    x = keras.Input((8,))
+    single = keras.Model(x, {"a": keras.layers.Dense(3, name="a")(keras.layers.Dense(4)(x))})
+    with pytest.raises(ValueError, match="has one"):
+        train(single, dataset(64).map(lambda x, y: (x, {"a": y["a"]})), epochs=1,
+              losses=LOSSES["a"], optimizer="adam", weighting="pcgrad", verbose=0)  # fmt: skip
