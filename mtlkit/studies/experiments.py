@@ -9,7 +9,8 @@ a sweep that is interrupted picks up where it stopped and a finished run is read
 * CelebA: :class:`CelebaSettings`, :func:`celeba_settings`, :func:`run_celeba` (``fit``
   for notebook 03, the custom loop with or without DST for notebook 05).
 
-:func:`expected_minutes` turns a settings object into the duration a notebook prints.
+:func:`mtlkit.studies.durations.expected_minutes` turns a settings object into the duration a
+notebook prints.
 """
 
 from __future__ import annotations
@@ -26,21 +27,13 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit import (
-    architectures,
-    celeba,
-    config,
-    data,
-    dst,
-    evaluation,
-    runs,
-    tasks,
-    training,
-    weighting,
-    work,
-)
-from mtlkit.architectures import build_celeba, build_cifar100
-from mtlkit.durations import expected_minutes  # noqa: F401  (what each notebook prints)
+from mtlkit import config, data, training, work
+from mtlkit.analysis import evaluation
+from mtlkit.data import celeba
+from mtlkit.methods import dst, weighting
+from mtlkit.models import architectures, graph, tasks
+from mtlkit.models.architectures import build_celeba, build_cifar100
+from mtlkit.training import runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,9 +392,9 @@ def run_celeba(
     """Train (or read back) one CelebA run and evaluate it on the test split.
 
     ``arm``: ``"fit"`` (Keras ``fit``, notebook 03), ``"train"`` (the custom loop, no DST),
-    ``"dst"`` (the custom loop with a :class:`mtlkit.dst.DSTScheduler`, made with
+    ``"dst"`` (the custom loop with a :class:`mtlkit.methods.dst.DSTScheduler`, made with
     ``scheduler_options`` and the task depths and labelled-sample counts of this data), or
-    a weighting method of :mod:`mtlkit.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
+    a weighting method of :mod:`mtlkit.methods.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
     ``CelebaRun.seconds`` is the training time (evaluation excluded).
     The run lives in ``runs_dir/<settings.tag>/<arm>/seed<seed>``; a finished one is read
     back from its ``results.json`` without training, unless ``recompute=True``.
@@ -477,7 +470,7 @@ def _train_labels(settings: CelebaSettings) -> pd.DataFrame:
 def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None):
     """A DST scheduler with this model's depths and this data's labelled-example counts."""
     counts = dst.labelled_counts(_train_labels(settings))
-    return dst.DSTScheduler(settings.attributes, depths=dst.task_depths(model),
+    return dst.DSTScheduler(settings.attributes, depths=graph.task_depths(model),
                             sample_counts=counts, seed=seed, **(options or {}))  # fmt: skip
 
 
