@@ -36,6 +36,7 @@ import pandas as pd
 import tensorflow as tf
 
 from mtlkit.models import sharing
+from mtlkit.training import runs
 
 DEFAULT_EVERY = 100
 """Training steps between two probes of :class:`GradientProbe` (plus one at each epoch end)."""
@@ -367,9 +368,7 @@ class GradientProbe(keras.callbacks.Callback):
         payload = dict(tasks=self.tasks, variables=self.paths, epoch_steps=self.epoch_steps)
         payload["records"] = records
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.path)  # a reader never sees a half-written file
+        runs.atomic_write_json(self.path, payload)  # a reader never sees half a file
 
     def _load(self) -> None:
         if self.path is None or not self.path.exists():

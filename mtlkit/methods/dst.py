@@ -51,8 +51,7 @@ def labelled_counts(labels) -> dict[str, int]:
     ``labels``: a DataFrame with a column per task, or ``{task: array}`` (``-1`` = unknown,
     as in :func:`mtlkit.data.load_labels` with ``hide_labels``).
     """
-    columns = labels.items() if isinstance(labels, Mapping) else labels.items()
-    return {str(t): int((np.asarray(v) >= 0).sum()) for t, v in columns}
+    return {str(t): int((np.asarray(v) >= 0).sum()) for t, v in labels.items()}
 
 
 # ------------------------------------------------------------------- input checking

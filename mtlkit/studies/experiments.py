@@ -54,7 +54,6 @@ class CifarSettings:
     jit_compile: bool | str = False  # XLA: True, False or "auto" (XLA on a GPU)
     mixed_precision: bool = False  # the mixed_float16 policy (float16 compute, float32 weights)
     seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
-    builders: int = 2  # 2: models made of nested blocks (older runs' checkpoints differ)
     recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on that many training
     # images before each evaluation (the quick profile's few steps cannot settle them)
     checkpoints: bool = True  # False: no per-epoch backup (quick runs; not part of the tag)
@@ -82,10 +81,15 @@ class CifarSettings:
 UNTAGGED = ("seeds", "checkpoints")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
+RETIRED = {"cifar100": {"builders": 2}}
+"""Fields removed from a study's settings, hashed with their last value so that the run
+folders made before keep their names (``builders=2``: models made of nested blocks)."""
+
 
 def _tag(study: str, settings) -> str:
     """``<study>-<profile>-<source>-<hash of every field that changes results>``."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNTAGGED}
+    fields.update(RETIRED.get(study, {}))
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
     return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
 
