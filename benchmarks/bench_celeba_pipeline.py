@@ -5,7 +5,7 @@ Measured on the official folder layout (default ``../shared/data/celeba_mini``, 
 
 * ``ceiling`` -- ``tf.io.read_file`` + ``tf.io.decode_jpeg`` in a ``tf.data`` map with
   ``AUTOTUNE``, batched: what this machine can decode;
-* ``load_celeba@S`` -- ``mtlkit.celeba.load_celeba(split, source="folder", image_size=S)``,
+* ``load_celeba@S`` -- ``mtlkit.data.celeba.load_celeba(split, source="folder", image_size=S)``,
   batched the same way: decode only the centre square, shrink it when ``S`` < 178
   (area filter, after libjpeg's 1/2-scale decode when ``S`` <= 59), uint8 out.
   ``@native`` is ``image_size=None`` (the 178x178 crop): the full profile's loader, whose
@@ -46,7 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from mtlkit import celeba, data  # noqa: E402
+from mtlkit import data  # noqa: E402
+from mtlkit.data import celeba  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import machine, write_json  # noqa: E402
@@ -89,7 +90,7 @@ def model_preprocessing(image_size: int):
     """The first layers of build_celeba's model (resize, rescale, normalise), as one model."""
     import keras
 
-    from mtlkit.architectures import build_celeba
+    from mtlkit.models.architectures import build_celeba
 
     model = build_celeba(["Male"], weights=None, image_size=image_size)
     return keras.Model(model.input, model.get_layer("imagenet_normalization").output)

@@ -50,7 +50,8 @@ def measure(steps: int) -> dict:
     import keras
     import numpy as np
 
-    from mtlkit import architectures, data, work
+    from mtlkit import data, work
+    from mtlkit.models import architectures
 
     rng = np.random.default_rng(0)
     results = {}

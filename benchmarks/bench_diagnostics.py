@@ -4,7 +4,7 @@ The CIFAR-100 ``shared_conv`` model, compiled the report's way, is trained with 
 ``fit`` for one epoch of ``--steps`` batches per call, alternately
 
 * ``off`` -- no callback;
-* ``on``  -- ``mtlkit.diagnostics.GradientProbe`` at its default frequency
+* ``on``  -- ``mtlkit.analysis.diagnostics.GradientProbe`` at its default frequency
   (``every=DEFAULT_EVERY`` steps, plus the epoch end and the probe before training), on a
   probe batch as large as a training batch;
 
@@ -40,7 +40,9 @@ warnings.filterwarnings("ignore", message=".*shuffle=True.*")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtlkit import architectures, data, diagnostics, training  # noqa: E402
+from mtlkit import data, training  # noqa: E402
+from mtlkit.analysis import diagnostics  # noqa: E402
+from mtlkit.models import architectures  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

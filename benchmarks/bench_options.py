@@ -39,7 +39,8 @@ warnings.filterwarnings("ignore", message=".*shuffle=True.*")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtlkit import architectures, data, training  # noqa: E402
+from mtlkit import data, training  # noqa: E402
+from mtlkit.models import architectures  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import EpochTimer, machine, write_json  # noqa: E402

@@ -5,7 +5,7 @@ measured side by side in one process:
 
 * ``fit``       -- ``mtlkit.training.compile_multitask`` + ``model.fit`` (the kit's Keras way);
 * ``train``     -- ``mtlkit.training.train`` without a scheduler;
-* ``train+DST`` -- ``mtlkit.training.train`` with a ``mtlkit.dst.DSTScheduler`` (all four
+* ``train+DST`` -- ``mtlkit.training.train`` with a ``mtlkit.methods.dst.DSTScheduler`` (all four
   metrics), which adds an epoch-0 *measuring pass* (timed separately).
 
 Every call trains ``1 + --timed-epochs`` epochs of ``--steps`` batches: the first epoch
@@ -50,8 +50,10 @@ warnings.filterwarnings("ignore", message=".*shuffle=True.*")  # fit's note on a
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtlkit import architectures, data, dst, tasks, training  # noqa: E402
-from mtlkit import loop as training_loop  # noqa: E402
+from mtlkit import data, training  # noqa: E402
+from mtlkit.methods import dst  # noqa: E402
+from mtlkit.models import architectures, graph, tasks  # noqa: E402
+from mtlkit.training import loop as training_loop  # noqa: E402
 
 MODES = ("fit", "train", "train+DST")
 DEFAULT_ARCHITECTURES = ("shared_conv", "reuse_coarse")
@@ -84,7 +86,7 @@ class EpochTimer(keras.callbacks.Callback):
 class MeasuringPassTimer:
     """Time DST's measuring pass, split into its first call (trace) and the steady steps.
 
-    Wraps ``mtlkit.loop._measuring_pass`` (a private helper) for the duration of one
+    Wraps ``mtlkit.training.loop._measuring_pass`` (a private helper) for the duration of one
     ``train`` call; if it does not exist, only the total (train begin -> epoch 0 begin) is
     known.
     """
@@ -185,7 +187,7 @@ def bench_architecture(name: str, args, ds, n_images: int) -> dict:
         model, learning_rate=5e-4, loss_weights={"fine": 2, "coarse": 1}, jit_compile=JIT_COMPILE
     )
     optimizers = {m: keras.optimizers.Adam(5e-4) for m in MODES[1:]}
-    depths = dst.task_depths(model)
+    depths = graph.task_depths(model)
     initial = model.get_weights()  # every call starts from the same weights
     epochs = 1 + args.timed_epochs
     per_mode = {

@@ -1,4 +1,4 @@
-"""Training throughput of every weighting method of ``mtlkit.weighting``, against equal weighting.
+"""Training throughput of every method of ``mtlkit.methods.weighting``, against equal weighting.
 
 One model, one dataset, one process: the CelebA model of notebook 07 (a randomly initialised
 ResNet18 shared by eight attribute heads, ``architectures.build_celeba``) at a small image
@@ -52,7 +52,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mtlkit import architectures, celeba, data, shared, tasks, training, weighting  # noqa: E402
+from mtlkit import data, training  # noqa: E402
+from mtlkit.data import celeba  # noqa: E402
+from mtlkit.methods import weighting  # noqa: E402
+from mtlkit.models import architectures, sharing, tasks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import EpochTimer, machine, write_json  # noqa: E402
@@ -129,7 +132,7 @@ def bench(args) -> dict:
     initial = model.get_weights()
     x, y = next(iter(ds))
     losses = tasks.classification_losses(ATTRIBUTES, binary=True)
-    variables = shared.shared_variables(model, x, y, losses)
+    variables = sharing.shared_variables(model, x, y, losses)
     last = weighting.last_shared_kernel(variables)[0].path.split("/")[0]
     flops = conv_gflops(args.image_size)
     last_share = flops[last] / flops["total"]

@@ -14,7 +14,7 @@ durations are *estimates*, made this way and printed with the method:
 
     python benchmarks/estimate_durations.py --json benchmarks/results/durations.json
 
-The numbers it prints are the constants in ``mtlkit.experiments`` (``FORWARD_GFLOP``,
+The numbers it prints are the constants in ``mtlkit.studies.experiments`` (``FORWARD_GFLOP``,
 ``PIPELINE_IMAGES_PER_S``); rerun it after changing a model or a loader.
 """
 
@@ -31,7 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtlkit import architectures, data
+from mtlkit import data
+from mtlkit.models import architectures
 
 
 def forward_gflop(model: keras.Model) -> float:

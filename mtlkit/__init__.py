@@ -22,7 +22,7 @@ import os
 import sys
 import warnings
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # read by pyproject.toml: the one version of the kit
 
 
 def _import_tensorflow_quietly() -> None:

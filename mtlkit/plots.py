@@ -1,4 +1,4 @@
-"""Plotting helpers: learning curves of several models, averaged over seeds.
+"""Plotting helpers: learning curves averaged over seeds, model diagrams, gates, task weights.
 
 Every figure carries a caption line naming the data and profile that produced it, and is
 saved under :func:`mtlkit.config.figures_dir` when a file name is given.
@@ -6,6 +6,7 @@ saved under :func:`mtlkit.config.figures_dir` when a file name is given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mtlkit import config
+from mtlkit.models import graph
 
 History = Mapping[str, Sequence[float]]
 
@@ -205,7 +207,7 @@ def plot_attribute_accuracy(
     honest).
 
     ``tables`` maps a run name (``"no DST"``, ``"DST"``) to its per-seed test tables
-    (:func:`mtlkit.evaluation.attribute_table`). Bars: mean over seeds; dots: the seeds;
+    (:func:`mtlkit.analysis.evaluation.attribute_table`). Bars: mean over seeds; dots: the seeds;
     black bars: the majority-class baseline. A bar below its black mark is worse than
     always answering the training set's majority class.
     """
@@ -331,9 +333,6 @@ def _layer_row(layer, name: str) -> dict:
     """One row of :func:`block_table`."""
     import keras
 
-    nodes = layer._inbound_nodes
-    feeders = [t._keras_history.operation.name for n in nodes for t in n.input_tensors]
-    shapes = [tuple(t.shape) for t in nodes[0].output_tensors] if nodes else []
     kind = type(layer).__name__
     if isinstance(layer, keras.Model):
         inner = [x for x in layer.layers if not isinstance(x, keras.layers.InputLayer)]
@@ -341,8 +340,8 @@ def _layer_row(layer, name: str) -> dict:
     return {
         "block": name,
         "kind": kind,
-        "fed by": ", ".join(dict.fromkeys(feeders)) or "-",
-        "output shape": ", ".join(str(s) for s in shapes),
+        "fed by": ", ".join(graph.feeding_layers(layer)) or "-",
+        "output shape": ", ".join(str(s) for s in graph.output_shapes(layer)),
         "parameters": layer.count_params() if layer.built else 0,
     }
 
@@ -365,14 +364,8 @@ def _open_block(dot, block, show_shapes: bool) -> None:
     import keras
     import pydot
 
-    if len(block.inputs) != 1 or len(block.outputs) != 1:
-        raise ValueError(
-            f"Only a block with one input and one output can be opened alone, not "
-            f"{block.name!r}; use expand_nested=True to open every block."
-        )
     box = str(id(block))
-    entry = str(id(block.inputs[0]._keras_history.operation))
-    exit_ = str(id(block.outputs[0]._keras_history.operation))
+    entry, exit_ = (str(id(layer)) for layer in graph.block_ends(block))
     for edge in dot.get_edges():
         source, target = edge.get_source(), edge.get_destination()
         if box in (source, target):
@@ -427,6 +420,54 @@ def plot_cosine_matrices(tables: Mapping, *, caption: str, filename: str | None 
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="cosine of the task gradients")
     fig.suptitle(caption, fontsize=10)
+    if filename:
+        save(fig, filename)
+    return fig
+
+
+# ------------------------------------------------------------ weighting methods
+def plot_task_weights(
+    histories: Mapping[str, Sequence[Mapping[str, Sequence[float]]]],
+    tasks: Sequence[str],
+    *,
+    caption: str,
+    relative: bool = True,
+    filename: str | None = None,
+):
+    """Each method's per-task weight over the epochs: one panel per method, one line per task
+    (mean over seeds; with several seeds a band from min to max).
+
+    ``histories`` maps a method to its per-seed histories. A panel shows ``<task>_weight``
+    (logged by ``train(..., weighting=...)``) or, for DST, ``<task>_keep_prob``. With
+    ``relative`` the weights of each epoch are divided by their mean over tasks, so 1 is an
+    equal share whatever the method's scale (UW's exp(-s) and GradNorm's sum to ~K, MGDA's
+    alpha and RLW's softmax to 1); keep probabilities are drawn as they are.
+    """
+    columns = min(3, len(histories))
+    rows = math.ceil(len(histories) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), squeeze=False)
+    for ax, (name, runs) in zip(axes.flat, histories.items()):
+        key = "weight" if f"{tasks[0]}_weight" in runs[0] else "keep_prob"
+        values = np.array([[h[f"{t}_{key}"] for t in tasks] for h in runs], dtype=float)
+        if relative and key == "weight":  # (seeds, tasks, epochs) / mean over tasks
+            values = values / values.mean(axis=1, keepdims=True)
+        epochs = np.arange(1, values.shape[2] + 1)
+        for i, task in enumerate(tasks):
+            colour = plt.cm.tab10(i % 10)
+            ax.plot(epochs, values[:, i].mean(0), "o-", color=colour, ms=3, label=task)
+            if len(values) > 1:
+                ax.fill_between(epochs, values[:, i].min(0), values[:, i].max(0),
+                                color=colour, alpha=0.12)  # fmt: skip
+        label = "keep probability" if key == "keep_prob" else "weight" + (" / mean" * relative)
+        ax.set(title=f"{name} ({len(runs)} seed(s))", xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(histories) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.suptitle(caption, fontsize=10, wrap=True)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     if filename:
         save(fig, filename)
     return fig

@@ -49,7 +49,7 @@ SETUP = """\
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mtlkit import experiments
+from mtlkit.studies import experiments
 
 assert PROFILE == "standard", PROFILE
 _mock = tfds.testing.mock_data(num_examples={examples},

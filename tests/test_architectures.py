@@ -5,10 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from mtlkit import architectures
-from mtlkit.architectures import NAMES, build_cifar100, parameter_table
-from mtlkit.dst import task_depths
-from mtlkit.runs import model_signature
+from mtlkit.models import architectures
+from mtlkit.models.architectures import NAMES, build_cifar100, parameter_table
+from mtlkit.models.graph import task_depths
+from mtlkit.training.runs import model_signature
 
 # Totals from the reference (Keras's count_params, BatchNorm moving statistics included).
 REFERENCE_PARAMS = {

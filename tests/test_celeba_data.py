@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mtlkit import celeba, celeba_images, celeba_labels, celeba_synthetic
-from mtlkit.celeba_labels import EIGHT, UNKNOWN
+from mtlkit.data import celeba, celeba_images, celeba_labels, celeba_synthetic
+from mtlkit.data.celeba_labels import EIGHT, UNKNOWN
 
 
 def _shared_data() -> Path:
@@ -624,7 +624,7 @@ def test_describe_source():
 
 
 def test_names_others_rely_on_stay_importable_from_celeba():
-    from mtlkit.celeba import (  # noqa: F401
+    from mtlkit.data.celeba import (  # noqa: F401
         ATTRIBUTES,
         EIGHT,
         check_attributes,

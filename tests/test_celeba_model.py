@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from mtlkit.architectures import build_celeba
-from mtlkit.celeba import ATTRIBUTES, EIGHT
+from mtlkit.data.celeba import ATTRIBUTES, EIGHT
+from mtlkit.models.architectures import build_celeba
 
 
 def test_eight_heads_and_parameter_count():
@@ -82,7 +82,7 @@ def test_model_trains_on_one_batch_with_fit():
 
 def test_pretrained_weights_come_from_the_preset_named_by_the_environment(tmp_path, monkeypatch):
     """A preset folder written by save_to_preset stands in for Kaggle's download."""
-    from mtlkit.architectures import resnet18_backbone
+    from mtlkit.models.architectures import resnet18_backbone
 
     saved = resnet18_backbone(None)  # random weights: only a real load can reproduce them
     saved.save_to_preset(str(tmp_path / "resnet18"))

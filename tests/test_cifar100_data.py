@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import cifar100, data
+from mtlkit import data
+from mtlkit.data import cifar100
 
 
 def write_official(root, n_train=50, n_test=20, seed=0):
@@ -279,7 +280,7 @@ def test_batched_shuffles_reproducibly():
 
 def test_data_is_the_one_entry_point_for_loading():
     """mtlkit.data re-exports the loaders and nothing else of the data modules."""
-    from mtlkit import celeba
+    from mtlkit.data import celeba
 
     assert set(data.__all__) == {
         "load_cifar100", "load_cifar100_arrays", "load_celeba", "load_labels", "batched",

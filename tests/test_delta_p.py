@@ -1,4 +1,4 @@
-"""mtlkit.comparison: Delta_p by hand, its sign, lower-is-better metrics; baselines, costs, plot."""
+"""analysis.comparison: Delta_p by hand, its sign, lower-is-better metrics, baselines, costs."""
 
 from types import SimpleNamespace
 
@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlkit import comparison, evaluation
+from mtlkit import plots
+from mtlkit.analysis import comparison, evaluation, published
 
 matplotlib.use("Agg")
 
@@ -118,13 +119,17 @@ def test_delta_p_values_feed_the_noise_rule():
 
 
 def test_published_numbers_are_consistent():
-    methods = comparison.published_celeba()
+    methods = published.celeba_methods()
     assert (methods.iloc[:, 0] + methods["mean accuracy (%)"]).eq(100).all()
     change = methods["error change vs single-task (%)"]
     assert change["single-task"] == 0 and change["mgda"] > 0 > change["ew"]
-    attributes = comparison.published_attributes()
+    attributes = published.celeba_attributes()
     assert not attributes.loc["Wearing_Necklace", "above baseline"]
     assert attributes.loc["Male", "above baseline"]
+    majority = attributes["majority baseline (%)"] / 100  # the test split's rates, typed once
+    assert majority.to_dict() == pytest.approx(published.MAJORITY_TEST)
+    reported = published.reported_table()["majority baseline (test)"]
+    assert reported.to_dict() == pytest.approx(majority.to_dict())
 
 
 def test_cost_table_divides_by_steps_and_relates_to_equal_weighting(tmp_path):
@@ -142,7 +147,7 @@ def test_plot_task_weights_relative_weights_average_one_and_dst_uses_keep_probab
     history = lambda wa, wb: {"a_weight": wa, "b_weight": wb}  # noqa: E731
     histories = {"uw": [history([1.0, 3.0], [1.0, 1.0]), history([1.0, 2.0], [1.0, 2.0])],
                  "dst": [{"a_keep_prob": [1.0, 0.7], "b_keep_prob": [1.0, 0.9]}]}  # fmt: skip
-    fig = comparison.plot_task_weights(histories, ["a", "b"], caption="test data")
+    fig = plots.plot_task_weights(histories, ["a", "b"], caption="test data")
     uw, dst = fig.axes[0], fig.axes[1]
     a, b = (line.get_ydata() for line in uw.lines)
     np.testing.assert_allclose((a + b) / 2, 1.0)  # means over seeds of shares that average 1

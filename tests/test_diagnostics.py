@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mtlkit import diagnostics, training
-from mtlkit.architectures import build_cifar100
+from mtlkit import training
+from mtlkit.analysis import diagnostics
+from mtlkit.models.architectures import build_cifar100
 
 LOSSES = {
     "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from mtlkit.dst import DSTScheduler, task_depths
+from mtlkit.methods.dst import DSTScheduler
+from mtlkit.models.graph import task_depths
 
 TASKS = ["a", "b", "c"]
 DEPTHS = {"a": 18, "b": 18, "c": 9}
@@ -217,15 +218,15 @@ def test_a_loss_that_reached_zero_is_handled():
 
 # ---------------------------------------------------------------------- task depths
 def test_task_depths_reuse_coarse():
-    from mtlkit.architectures import build_cifar100
+    from mtlkit.models.architectures import build_cifar100
 
     assert task_depths(build_cifar100("reuse_coarse")) == {"fine": 13, "coarse": 10}
     assert task_depths(build_cifar100("shared_conv")) == {"fine": 10, "coarse": 10}
 
 
 def test_task_depths_resnet18_counts_the_longest_path_not_every_conv():
-    from mtlkit.architectures import build_celeba
-    from mtlkit.celeba import EIGHT
+    from mtlkit.data.celeba import EIGHT
+    from mtlkit.models.architectures import build_celeba
 
     model = build_celeba(EIGHT, weights=None, image_size=64)
     convs = sum(type(layer).__name__ == "Conv2D" for layer in model.get_layer("resnet18").layers)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import evaluation
+from mtlkit.analysis import evaluation, published
 
 # Ten examples. "a": 4 positives; predictions (logit > 0) right on 3 of the 4 positives
 # and on 5 of the 6 negatives. "b": all negative, the model never predicts it.
@@ -64,13 +64,13 @@ def test_report_comparison_shows_the_hat_problem():
         {"Wearing_Hat": np.array([-1.0, -1.0, 1.0])},
         {"Wearing_Hat": 0},
     )
-    side = evaluation.report_comparison(table)
+    side = published.report_comparison(table)
     assert side.loc["Wearing_Hat", "report vs majority"] == pytest.approx(0.7972 - 0.9580)
     assert side.loc["Wearing_Hat", "this run vs majority"] == pytest.approx(1 / 3)
     assert list(side.index) == ["Wearing_Hat"]
-    reported = evaluation.reported_table()
+    reported = published.reported_table()
     assert (reported["report vs majority"] < 0).sum() == 2  # Wearing_Hat, Wearing_Necklace
-    assert np.mean(list(evaluation.REPORTED_ACCURACY.values())) == pytest.approx(0.8744, abs=1e-4)
+    assert np.mean(list(published.REPORTED_ACCURACY.values())) == pytest.approx(0.8744, abs=1e-4)
 
 
 def test_predict_with_labels_one_pass_stays_aligned():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mtlkit import evaluation
+from mtlkit.analysis import evaluation
 
 
 def history(fine_acc, coarse_acc, fine_loss=2.0, coarse_loss=1.0):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import runs, training
+from mtlkit import training
+from mtlkit.training import runs
 
 
 def tiny_build():
@@ -163,7 +164,7 @@ def test_a_backup_from_a_different_model_is_refused(tmp_path):
 
 
 def test_gpu_speed_options_are_off_by_default_and_named_when_on():
-    from mtlkit import experiments
+    from mtlkit.studies import experiments
 
     plain = experiments.cifar100_settings("quick")
     assert plain.jit_compile is False and plain.mixed_precision is False

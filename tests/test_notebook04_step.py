@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import dst, tasks, training
+from mtlkit import training
+from mtlkit.methods import dst
+from mtlkit.models import tasks
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_dst.ipynb"
 TAG = "gated-step"

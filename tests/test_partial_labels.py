@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from mtlkit import diagnostics, dst, tasks, weighting
+from mtlkit.analysis import diagnostics
+from mtlkit.methods import dst, weighting
+from mtlkit.models import tasks
 from mtlkit.training import set_seed, train
 
 BCE = keras.losses.BinaryCrossentropy(from_logits=True)

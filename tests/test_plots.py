@@ -7,7 +7,8 @@ import sys
 import matplotlib.image
 import pytest
 
-from mtlkit import architectures, plots
+from mtlkit import plots
+from mtlkit.models import architectures
 
 needs_graphviz = pytest.mark.skipif(
     plots.graphviz_missing() is not None, reason=f"cannot draw here: {plots.graphviz_missing()}"

@@ -9,7 +9,7 @@ the run a fresh process would make, bit for bit, for ``fit`` and for the custom 
 import numpy as np
 import pytest
 
-from mtlkit import experiments
+from mtlkit.studies import experiments
 
 
 def _fresh_then_reused(run, tmp_path):

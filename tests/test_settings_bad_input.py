@@ -2,7 +2,7 @@
 
 import pytest
 
-from mtlkit import experiments
+from mtlkit.studies import experiments
 
 
 @pytest.mark.parametrize("epochs", [0, -1, 2.5, True])

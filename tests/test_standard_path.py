@@ -38,7 +38,10 @@ from _standard_path import (
     with_setup,
 )
 
-from mtlkit import architectures, cifar100, data, experiments
+from mtlkit import data
+from mtlkit.data import cifar100
+from mtlkit.models import architectures
+from mtlkit.studies import experiments
 
 SEEDS: dict[str, tuple[int, ...]] = {}
 """Notebooks that need more than one seed per run for their comparison code (default: 1)."""

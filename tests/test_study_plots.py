@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlkit import evaluation, plots
+from mtlkit import plots
+from mtlkit.analysis import evaluation
 
 matplotlib.use("Agg")
 

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mtlkit import celeba, cifar100, data
-from mtlkit.celeba_labels import UNKNOWN
+from mtlkit import data
+from mtlkit.data import celeba, cifar100
+from mtlkit.data.celeba_labels import UNKNOWN
 
 MOCK = {"policy": tfds.testing.MockPolicy.USE_CODE}  # from the builders' code: no files
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from test_training_loop import LOSSES, arrays, build, dataset
 
-from mtlkit.dst import DSTScheduler
+from mtlkit.methods.dst import DSTScheduler
 from mtlkit.training import set_seed, train
 
 

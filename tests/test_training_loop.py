@@ -2,19 +2,20 @@
 
 import inspect
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import runs
-from mtlkit.dst import DSTScheduler
-from mtlkit.runs import CHECKPOINT
-from mtlkit.training import set_seed, train
+from mtlkit.methods.dst import DSTScheduler
+from mtlkit.training import runs, set_seed, train
+from mtlkit.training.runs import CHECKPOINT
 
 LOSSES = {
     "a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -248,12 +249,13 @@ def test_same_seed_twice_gives_identical_histories():
 
 
 # ------------------------------------------------------------------ resume
+ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = (
     textwrap.dedent("""
     import json, os, sys
     import numpy as np, keras, tensorflow as tf
     from mtlkit.training import train, set_seed
-    from mtlkit.dst import DSTScheduler
+    from mtlkit.methods.dst import DSTScheduler
     LOSSES = {"a": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
               "b": keras.losses.BinaryCrossentropy(from_logits=True)}
 """)
@@ -295,8 +297,11 @@ SCRIPT = (
 def start_script(tmp_path, run_dir, mode, name) -> subprocess.Popen:
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
+    # the scripts import this checkout's mtlkit, not another one installed in the environment
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(
         [sys.executable, str(script), str(run_dir), mode, str(tmp_path / name)],
+        env={**os.environ, "PYTHONPATH": path},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

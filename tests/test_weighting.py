@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import weighting
-from mtlkit.weighting import (
+from mtlkit.methods import weighting
+from mtlkit.methods.weighting import (
     METHODS,
     dwa_weights,
     gradnorm_loss,

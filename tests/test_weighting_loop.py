@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit import weighting
-from mtlkit.dst import DSTScheduler
+from mtlkit.methods import weighting
+from mtlkit.methods.dst import DSTScheduler
 from mtlkit.training import set_seed, train
 
 LOSSES = {

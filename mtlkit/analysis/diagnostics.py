@@ -35,92 +35,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit import tasks as task_utils
+from mtlkit.models import sharing
+from mtlkit.training import runs
 
 DEFAULT_EVERY = 100
 """Training steps between two probes of :class:`GradientProbe` (plus one at each epoch end)."""
 
 
 # --------------------------------------------------------------------------- inputs
-def _loss_functions(model: keras.Model, losses, outputs: Mapping, y) -> dict:
-    """``{task: keras Loss}`` for the measured tasks (the keys of a dict of losses)."""
-    losses = losses if losses is not None else getattr(model, "loss", None)
-    if losses is None:
-        raise ValueError("No losses given and the model is not compiled: pass losses=.")
-    if not isinstance(losses, Mapping):
-        losses = {t: losses for t in outputs}
-    unknown = [t for t in losses if t not in outputs]
-    if unknown:
-        raise ValueError(
-            f"Task(s) {unknown} are not outputs of model {model.name!r}, whose outputs are "
-            f"{list(outputs)}. Name the losses after the model's outputs."
-        )
-    if len(losses) < 2:
-        raise ValueError(f"Interference needs two or more tasks; losses names {list(losses)}.")
-    labels = y if isinstance(y, Mapping) else {}
-    if any(t not in labels for t in losses):
-        raise ValueError(
-            f"The batch has no labels for task(s) {[t for t in losses if t not in labels]} (y "
-            f"must be a dict {{task: labels}}; its keys: {sorted(labels)}). Give labels for every "
-            "measured task, or pass losses only for the tasks the batch has labels for."
-        )
-    try:
-        return {t: task_utils.as_loss(losses[t]) for t in outputs if t in losses}  # model's order
-    except ValueError as err:
-        raise ValueError(f"{err} Give a keras.losses name, object or function.") from err
-
-
-def _forward(model, trainable, non_trainable, x) -> Mapping:
-    """Training-mode outputs computed from the given variable values; no state changes."""
-    outputs, _ = model.stateless_call(trainable, non_trainable, x, training=True)
-    if not isinstance(outputs, Mapping):
-        raise TypeError(
-            f"Model {model.name!r} returns {type(outputs).__name__}, not a dict: build it "
-            "with dict outputs, keras.Model(inputs, {task_name: output, ...})."
-        )
-    return outputs
-
-
-def _masked_losses(loss_fns: Mapping, y, outputs: Mapping) -> tuple[dict, dict]:
-    """Each task's mean loss over the examples that carry its label, and how many do (the
-    training loop's :func:`mtlkit.tasks.masked_loss`; 0 and 0 without any)."""
-    pairs = {
-        t: task_utils.masked_loss(f, y[t], outputs[t], binary=_is_binary(f))
-        for t, f in loss_fns.items()
-    }
-    return {t: p[0] for t, p in pairs.items()}, {t: p[1] for t, p in pairs.items()}
-
-
-def _is_binary(loss: keras.losses.Loss) -> bool:
-    return task_utils.loss_kind(loss) == "binary_crossentropy"
-
-
-def _checked_losses(loss_fns: Mapping, y, outputs: Mapping) -> tuple[dict, dict]:
-    """:func:`_masked_losses`, eagerly, with binary labels outside {-1, 0, 1} named."""
-    try:
-        return _masked_losses(loss_fns, y, outputs)
-    except tf.errors.InvalidArgumentError as err:
-        if task_utils.BAD_BINARY_LABELS not in str(err):
-            raise
-        bad = [
-            t
-            for t, f in loss_fns.items()
-            if _is_binary(f) and not task_utils.binary_labels_ok(y[t])
-        ]
-        raise ValueError(f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}.") from None
-
-
-def _output_probe(output) -> tf.Tensor:
-    """A scalar that depends on every entry of a task's output (a projection on fixed random
-    directions): what the task reaches when it has no labelled example to take a loss on."""
-    directions = tf.random.stateless_normal(tf.shape(output), seed=[0, 1], dtype=output.dtype)
-    return tf.reduce_sum(output * directions)
-
-
-def _values(variables) -> list:
-    return [tf.identity(v.value) for v in variables]
-
-
 def _select(model: keras.Model, variables) -> list[int]:
     """Indices into ``model.trainable_variables`` of ``variables``: Keras variables, or
     strings -- a layer of the model (nested sub-models too), a variable path or path prefix."""
@@ -140,43 +62,10 @@ def _select(model: keras.Model, variables) -> list[int]:
     return list(dict.fromkeys(chosen))
 
 
-def _task_gradients(model, x, y, losses) -> SimpleNamespace:
-    """Every task's gradient of its masked mean loss on every trainable variable (``None``:
-    not reached), and which variables each task reaches. A task with no labelled example
-    in the batch has no gradient (``labelled`` is False); its reach is traced through its
-    output instead, so the variables the tasks share do not depend on the labels at hand."""
-    if not model.built:
-        raise ValueError(f"Model {model.name!r} is not built: call it on a batch first.")
-    trainable = _values(model.trainable_variables)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(trainable)
-        x = tf.nest.map_structure(tf.convert_to_tensor, x)
-        outputs = _forward(model, trainable, _values(model.non_trainable_variables), x)
-        loss_fns = _loss_functions(model, losses, outputs, y)
-        values, counts = _checked_losses(loss_fns, y, outputs)
-        labelled = {t: bool(counts[t] > 0) for t in loss_fns}
-        targets = {t: values[t] if labelled[t] else _output_probe(outputs[t]) for t in loss_fns}
-    raw = {t: tape.gradient(targets[t], trainable) for t in loss_fns}
-    reach = {t: [g is not None and bool(tf.reduce_any(g != 0)) for g in raw[t]] for t in raw}
-    paths = [v.path for v in model.trainable_variables]
-    return SimpleNamespace(
-        fns=loss_fns, values=values, labelled=labelled, raw=raw, reach=reach, paths=paths
-    )
-
-
-def shared_paths(model: keras.Model, x, y, losses) -> list[str]:
-    """The paths of the trainable variables that two or more tasks reach on a batch: the
-    default of :func:`task_gradients`. A task reaches a variable when its masked loss has a
-    non-zero gradient there, or, with no labelled example in the batch, its output."""
-    t = _task_gradients(model, x, y, losses)
-    reached = np.sum(list(t.reach.values()), axis=0)
-    return [p for p, n in zip(t.paths, reached) if n >= 2]
-
-
 def _measure(model, x, y, losses, variables) -> SimpleNamespace:
     """Every task's gradient on every trainable variable; keep ``variables`` (or the shared).
     A task without a labelled example gets NaN for its loss and gradient, and a warning."""
-    t = _task_gradients(model, x, y, losses)
+    t = sharing.task_reach(model, x, y, losses)
     raw, paths, trainable = t.raw, t.paths, model.trainable_variables
     missing = [task for task, ok in t.labelled.items() if not ok]
     if len(missing) == len(raw):
@@ -358,12 +247,13 @@ def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int
 
     @tf.function
     def probe(x, y):
-        trainable = _values(model.trainable_variables)
+        trainable = sharing.variable_values(model.trainable_variables)
         chosen = [trainable[i] for i in indices]
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(chosen)  # only these: no gradient is computed for the other weights
-            outputs = _forward(model, trainable, _values(model.non_trainable_variables), x)
-            values, counts = _masked_losses(loss_fns, y, outputs)
+            fixed = sharing.variable_values(model.non_trainable_variables)
+            outputs = sharing.forward(model, trainable, fixed, x)
+            values, counts = sharing.masked_losses(loss_fns, y, outputs)
         zero = tf.UnconnectedGradients.ZERO
         grads = [tape.gradient(values[t], chosen, unconnected_gradients=zero) for t in loss_fns]
         grams = []
@@ -478,9 +368,7 @@ class GradientProbe(keras.callbacks.Callback):
         payload = dict(tasks=self.tasks, variables=self.paths, epoch_steps=self.epoch_steps)
         payload["records"] = records
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.path)  # a reader never sees a half-written file
+        runs.atomic_write_json(self.path, payload)  # a reader never sees half a file
 
     def _load(self) -> None:
         if self.path is None or not self.path.exists():

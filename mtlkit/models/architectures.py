@@ -246,7 +246,7 @@ def build_celeba(
 ) -> keras.Model:
     """One ResNet18 shared by one linear head per attribute; outputs are logits.
 
-    The model takes RGB images with values 0..255 (uint8, as :func:`mtlkit.celeba.load_celeba`
+    The model takes RGB images with values 0..255 (uint8, as :func:`mtlkit.data.celeba.load_celeba`
     gives them, or float) of any size, and prepares them itself: ``Resizing`` to
     ``image_size`` (bilinear: meant for enlarging the 178x178 crops to 224; to shrink, ask
     the loader for the small size, which antialiases), ``Rescaling`` to [0, 1] and the
@@ -255,7 +255,7 @@ def build_celeba(
     ``weights="imagenet"`` loads the backbone from :func:`resnet18_preset`.
     ``model.output_names`` are the attributes.
     """
-    from mtlkit.celeba import check_attributes
+    from mtlkit.data.celeba import check_attributes
 
     attributes = check_attributes(attributes)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size

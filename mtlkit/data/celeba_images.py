@@ -4,7 +4,7 @@ The aligned CelebA images are 178x218 (width x height) JPEGs. The 2023 report's
 preprocessing keeps their central 178x178 square -- the face, without most of the
 background above and below -- optionally shrunk (antialiased) to ``image_size`` pixels.
 Images stay uint8 (0..255); resizing up, scaling and normalising happen inside the model
-(:func:`mtlkit.architectures.build_celeba`). :func:`decode_face` decodes only that square,
+(:func:`mtlkit.models.architectures.build_celeba`). :func:`decode_face` decodes only that square,
 at half scale where it can (see ``benchmarks/README.md``); :func:`check_images` finds
 missing or broken files up front, with an error that says how to go on.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mtlkit.celeba_labels import ATTR_FILE, IMAGE_FOLDER
+from mtlkit.data.celeba_labels import ATTR_FILE, IMAGE_FOLDER
 
 ALIGNED_SHAPE = (218, 178)  # height, width of every aligned CelebA image
 FACE_SIDE = 178  # side of their centre square

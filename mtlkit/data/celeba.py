@@ -13,11 +13,11 @@ Three sources give the same thing, an unbatched ``tf.data.Dataset`` of
       <data_dir>/list_eval_partition.txt
 
 * ``"synthetic"`` -- an embedded stand-in with CelebA's positive rates whose attributes are
-  easy or hard to see as on the real images (:mod:`mtlkit.celeba_synthetic`). It is only
+  easy or hard to see as on the real images (:mod:`mtlkit.data.celeba_synthetic`). It is only
   used when asked for.
 
 Images are the uint8 centre square of each face, optionally shrunk on the CPU
-(:mod:`mtlkit.celeba_images`); the model resizes, rescales and normalises them itself.
+(:mod:`mtlkit.data.celeba_images`); the model resizes, rescales and normalises them itself.
 Caching, shuffling, batching and prefetching are left to :func:`mtlkit.data.batched`. For
 data too large to cache (the full train split is 15 GB even as uint8 178x178), pass
 ``shuffle_seed``: the cheap list of files (or encoded TFDS records) is reshuffled every
@@ -25,9 +25,9 @@ epoch *before* decoding, so no big shuffle buffer of images is needed.
 
 **Partial labels.** ``hide_labels={"Wearing_Necklace": 0.9}`` marks a seeded 90 % of that
 attribute's labels as unknown (-1), to study tasks labelled on only part of the images
-(:func:`mtlkit.celeba_labels.with_hidden_labels`).
+(:func:`mtlkit.data.celeba_labels.with_hidden_labels`).
 
-The annotation files and label statistics live in :mod:`mtlkit.celeba_labels`; the names
+The annotation files and label statistics live in :mod:`mtlkit.data.celeba_labels`; the names
 used throughout the kit (:data:`EIGHT`, :data:`ATTRIBUTES`, :func:`label_stats`,
 :func:`majority_classes`, :func:`check_attributes`, :func:`loader_size`, ...) are
 importable from here too.
@@ -44,8 +44,15 @@ import pandas as pd
 import tensorflow as tf
 
 from mtlkit import config
-from mtlkit.celeba_images import FACE_SIDE, check_image_size, check_images, decode_face, loader_size
-from mtlkit.celeba_labels import (
+from mtlkit.checks import positive_int
+from mtlkit.data.celeba_images import (
+    FACE_SIDE,
+    check_image_size,
+    check_images,
+    decode_face,
+    loader_size,
+)
+from mtlkit.data.celeba_labels import (
     ATTR_FILE,
     ATTRIBUTES,
     EIGHT,
@@ -62,8 +69,7 @@ from mtlkit.celeba_labels import (
     read_annotations,
     with_hidden_labels,
 )
-from mtlkit.celeba_synthetic import SYNTHETIC_SIZES, cue_shown, renderer, synthetic_labels
-from mtlkit.checks import positive_int
+from mtlkit.data.celeba_synthetic import SYNTHETIC_SIZES, cue_shown, renderer, synthetic_labels
 
 __all__ = [
     "ATTRIBUTES", "ATTR_FILE", "EIGHT", "FACE_SIDE", "IMAGE_FOLDER", "PARTITION_FILE",
@@ -261,7 +267,7 @@ def load_celeba(
         hide_seed: which labels are hidden: the same seed, split, ``limit`` and source hide
             the same images (the same as :func:`load_labels` with these arguments).
 
-    Images stay uint8 with values 0..255: :func:`mtlkit.architectures.build_celeba`'s
+    Images stay uint8 with values 0..255: :func:`mtlkit.models.architectures.build_celeba`'s
     model resizes, rescales and ImageNet-normalises them itself. Nothing is cached or
     batched here; use :func:`mtlkit.data.batched`.
     """

@@ -1,13 +1,13 @@
-"""Training the Keras way: one seed for everything, ``compile`` and a resumable ``fit``.
+"""Training the Keras way: ``compile`` and a resumable ``fit``.
 
-Two ways to train a multi-task model live in the kit, both reached from here:
+Two ways to train a multi-task model live in the kit, both exported by :mod:`mtlkit.training`:
 
-* Keras's own ``compile``/``fit`` (:func:`compile_multitask`, :func:`fit_resumable`), used by
-  the CIFAR-100 comparison and the CelebA study;
-* :func:`train`, a custom loop written to be read (its code is in :mod:`mtlkit.loop`),
-  which adds Dropped Scheduled Task (DST) gating on top (see :mod:`mtlkit.dst`).
+* Keras's own ``compile``/``fit`` (:func:`compile_multitask`, :func:`fit_resumable`, here),
+  used by the CIFAR-100 comparison and the CelebA study;
+* :func:`mtlkit.training.loop.train`, a custom loop written to be read, which adds Dropped
+  Scheduled Task (DST) gating on top (see :mod:`mtlkit.methods.dst`).
 
-Both keep what they have done in a *run directory* (:mod:`mtlkit.runs`), so a run killed
+Both keep what they have done in a *run directory* (:mod:`mtlkit.training.runs`), so a run killed
 halfway (a Colab disconnect, say) continues where it stopped when started again.
 """
 
@@ -23,10 +23,9 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit import runs, work
-from mtlkit.loop import train  # noqa: F401  (the custom loop, documented here)
-from mtlkit.runs import set_seed  # noqa: F401  (one seed for everything)
-from mtlkit.tasks import accuracy_metrics, check_names, classification_losses
+from mtlkit import work
+from mtlkit.models.tasks import accuracy_metrics, check_names, classification_losses
+from mtlkit.training import runs
 
 FINAL_WEIGHTS = "final.weights.h5"
 """The file in which :func:`fit_resumable` keeps a finished run's weights (on request)."""

@@ -4,7 +4,7 @@ It is only ever used when asked for (``load_celeba(..., source="synthetic")``); 
 are not CelebA results. What it keeps from the real data is what notebooks 03 and 04 teach:
 
 * **Real imbalance.** Each attribute is positive on exactly ``round(rate * n)`` images at
-  its CelebA train-split rate (:data:`~mtlkit.celeba_labels.TRAIN_POSITIVE_RATES`): 42 %
+  its CelebA train-split rate (:data:`~mtlkit.data.celeba_labels.TRAIN_POSITIVE_RATES`): 42 %
   Male, 5 % Wearing_Hat, 78 % Young.
 * **Attributes that are easy or hard to see.** Every attribute has a visual cue (a
   coloured patch in a cell of its own on a blurred "face"), but the cue is not on every
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit.celeba_labels import (
+from mtlkit.data.celeba_labels import (
     ATTRIBUTES,
     EIGHT,
     SPLITS,

@@ -32,10 +32,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtlkit import runs, shared, work
-from mtlkit import tasks as task_utils
-from mtlkit import weighting as weighting_methods
-from mtlkit.runs import set_seed
+from mtlkit import work
+from mtlkit.methods import weighting as weighting_methods
+from mtlkit.models import graph, sharing
+from mtlkit.models import tasks as task_utils
+from mtlkit.training import runs
+from mtlkit.training.runs import set_seed
 
 
 def train(
@@ -72,7 +74,7 @@ def train(
             (``"binary_crossentropy"``) or a function, as ``compile`` accepts.
         optimizer: a Keras optimizer; it is built on the model's trainable variables.
         loss_weights: ``{task: weight}``; the trained loss is ``sum_j weight_j * L_j``.
-        scheduler: a :class:`mtlkit.dst.DSTScheduler`. Then an epoch-0 pass measures the
+        scheduler: a :class:`mtlkit.methods.dst.DSTScheduler`. Then an epoch-0 pass measures the
             starting losses (training mode; BatchNorm's moving statistics and the dropout
             seeds are restored afterwards, and no weight changes), and epoch ``e`` trains on
             ``sum_j gate_j * w_j * weight_j * L_j``. A dropped task's loss is still measured
@@ -90,7 +92,7 @@ def train(
             epoch: for runs of a few minutes (the quick profile), where a checkpoint per
             epoch costs more than redoing the run after a kill (a ResNet18 checkpoint with
             Adam's state is 134 MB).
-        seed: calls :func:`mtlkit.runs.set_seed` and seeds a scheduler made with
+        seed: calls :func:`mtlkit.training.runs.set_seed` and seeds a scheduler made with
             ``seed=None``. Shuffling and augmentation in ``train_data`` are the caller's:
             seed them too. With all of that, two runs on a CPU are identical.
         callbacks: Keras callbacks (``EarlyStopping``, ``CSVLogger``, ...); they see ``logs``
@@ -99,7 +101,7 @@ def train(
         jit_compile: compile the steps with XLA: ``False`` (default; XLA changes results in
             the last digits), ``True``, or ``"auto"`` (XLA on an accelerator, like ``fit``).
         metadata: JSON-able facts about the run, stored in ``run_dir/history.json``.
-        weighting: how the task losses are combined (:mod:`mtlkit.weighting`): ``None``
+        weighting: how the task losses are combined (:mod:`mtlkit.methods.weighting`): ``None``
             (equal weighting with ``loss_weights``, the default and the fastest), a name
             (``"uw"``, ``"dwa"``, ``"rlw"``, ``"pcgrad"``, ``"mgda"``, ``"gradnorm"``, ``"ew"``)
             or a method object. It works on the gated, weighted losses, beside DST. Gradient
@@ -160,9 +162,8 @@ def train(
     loop = _traced_loop(model, key)
     if loop is None:
         optimizer = _prepare_optimizer(model, optimizer, method)
-        loop = _Loop(model, losses, optimizer, weights, *specs, jit_compile)
-        if method is not None:
-            shared.prepare(loop, method, data_for(0), representation_layer)
+        loop = _Loop(model, losses, optimizer, weights, specs, jit_compile,
+                     method=method, data=data_for(0), layer=representation_layer)  # fmt: skip
         _TRACED[model] = (key, loop)
     optimizer, traces = loop.optimizer, loop.tracing_count()
 
@@ -335,11 +336,20 @@ def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
 class _Loop:
     """The compiled training, evaluation and measuring steps of :func:`train`."""
 
-    def __init__(self, model, losses, optimizer, loss_weights, train_spec, val_spec=None,
-                 jit_compile: bool | str = False):  # fmt: skip
-        self.model, self.optimizer, self.weighting = model, optimizer, None
+    def __init__(self, model, losses, optimizer, loss_weights, specs: tuple,
+                 jit_compile: bool | str = False, *, method=None, data=None,
+                 layer: str | None = None):  # fmt: skip
+        """``specs``: the training and validation data's element specs; ``method``: the
+        weighting method (None: equal weighting); for a gradient method, ``data`` gives the
+        batch on which the shared variables are found and ``layer`` names the shared
+        representation (None: the last layer every task depends on)."""
+        train_spec, val_spec = specs
+        self.model, self.optimizer, self.losses = model, optimizer, losses
+        self.weighting = method
+        # what a gradient method differentiates: the shared variables, or the output of a
+        # model that also returns the shared representation
+        self.sources, self.with_representation = self._method_sources(method, data, layer)
         self.tasks = list(model.output_names)
-        self.losses = losses
         self.binary = [task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in self.tasks]
         self.loss_weights = [float(loss_weights.get(t, 1.0)) for t in self.tasks]
         # gate_j * w_j * loss_weight_j, changed once per epoch without retracing
@@ -359,7 +369,7 @@ class _Loop:
 
     def _train_step(self, x, y):
         if self.weighting is not None and self.weighting.kind == "gradient":
-            y_pred, task_losses, counts, total = shared.gradient_step(self, x, y)
+            y_pred, task_losses, counts, total = self._gradient_step(x, y)
         else:
             y_pred, task_losses, counts, total = self._loss_step(x, y)
         self._watch(task_losses)
@@ -383,6 +393,66 @@ class _Loop:
         self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
         return y_pred, task_losses, counts, total
 
+    # -- gradient methods (PCGrad, MGDA-UB, GradNorm) -------------------------------------
+    def _method_sources(self, method, data, layer: str | None) -> tuple[list, object]:
+        """A gradient method's shared variables (found on the first batch of ``data``,
+        :mod:`mtlkit.models.sharing`) or its representation model; nothing for the others."""
+        if method is None or method.kind != "gradient":
+            return [], None
+        if method.needs == "representation":
+            return [], graph.shared_representation(self.model, layer)
+        x, y = next(iter(data))
+        sources = sharing.shared_variables(self.model, x, y, self.losses)
+        method.check_sources(sources, repr(self.model.name))
+        if method.needs == "last_shared_layer":
+            sources = weighting_methods.last_shared_kernel(sources)
+        return sources, None
+
+    def _gradient_step(self, x, y):
+        """One step of a gradient method.
+
+        Each task's weighted loss ``c_j L_j`` (DST gate x loss weight) is differentiated on
+        its own w.r.t. what the method needs; the method turns the (K, D) matrix into
+        per-task coefficients (and, for PCGrad, the shared variables' new gradient); every
+        variable then gets the gradient of ``sum_j coefficient_j c_j L_j``. Tasks that are
+        not active in the batch (:meth:`_active`) are left out of the combination.
+        """
+        method, variables = self.weighting, self.model.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            if method.needs == "representation":
+                z, y_pred = self.with_representation(x, training=True)
+            else:
+                y_pred = self.model(x, training=True)
+            task_losses, counts = self.task_losses(y, y_pred)
+            weighted = [c * loss for c, loss in zip(tf.unstack(self.coefficients), task_losses)]
+            penalty = tf.add_n(self.model.losses) if self.model.losses else None
+        sources = [z] if method.needs == "representation" else self.sources
+        G = weighting_methods.task_gradient_matrix(tape, weighted, sources)
+        coefficients, shared = method.combine_gradients(weighted, G, self._active(counts))
+        given = {}  # PCGrad: the shared variables take the surgery's sum, no second backward
+        if shared is not None:
+            parts = weighting_methods.split_gradient(shared, self.sources)
+            given = dict(zip(map(id, self.sources), parts))
+        rest = [v for v in variables if id(v) not in given]
+        combined = tape.gradient(weighted, rest, output_gradients=tf.unstack(coefficients))
+        given.update(zip(map(id, rest), combined))
+        gradients = [given[id(v)] for v in variables]
+        if penalty is not None:
+            extra = tape.gradient(penalty, variables)
+            gradients = [g if e is None else (e if g is None else g + e)
+                         for g, e in zip(gradients, extra)]  # fmt: skip
+        del tape
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        total = tf.add_n([c * w for c, w in zip(tf.unstack(coefficients), weighted)])
+        return y_pred, task_losses, counts, total
+
+    def _active(self, counts) -> tf.Tensor:
+        """(K,) booleans: the tasks with a loss in this batch -- a labelled example, and a
+        coefficient (DST gate x loss weight) that is not 0. The others have a zero gradient
+        row, which a method must not mistake for a task that is already satisfied."""
+        return tf.logical_and(tf.stack(counts) > 0, tf.not_equal(self.coefficients, 0.0))
+
+    # -- losses ---------------------------------------------------------------------------
     def task_losses(self, y, y_pred):
         """Each task's mean loss over its labelled examples, and how many there were."""
         pairs = [

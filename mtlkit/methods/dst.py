@@ -6,7 +6,7 @@ epoch, ``g_j ~ Bernoulli(p_j)``. The *keep probability* ``p_j`` mixes four metri
 in ``[0, 1]`` (higher = train the task more often):
 
 * **depth** ``D_j = d_j / max_k d_k`` -- weighted layers on the longest path to the
-  task's output (:func:`task_depths` counts them);
+  task's output (:func:`mtlkit.models.graph.task_depths` counts them);
 * **samples** ``N_j = n_j / max_k n_k`` -- how many training examples carry a label;
 * **incompleteness** ``I_j = clip(A_j / mean_k A_k, 0, 1)`` with ``A_j = L_j^(e) / L_j^(0)``
   -- how much of its starting loss a task still has, relative to the other tasks;
@@ -34,103 +34,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 
-from mtlkit.tasks import check_names
+from mtlkit.models.tasks import check_names
 
 METRICS = ("depth", "samples", "incompleteness", "stagnancy")
 """The four DST metrics, in the paper's order."""
 
-WEIGHTED_LAYERS = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-)
-"""Layer types that :func:`task_depths` counts as one weighted layer each."""
-
 _GUARD = 1e-12  # stands in for a zero divisor (a loss that reached exactly 0)
-
-
-# ----------------------------------------------------------------------- task depth
-def task_depths(model: keras.Model) -> dict[str, int]:
-    """Weighted layers (convolutions, dense) on the longest input-to-output path, per output.
-
-    The functional graph is walked backwards from every output; a nested functional
-    model (such as keras-hub's ResNet backbone) is walked through as well, so its layers
-    count where they sit on the path. Parallel branches (a ResNet shortcut's 1x1
-    convolution beside the two 3x3 convolutions) count only once: the longer branch.
-    Only the layer types in :data:`WEIGHTED_LAYERS` count; a subclassed layer that hides
-    several of them inside counts as 0 (build the model functionally to count them).
-
-    >>> task_depths(build_cifar100("reuse_coarse"))   # doctest: +SKIP
-    {'fine': 13, 'coarse': 10}
-    """
-    if not getattr(model, "outputs", None):
-        raise ValueError(
-            f"task_depths needs a functional Keras model (built with keras.Model(inputs, "
-            f"outputs)); {type(model).__name__} {model.name!r} has no symbolic outputs. "
-            "Build the model functionally, or give DSTScheduler the depths yourself."
-        )
-    memo: dict[int, int] = {}
-    outputs = model.outputs
-    names = list(model.output_names)
-    return {name: _tensor_depth(t, memo) for name, t in zip(names, outputs)}
-
-
-def _as_functional(operation):
-    """A nested model's functional graph (Sequential keeps one inside), else None."""
-    if isinstance(operation, keras.Sequential):
-        operation = getattr(operation, "_functional", None)
-    if isinstance(operation, keras.Model) and getattr(operation, "outputs", None):
-        return operation
-    return None
-
-
-def _tensor_depth(tensor, memo: dict[int, int]) -> int:
-    """Longest count of weighted layers from any model input to ``tensor`` (memoised)."""
-    key = id(tensor)
-    if key in memo:
-        return memo[key]
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:  # a constant, or an input of the outermost model
-        return 0
-    operation, node_index, tensor_index = history
-    node = operation._inbound_nodes[node_index]
-    if node.is_input:
-        depth = 0
-    else:
-        parents = [_tensor_depth(t, memo) for t in node.input_tensors]
-        inner = _as_functional(operation)
-        if inner is None:
-            depth = max(parents, default=0) + isinstance(operation, WEIGHTED_LAYERS)
-        else:  # seed the nested model's inputs with the depths that reach them
-            for inner_input, d in zip(inner.inputs, parents):
-                memo[id(inner_input)] = d
-            depth = _tensor_depth(inner.outputs[tensor_index], memo)
-            for inner_input in inner.inputs:  # the same model may be called again
-                memo.pop(id(inner_input), None)
-            _forget_inside(inner, memo)
-    memo[key] = depth
-    return depth
-
-
-def _forget_inside(model: keras.Model, memo: dict[int, int]) -> None:
-    """Drop memoised depths of a nested model's tensors (they depend on its call site)."""
-    for layer in model._operations:
-        for node in layer._inbound_nodes:
-            for t in node.output_tensors:
-                memo.pop(id(t), None)
 
 
 def labelled_counts(labels) -> dict[str, int]:
@@ -139,8 +51,7 @@ def labelled_counts(labels) -> dict[str, int]:
     ``labels``: a DataFrame with a column per task, or ``{task: array}`` (``-1`` = unknown,
     as in :func:`mtlkit.data.load_labels` with ``hide_labels``).
     """
-    columns = labels.items() if isinstance(labels, Mapping) else labels.items()
-    return {str(t): int((np.asarray(v) >= 0).sum()) for t, v in columns}
+    return {str(t): int((np.asarray(v) >= 0).sum()) for t, v in labels.items()}
 
 
 # ------------------------------------------------------------------- input checking
@@ -190,8 +101,8 @@ class DSTScheduler:
 
     Args:
         tasks: task names (the model's output names).
-        depths: ``{task: weighted layers to its output}``, e.g. from :func:`task_depths`;
-            needed by the ``"depth"`` metric.
+        depths: ``{task: weighted layers to its output}``, e.g. from
+            :func:`mtlkit.models.graph.task_depths`; needed by the ``"depth"`` metric.
         sample_counts: ``{task: labelled training examples}``; needed by ``"samples"``.
         metrics: any subset of :data:`METRICS`; with none, every ``p_j`` is 1.
         alpha: smoothing of the stagnancy rate (the paper: 0.1).
@@ -228,8 +139,8 @@ class DSTScheduler:
         self.sample_counts = _check_per_task(sample_counts, self.tasks, "sample_counts")
         if "depth" in self.metrics and self.depths is None:
             raise ValueError(
-                "The 'depth' metric needs depths={task: layers}: pass task_depths(model), "
-                "or drop 'depth' from metrics."
+                "The 'depth' metric needs depths={task: layers}: pass "
+                "mtlkit.models.graph.task_depths(model), or drop 'depth' from metrics."
             )
         if "samples" in self.metrics and self.sample_counts is None:
             raise ValueError(

@@ -92,34 +92,22 @@ def write_history(
 
 
 def read_history(run_dir: Path) -> dict | None:
-    """``history.json`` of a run directory in the current format, or None when absent.
+    """``history.json`` of a run directory, or None when absent.
 
-    Files written before the format was unified are read too: ``fit_resumable`` stored
-    ``{"epochs", "metadata", "history"}`` once finished; ``train`` stored ``{"epoch",
-    "history"}`` after every epoch.
+    A file in another format (written by an older kit) is refused with a clear error: its
+    run is best recomputed in a fresh run directory.
     """
     path = Path(run_dir) / HISTORY
     if not path.exists():
         return None
     stored = json.loads(path.read_text())
-    if stored.get("format") == HISTORY_FORMAT:
-        return stored
-    history = stored.get("history", {})
-    if "epochs" in stored:  # an old finished fit_resumable run
-        return {
-            "format": HISTORY_FORMAT,
-            "epochs_done": stored["epochs"],
-            "finished": True,
-            "metadata": stored.get("metadata", {}),
-            "history": history,
-        }
-    return {
-        "format": HISTORY_FORMAT,
-        "epochs_done": stored.get("epoch", 0),
-        "finished": False,
-        "metadata": {},
-        "history": history,
-    }
+    if stored.get("format") != HISTORY_FORMAT:
+        raise ValueError(
+            f"{path} is not in the history format {HISTORY_FORMAT} of this kit (format "
+            f"{stored.get('format')!r}): an older kit wrote it. Delete {Path(run_dir)} to "
+            "recompute that run, or use another run_dir."
+        )
+    return stored
 
 
 # ----------------------------------------------------------------- checkpoints
@@ -132,19 +120,17 @@ def model_signature(model: keras.Model) -> list[list]:
     return [[v.path.split("/")[-1], list(v.shape)] for v in model.variables]
 
 
-def write_checkpoint(run_dir: Path, model, optimizer, state: dict, extra=()) -> None:
-    """Save weights, optimizer and ``extra`` variables and the JSON-able ``state``.
+def write_checkpoint(run_dir: Path, model, optimizer, state: dict) -> None:
+    """Save the model's and the optimizer's variables and the JSON-able ``state``.
 
     ``state["history"]`` also goes to ``history.json`` (``finished`` from ``state``).
     """
     arrays = {f"model_{i}": v.numpy() for i, v in enumerate(model.variables)}
     arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
-    arrays.update({f"extra_{i}": np.asarray(v.numpy()) for i, v in enumerate(extra)})
     state = {
         **state,
         "signature": model_signature(model),
         "optimizer_variables": len(optimizer.variables),
-        "extra_variables": len(extra),
     }
     arrays["state"] = json.dumps(state)
     atomic_write(Path(run_dir) / CHECKPOINT, lambda f: np.savez(f, **arrays), binary=True)
@@ -157,8 +143,8 @@ def write_checkpoint(run_dir: Path, model, optimizer, state: dict, extra=()) -> 
     )
 
 
-def read_checkpoint(run_dir: Path, model, optimizer, extra=(), check=None) -> dict | None:
-    """Load the last finished epoch into ``model``, ``optimizer`` and ``extra``; return its
+def read_checkpoint(run_dir: Path, model, optimizer, check=None) -> dict | None:
+    """Load the last finished epoch into ``model`` and ``optimizer``; return its
     state (None when the run directory holds no checkpoint yet). ``check(state)`` may refuse
     the state (raise) before anything is loaded."""
     run_dir = Path(run_dir)
@@ -183,16 +169,7 @@ def read_checkpoint(run_dir: Path, model, optimizer, extra=(), check=None) -> di
             f"{path} was written with another kind of optimizer; use the same one, or a "
             "fresh run_dir."
         )
-    if state.get("extra_variables", 0) != len(extra):
-        raise ValueError(
-            f"{path} was written with another weighting method ({state.get('extra_variables', 0)}"
-            f" extra variables, not {len(extra)}); resume with the same one, or a fresh run_dir."
-        )
-    for prefix, variables in (
-        ("model", model.variables),
-        ("optimizer", optimizer.variables),
-        ("extra", extra),
-    ):
+    for prefix, variables in (("model", model.variables), ("optimizer", optimizer.variables)):
         for i, variable in enumerate(variables):
             variable.assign(arrays[f"{prefix}_{i}"])
     return state

@@ -3,12 +3,11 @@
 * :func:`delta_p` -- LibMTL's Delta_p of one multi-task model against the single-task
   baselines (positive = the multi-task model is better); :func:`single_task_table` builds the
   baselines from per-attribute runs, and :func:`delta_p_values` gives one Delta_p per seed in
-  the form :func:`mtlkit.evaluation.compare_to_baseline` reads (the kit's one noise rule);
-* :func:`published_celeba` and :func:`published_attributes` -- the published CelebA numbers
-  of ``shared/reference/mtl_methods.md``, with their settings;
-* :func:`cost_table` -- each method's training time per step beside equal weighting's;
-* :func:`plot_task_weights` -- each method's per-task weights (or DST's keep probabilities)
-  over the epochs.
+  the form :func:`mtlkit.analysis.evaluation.compare_to_baseline` reads (the kit's one noise rule);
+* :func:`cost_table` -- each method's training time per step beside equal weighting's.
+
+The published numbers to compare with are in :mod:`mtlkit.analysis.published`; the figure
+of each method's task weights is :func:`mtlkit.plots.plot_task_weights`.
 """
 
 from __future__ import annotations
@@ -17,11 +16,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-
-from mtlkit import plots
 
 HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "f1": True,
                     "error": False, "loss": False}  # fmt: skip
@@ -53,7 +49,7 @@ def delta_p(
 
     ``Delta_p = 100/K sum_j 1/M sum_m s_m (N_jm - B_jm) / B_jm`` over the K tasks of
     ``singles`` (its index) and the M ``metrics``, where N is the multi-task model's value
-    (``multi``, indexed by task: an :func:`mtlkit.evaluation.attribute_table`, whose extra
+    (``multi``, indexed by task: an :func:`mtlkit.analysis.evaluation.attribute_table`, whose extra
     ``mean over tasks`` row is ignored), B the single-task model's, and ``s_m = +1`` when a
     higher value of metric m is better (accuracy), ``-1`` when lower is better (error, loss).
     **Sign: positive = the multi-task model beats the single-task ones** on average; -1.5
@@ -105,7 +101,7 @@ def delta_p_values(
     higher_is_better: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
     """One Delta_p per (model, seed run) against the same baselines, as rows ``model, run,
-    delta_p`` -- the form :func:`mtlkit.evaluation.compare_to_baseline` reads. ``tables``
+    delta_p`` -- the form :func:`mtlkit.analysis.evaluation.compare_to_baseline` reads. ``tables``
     maps a model to its per-seed attribute tables. The baselines' own seed spread is not
     in these values (they are averaged first): with one single-task seed it is unknown."""
     rows = [{"model": model, "run": i, "delta_p": delta_p(t, singles, metrics, higher_is_better)}
@@ -120,39 +116,9 @@ def spread(values: pd.DataFrame, column: str = "delta_p") -> pd.DataFrame:
     return table.rename(columns={"count": "seeds"})
 
 
-# ------------------------------------------------------------------- published numbers
-def published_celeba() -> pd.DataFrame:
-    """Published CelebA results of the methods (reference file: Sener & Koltun, NeurIPS
-    2018, Table 2): average test error over **all 40 attributes**, ResNet-18 at 64x64, Adam
-    5e-4, batch 256, trained to convergence. ``mean accuracy`` is 100 minus the error; the
-    last column is the relative change of the *average* error against single-task models
-    (positive = fewer errors), which is close to, but not, a Delta_p over tasks."""
-    error = {"single-task": 8.77, "ew": 9.62, "uw": 9.53, "gradnorm": 8.44, "mgda": 8.25}
-    table = pd.DataFrame({"average error, 40 attributes (%)": error})
-    table["mean accuracy (%)"] = 100 - table.iloc[:, 0]
-    table["error change vs single-task (%)"] = 100 * (8.77 - table.iloc[:, 0]) / 8.77
-    table.index.name = "method"
-    return table
-
-
-def published_attributes() -> pd.DataFrame:
-    """Per-attribute test accuracy (%) of LNets+ANet (Liu et al. 2015, the dataset's paper;
-    40 attributes, mean 87) for the kit's eight, beside the majority-class accuracy of the
-    official test split: Wearing_Necklace (71) is below its baseline (86.2)."""
-    accuracy = {"Male": 98, "Smiling": 92, "Young": 87, "Eyeglasses": 99, "Wearing_Hat": 99,
-                "Wearing_Necklace": 71, "Wearing_Earrings": 82, "Wearing_Lipstick": 93}  # fmt: skip
-    majority = {"Male": 61.35, "Smiling": 50.03, "Young": 75.71, "Eyeglasses": 93.54,
-                "Wearing_Hat": 95.80, "Wearing_Necklace": 86.21, "Wearing_Earrings": 79.34,
-                "Wearing_Lipstick": 52.19}  # fmt: skip
-    table = pd.DataFrame({"LNets+ANet accuracy (%)": accuracy, "majority baseline (%)": majority})
-    table["above baseline"] = table.iloc[:, 0] > table.iloc[:, 1]
-    table.index.name = "attribute"
-    return table
-
-
 # ----------------------------------------------------------------------------- costs
 def training_seconds(run) -> float:
-    """A :class:`mtlkit.experiments.CelebaRun`'s training time, also when it was read back
+    """A :class:`mtlkit.studies.experiments.CelebaRun`'s training time, also when it was read back
     (then ``run.seconds`` is 0 and the time stored in its ``results.json`` is used)."""
     if run.seconds:
         return float(run.seconds)
@@ -177,51 +143,3 @@ def steps_per_run(settings) -> int:
     """Training steps of one run under CelebA ``settings`` (162,770 images without a limit)."""
     images = settings.train_limit or 162_770
     return settings.epochs * math.ceil(images / settings.batch_size)
-
-
-# ----------------------------------------------------------------------------- figure
-def plot_task_weights(
-    histories: Mapping[str, Sequence[Mapping[str, Sequence[float]]]],
-    tasks: Sequence[str],
-    *,
-    caption: str,
-    relative: bool = True,
-    filename: str | None = None,
-):
-    """Each method's per-task weight over the epochs: one panel per method, one line per task
-    (mean over seeds; with several seeds a band from min to max).
-
-    ``histories`` maps a method to its per-seed histories. A panel shows ``<task>_weight``
-    (logged by ``train(..., weighting=...)``) or, for DST, ``<task>_keep_prob``. With
-    ``relative`` the weights of each epoch are divided by their mean over tasks, so 1 is an
-    equal share whatever the method's scale (UW's exp(-s) and GradNorm's sum to ~K, MGDA's
-    alpha and RLW's softmax to 1); keep probabilities are drawn as they are.
-    """
-    columns = min(3, len(histories))
-    rows = math.ceil(len(histories) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.3 * rows), squeeze=False)
-    for ax, (name, runs) in zip(axes.flat, histories.items()):
-        key = "weight" if f"{tasks[0]}_weight" in runs[0] else "keep_prob"
-        values = np.array([[h[f"{t}_{key}"] for t in tasks] for h in runs], dtype=float)
-        if relative and key == "weight":  # (seeds, tasks, epochs) / mean over tasks
-            values = values / values.mean(axis=1, keepdims=True)
-        epochs = np.arange(1, values.shape[2] + 1)
-        for i, task in enumerate(tasks):
-            colour = plt.cm.tab10(i % 10)
-            ax.plot(epochs, values[:, i].mean(0), "o-", color=colour, ms=3, label=task)
-            if len(values) > 1:
-                ax.fill_between(epochs, values[:, i].min(0), values[:, i].max(0),
-                                color=colour, alpha=0.12)  # fmt: skip
-        label = "keep probability" if key == "keep_prob" else "weight" + (" / mean" * relative)
-        ax.set(title=f"{name} ({len(runs)} seed(s))", xlabel="epoch", ylabel=label)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(histories) :]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
-    fig.suptitle(caption, fontsize=10, wrap=True)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    if filename:
-        plots.save(fig, filename)
-    return fig

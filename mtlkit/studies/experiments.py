@@ -9,7 +9,8 @@ a sweep that is interrupted picks up where it stopped and a finished run is read
 * CelebA: :class:`CelebaSettings`, :func:`celeba_settings`, :func:`run_celeba` (``fit``
   for notebook 03, the custom loop with or without DST for notebook 05).
 
-:func:`expected_minutes` turns a settings object into the duration a notebook prints.
+:func:`mtlkit.studies.durations.expected_minutes` turns a settings object into the duration a
+notebook prints.
 """
 
 from __future__ import annotations
@@ -26,21 +27,13 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit import (
-    architectures,
-    celeba,
-    config,
-    data,
-    dst,
-    evaluation,
-    runs,
-    tasks,
-    training,
-    weighting,
-    work,
-)
-from mtlkit.architectures import build_celeba, build_cifar100
-from mtlkit.durations import expected_minutes  # noqa: F401  (what each notebook prints)
+from mtlkit import config, data, training, work
+from mtlkit.analysis import evaluation
+from mtlkit.data import celeba
+from mtlkit.methods import dst, weighting
+from mtlkit.models import architectures, graph, tasks
+from mtlkit.models.architectures import build_celeba, build_cifar100
+from mtlkit.training import runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +54,6 @@ class CifarSettings:
     jit_compile: bool | str = False  # XLA: True, False or "auto" (XLA on a GPU)
     mixed_precision: bool = False  # the mixed_float16 policy (float16 compute, float32 weights)
     seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
-    builders: int = 2  # 2: models made of nested blocks (older runs' checkpoints differ)
     recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on that many training
     # images before each evaluation (the quick profile's few steps cannot settle them)
     checkpoints: bool = True  # False: no per-epoch backup (quick runs; not part of the tag)
@@ -89,10 +81,15 @@ class CifarSettings:
 UNTAGGED = ("seeds", "checkpoints")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
+RETIRED = {"cifar100": {"builders": 2}}
+"""Fields removed from a study's settings, hashed with their last value so that the run
+folders made before keep their names (``builders=2``: models made of nested blocks)."""
+
 
 def _tag(study: str, settings) -> str:
     """``<study>-<profile>-<source>-<hash of every field that changes results>``."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNTAGGED}
+    fields.update(RETIRED.get(study, {}))
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
     return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
 
@@ -407,9 +404,9 @@ def run_celeba(
     """Train (or read back) one CelebA run and evaluate it on the test split.
 
     ``arm``: ``"fit"`` (Keras ``fit``, notebook 03), ``"train"`` (the custom loop, no DST),
-    ``"dst"`` (the custom loop with a :class:`mtlkit.dst.DSTScheduler`, made with
+    ``"dst"`` (the custom loop with a :class:`mtlkit.methods.dst.DSTScheduler`, made with
     ``scheduler_options`` and the task depths and labelled-sample counts of this data), or
-    a weighting method of :mod:`mtlkit.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
+    a weighting method of :mod:`mtlkit.methods.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
     ``CelebaRun.seconds`` is the training time (evaluation excluded).
     The run lives in ``runs_dir/<settings.tag>/<arm>/seed<seed>``; a finished one is read
     back from its ``results.json`` without training, unless ``recompute=True``.
@@ -485,7 +482,7 @@ def _train_labels(settings: CelebaSettings) -> pd.DataFrame:
 def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None):
     """A DST scheduler with this model's depths and this data's labelled-example counts."""
     counts = dst.labelled_counts(_train_labels(settings))
-    return dst.DSTScheduler(settings.attributes, depths=dst.task_depths(model),
+    return dst.DSTScheduler(settings.attributes, depths=graph.task_depths(model),
                             sample_counts=counts, seed=seed, **(options or {}))  # fmt: skip
 
 

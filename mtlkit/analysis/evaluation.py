@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from mtlkit.celeba_labels import UNKNOWN
+from mtlkit.data.celeba_labels import UNKNOWN
 
 # =========================================================================================
 # Binary attributes (CelebA)
@@ -122,13 +122,13 @@ def attribute_table(
     """Per-attribute scores in the report's form, with the majority baseline beside them.
 
     ``majority`` maps each attribute to its training-set majority class (see
-    :func:`mtlkit.celeba.majority_classes`); its order is the row order, and every one of
+    :func:`mtlkit.data.celeba.majority_classes`); its order is the row order, and every one of
     its attributes must be in ``labels`` and ``logits``. Columns: ``accuracy``,
     ``majority_baseline`` (accuracy of always predicting that class on these labels),
     ``vs_majority`` (accuracy minus baseline: negative means worse than the constant
     guess), ``balanced_accuracy``, ``f1``, ``positive_rate`` and ``labelled``.
 
-    A label of -1 means "unknown" (see :func:`mtlkit.celeba_labels.with_hidden_labels`):
+    A label of -1 means "unknown" (see :func:`mtlkit.data.celeba_labels.with_hidden_labels`):
     each attribute is scored over its labelled examples only, and ``labelled`` counts them
     (an attribute with none gets NaN scores). A last row, ``mean over tasks``, averages
     the columns (NaN rows left out): its accuracy is the report's "overall accuracy".
@@ -208,50 +208,6 @@ def evaluate_attributes(
     return table, summary(table, exact_match_accuracy(labels, logits))
 
 
-def reported_table() -> pd.DataFrame:
-    """The 2023 report's test accuracies beside the majority-class accuracy of the test split."""
-    table = pd.DataFrame(
-        {"report accuracy (2023)": REPORTED_ACCURACY, "majority baseline (test)": REPORT_MAJORITY}
-    )
-    table["report vs majority"] = table.iloc[:, 0] - table.iloc[:, 1]
-    table.index.name = "attribute"
-    return table
-
-
-def report_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`reported_table` beside this run's accuracy and its distance to its baseline."""
-    shared = [a for a in table.index if a in REPORTED_ACCURACY]
-    ours = table.loc[shared, ["accuracy", "vs_majority"]]
-    ours.columns = ["this run accuracy", "this run vs majority"]
-    return reported_table().loc[shared].join(ours)
-
-
-REPORTED_ACCURACY = {
-    "Male": 0.9688,
-    "Smiling": 0.9115,
-    "Young": 0.8638,
-    "Eyeglasses": 0.9795,
-    "Wearing_Hat": 0.7972,
-    "Wearing_Necklace": 0.6718,
-    "Wearing_Earrings": 0.8152,
-    "Wearing_Lipstick": 0.9877,
-}
-"""Test accuracies of the 2023 report (ResNet18, ImageNet weights, 5 epochs); their mean
-is 0.8744, the "overall accuracy" of its DST section."""
-
-REPORT_MAJORITY = {
-    "Male": 0.6135,
-    "Smiling": 0.5003,
-    "Young": 0.7571,
-    "Eyeglasses": 0.9354,
-    "Wearing_Hat": 0.9580,
-    "Wearing_Necklace": 0.8621,
-    "Wearing_Earrings": 0.7934,
-    "Wearing_Lipstick": 0.5219,
-}
-"""Majority-class accuracy on CelebA's official test split (19,962 images)."""
-
-
 # =========================================================================================
 # Results across seeds (CIFAR-100)
 # =========================================================================================
@@ -267,20 +223,6 @@ CIFAR_COLUMNS = {
     "coarse acc": "coarse_accuracy",
 }
 """The columns of the 2019 report's Table 2 and the history keys they come from."""
-
-REPORT_TABLE2 = pd.DataFrame(
-    [
-        ("independent", 1.96, 1.15, 48.86, 64.16),
-        ("shared_conv", 1.94, 1.16, 49.09, 64.20),
-        ("reuse_coarse", 1.83, 1.21, 51.50, 62.29),
-        ("reuse_fine", 1.95, 1.07, 49.14, 68.38),
-        ("shared_reuse_coarse", 1.86, 1.16, 50.34, 63.91),
-        ("shared_reuse_fine", 1.84, 1.06, 50.91, 67.11),
-    ],
-    columns=["model", *CIFAR_COLUMNS],
-).set_index("model")
-"""The 2019 report's Table 2: real CIFAR-100, its validation split, 100 epochs, one run
-per model (accuracies in percent)."""
 
 
 def final_values(

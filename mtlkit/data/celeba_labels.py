@@ -263,7 +263,7 @@ def check_attributes(attributes: Sequence[str] | str) -> list[str]:
     if unknown:
         raise ValueError(
             f"Unknown CelebA attribute(s) {unknown}. Use names from the header of "
-            f"{ATTR_FILE} (mtlkit.celeba.ATTRIBUTES), e.g. {', '.join(EIGHT[:3])}."
+            f"{ATTR_FILE} (mtlkit.data.celeba.ATTRIBUTES), e.g. {', '.join(EIGHT[:3])}."
         )
     if not attributes or len(set(attributes)) != len(attributes):
         raise ValueError(f"attributes must be non-empty and without repeats, got {attributes}.")

@@ -1,17 +1,19 @@
-"""The one way in for loading data, for notebooks and experiments.
+"""The data sets of the two studies -- CIFAR-100 and CelebA -- and the pipeline that feeds them.
+This package's entry point is the one way in for loading data, for notebooks and studies.
 
 * CIFAR-100, fine and coarse labels: :func:`load_cifar100` (a ``tf.data.Dataset``) and
   :func:`load_cifar100_arrays` (NumPy), with the report's :func:`augmentation`
-  (see :mod:`mtlkit.cifar100`);
+  (see :mod:`mtlkit.data.cifar100`);
 * CelebA, face attributes: :func:`load_celeba` (images and labels) and :func:`load_labels`
   (labels alone, for baselines and statistics), the report's eight attributes :data:`EIGHT`
-  (see :mod:`mtlkit.celeba`);
+  (see :mod:`mtlkit.data.celeba`);
 * :func:`batched`, the tf.data pipeline that feeds training: cache, shuffle, batch,
   augment on the fly, prefetch.
 
 Everything else (annotation parsing, label statistics, class names, the synthetic
-stand-ins) is used through its own module: :mod:`mtlkit.cifar100`, :mod:`mtlkit.celeba`,
-:mod:`mtlkit.celeba_labels`, :mod:`mtlkit.celeba_images`, :mod:`mtlkit.celeba_synthetic`.
+stand-ins) is used through its own module: :mod:`~mtlkit.data.cifar100`,
+:mod:`~mtlkit.data.celeba`, :mod:`~mtlkit.data.celeba_labels`,
+:mod:`~mtlkit.data.celeba_images`, :mod:`~mtlkit.data.celeba_synthetic`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from mtlkit.celeba import EIGHT, load_celeba, load_labels
 from mtlkit.checks import positive_int
-from mtlkit.cifar100 import augmentation, load_cifar100, load_cifar100_arrays
+from mtlkit.data.celeba import EIGHT, load_celeba, load_labels
+from mtlkit.data.cifar100 import augmentation, load_cifar100, load_cifar100_arrays
 
 __all__ = [
     "EIGHT",

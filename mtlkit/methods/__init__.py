@@ -1,0 +1,6 @@
+"""The multi-task ideas the notebooks teach: which tasks train when, and how losses combine.
+Dropped Scheduled Task and the loss and gradient weightings, independent of any loop.
+
+* :mod:`mtlkit.methods.dst` -- DST's metrics, keep probabilities and per-epoch gates;
+* :mod:`mtlkit.methods.weighting` -- UW, DWA, RLW, PCGrad, MGDA-UB, GradNorm.
+"""

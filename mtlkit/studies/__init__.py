@@ -1,0 +1,41 @@
+"""The two studies (CIFAR-100, CelebA): settings per profile, and runners that keep results.
+What a notebook runs and how long it should take, so that the notebooks stay short.
+
+The names below are the package's public API; each one lives in the module named beside it:
+:mod:`mtlkit.studies.experiments` (settings, datasets, models, runners) and
+:mod:`mtlkit.studies.durations` (:func:`expected_minutes`).
+"""
+
+from mtlkit.studies.durations import expected_minutes
+from mtlkit.studies.experiments import (
+    CELEBA_PROFILES,
+    CIFAR_PROFILES,
+    CelebaRun,
+    CelebaSettings,
+    CifarSettings,
+    build_celeba_model,
+    build_compiled,
+    celeba_datasets,
+    celeba_settings,
+    cifar100_datasets,
+    cifar100_settings,
+    run_celeba,
+    run_cifar100,
+)
+
+__all__ = [
+    "CELEBA_PROFILES",
+    "CIFAR_PROFILES",
+    "CelebaRun",
+    "CelebaSettings",
+    "CifarSettings",
+    "build_celeba_model",
+    "build_compiled",
+    "celeba_datasets",
+    "celeba_settings",
+    "cifar100_datasets",
+    "cifar100_settings",
+    "expected_minutes",
+    "run_celeba",
+    "run_cifar100",
+]

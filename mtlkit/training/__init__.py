@@ -1,0 +1,42 @@
+"""Training multi-task models: Keras's ``compile``/``fit`` made resumable, and a readable loop.
+Each run keeps its checkpoints and history in a run folder, so a killed run picks up again.
+
+* :mod:`mtlkit.training.fit` -- :func:`compile_multitask`, :func:`fit_resumable`,
+  :func:`restart`, :func:`recalibrate_batchnorm` and the callbacks of the ``fit`` path;
+* :mod:`mtlkit.training.loop` -- :func:`train`, the custom loop (DST gates, weighting methods);
+* :mod:`mtlkit.training.runs` -- run folders: seeds, checkpoints, histories.
+
+The names below are the package's public API; each one lives in the module named beside it.
+"""
+
+from mtlkit.training.fit import (
+    FINAL_WEIGHTS,
+    CountWork,
+    EvaluateEachEpoch,
+    RecalibrateBatchNorm,
+    StopOnNonFinite,
+    compile_multitask,
+    fit_resumable,
+    read_history_csv,
+    recalibrate_batchnorm,
+    restart,
+    speed_options_label,
+)
+from mtlkit.training.loop import train
+from mtlkit.training.runs import set_seed
+
+__all__ = [
+    "FINAL_WEIGHTS",
+    "CountWork",
+    "EvaluateEachEpoch",
+    "RecalibrateBatchNorm",
+    "StopOnNonFinite",
+    "compile_multitask",
+    "fit_resumable",
+    "read_history_csv",
+    "recalibrate_batchnorm",
+    "restart",
+    "set_seed",
+    "speed_options_label",
+    "train",
+]
