@@ -19,6 +19,7 @@ from mtlkit.studies.experiments import (
     celeba_settings,
     cifar100_datasets,
     cifar100_settings,
+    recalibration,
     run_celeba,
     run_cifar100,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "celeba_settings",
     "cifar100_datasets",
     "cifar100_settings",
+    "recalibration",
     "expected_minutes",
     "run_celeba",
     "run_cifar100",

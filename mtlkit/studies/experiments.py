@@ -200,7 +200,7 @@ def run_cifar100(
         recompute=recompute,
         verbose=verbose,
         metadata={"architecture": name, "seed": seed, **dataclasses.asdict(settings)},
-        callbacks=_recalibration(settings, datasets["train"]),
+        callbacks=recalibration(settings, datasets["train"]),
         backups=settings.checkpoints,
     )
 
@@ -227,8 +227,9 @@ def _reusable(key: tuple, build, make_optimizer, make_method=None, seed: int | N
     return _LAST_MODEL[key]
 
 
-def _recalibration(settings: CifarSettings, train: tf.data.Dataset) -> list:
-    """The quick profile's BatchNorm recalibration before evaluation (none otherwise)."""
+def recalibration(settings: CifarSettings, train: tf.data.Dataset) -> list:
+    """The callbacks that recompute BatchNorm statistics before each evaluation, for ``fit``
+    or the custom loop: the quick profile's (none in the others)."""
     if not settings.recalibrate_bn:
         return []
     return [training.RecalibrateBatchNorm(train, settings.recalibrate_bn)]
