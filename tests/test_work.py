@@ -63,3 +63,12 @@ def test_nothing_is_counted_when_off(monkeypatch, tmp_path):
     training.train(build(), dataset(64), epochs=1, losses=LOSSES, verbose=0,
                    optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
     assert work.totals() == {}
+
+
+def test_fit_counts_its_traces_once_per_model(ledger, tmp_path):
+    model = build()
+    model.compile("adam", loss=LOSSES)
+    for run in ("one", "two"):  # the second fit reuses the model's traced steps
+        training.fit_resumable(lambda: model, dataset(64), epochs=1, run_dir=tmp_path / run,
+                               verbose=0, backups=False)  # fmt: skip
+    assert json.loads(ledger.read_text())["traces"] == 1  # the train function, once

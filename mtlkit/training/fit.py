@@ -179,11 +179,11 @@ class CountWork(keras.callbacks.Callback):
     and the step functions ``fit`` traced for a model that had none yet.
     """
 
-    def __init__(self, backups: bool = True):
+    def __init__(self, backups: bool = True, traces: int = 0):
         super().__init__()
-        self.backups = backups
+        self.backups, self.traces = backups, traces  # the step functions fit will trace
         self.counters: list[tuple[tf.Variable, bool]] = []
-        self.epochs, self.fresh = 0, False
+        self.epochs = 0
 
     def watch(self, dataset: tf.data.Dataset | None, training: bool):
         if dataset is None or work.log_path() is None:
@@ -198,16 +198,13 @@ class CountWork(keras.callbacks.Callback):
 
         return dataset.map(tick)
 
-    def on_train_begin(self, logs=None):
-        self.fresh = getattr(self.model, "train_function", None) is None
-
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
 
     def on_train_end(self, logs=None):
         for counter, training in self.counters:
             work.add_images(self.model, int(counter.numpy()), training=training)
-        work.add_traces(2 if self.fresh else 0)  # fit's train and test functions
+        work.add_traces(self.traces)
         for _ in range(self.epochs if self.backups else 0):
             work.add_checkpoint()  # BackupAndRestore writes one per epoch
 
@@ -277,7 +274,9 @@ def fit_resumable(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build()
-    count = CountWork(backups)
+    evaluates = validation_data is not None or bool(extra_eval)
+    fresh = getattr(model, "train_function", None) is None  # else fit reuses its traced steps
+    count = CountWork(backups, traces=(1 + evaluates) if fresh else 0)
     train_data = count.watch(train_data, training=True)
     validation_data = count.watch(validation_data, training=False)
     extra_eval = {k: count.watch(v, training=False) for k, v in (extra_eval or {}).items()}
