@@ -2,8 +2,8 @@
 
 No GPU was available where the kit is developed, so the standard and full profiles'
 durations are estimates, made from counted FLOPs and measured input pipelines
-(``benchmarks/estimate_durations.py``); the quick profile's are measured
-(``benchmarks/README.md``).
+(``benchmarks/estimate_durations.py``); the quick profile's too, from counted FLOPs at the
+rate measured on a 2-core CPU with AVX2 kernels (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -25,18 +25,44 @@ SPLIT_SIZES = {"cifar100": (40_000, 20_000), "celeba": (162_770, 39_829)}
 """(training, validation + test) images per epoch of the real datasets."""
 
 
+CPU_GFLOPS = {"cifar100": 75.0, "celeba": 33.0}
+"""GFLOP/s the quick notebooks reached on 2 cores with AVX2 kernels (an AMD EPYC limited to
+AVX2; ``benchmarks/README.md`` section 3): the rate behind the quick profile's estimate."""
+
+TRACE_SECONDS = 5.0
+"""Tracing a run's step functions (and their first call), per run that traces them."""
+
+
+def _forward_gflop(settings) -> tuple[str, float]:
+    if type(settings).__name__ == "CifarSettings":
+        both = (FORWARD_GFLOP["cifar100_two_trunks"] + FORWARD_GFLOP["cifar100_shared_trunk"]) / 2
+        return "cifar100", both
+    return "celeba", FORWARD_GFLOP["resnet18_224"] * (settings.image_size / 224) ** 2
+
+
+def _quick_estimate(settings, runs: int) -> str:
+    """The quick profile's duration on a 2-core CPU, from the FLOPs it will count."""
+    study, gflop = _forward_gflop(settings)
+    evaluated = 2 * (settings.eval_limit or 0)  # validation and test
+    work = runs * settings.epochs * (3 * (settings.train_limit or 0) + evaluated) * gflop
+    minutes = (work / CPU_GFLOPS[study] + runs * TRACE_SECONDS) / 60
+    rate = CPU_GFLOPS[study]
+    return (f"about {max(minutes, 0.1):.1f} min on a 2-core CPU for {runs} quick run(s) "
+            f"({work:,.0f} GFLOP at the {rate:g} GFLOP/s measured with AVX2 kernels, plus "
+            f"about {TRACE_SECONDS:g} s of tracing per run; see benchmarks/README.md)")  # fmt: skip
+
+
 def expected_minutes(settings, runs: int = 1) -> str:
     """The expected duration of ``runs`` runs under ``settings``, with how it was estimated.
 
-    Quick profile: measured wall times are in ``benchmarks/README.md``. Standard and full:
+    Quick profile: counted FLOPs at :data:`CPU_GFLOPS`, plus tracing. Standard and full:
     no GPU was available where the kit is developed, so this is an estimate (see
     ``benchmarks/estimate_durations.py``): an epoch takes the longer of its compute (3x the
     forward cost per training image, 1x per evaluation image, at :data:`T4_TFLOPS`; twice
     that speed with mixed precision) and its input pipeline (:data:`PIPELINE_IMAGES_PER_S`).
     """
     if settings.profile == "quick":
-        return (f"{runs} quick run(s): a few minutes on a 2-core CPU (measured times per "
-                "notebook: benchmarks/README.md)")  # fmt: skip
+        return _quick_estimate(settings, runs)
     cifar = type(settings).__name__ == "CifarSettings"
     study = "cifar100" if cifar else "celeba"
     train, evaluate = SPLIT_SIZES[study]
