@@ -16,3 +16,12 @@ def test_epochs_must_be_a_positive_whole_number(epochs):
 def test_a_hidden_share_outside_0_1_is_refused_by_the_settings():
     with pytest.raises(ValueError, match="hide_labels\\['Male'\\] = 2"):
         experiments.celeba_settings("quick", hide_labels={"Male": 2})
+
+
+def test_a_damaged_results_file_is_named(tmp_path):
+    settings = experiments.celeba_settings("quick", "synthetic", study="remedies")
+    run_dir = tmp_path / settings.tag / "ew" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / experiments.RESULTS).write_text('{"history": {"loss": [1.0]')  # cut short
+    with pytest.raises(ValueError, match="is damaged"):
+        experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)

@@ -150,7 +150,7 @@ class DSTScheduler:
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
         self.alpha = float(alpha)
-        self.seed = seed
+        self.seed = _check_seed(seed)
         self.redraw_if_all_dropped = bool(redraw_if_all_dropped)
         self.rescale_losses = bool(rescale_losses)
         self.rng = np.random.default_rng(seed)
@@ -185,7 +185,7 @@ class DSTScheduler:
     # -- observing --------------------------------------------------------------------
     def reseed(self, seed: int) -> None:
         """Start the gate generator again from ``seed`` (``train`` does this for ``seed=``)."""
-        self.seed = seed
+        self.seed = _check_seed(seed)
         self.rng = np.random.default_rng(seed)
 
     def observe_initial(self, losses: Mapping[str, float]) -> None:
@@ -348,3 +348,10 @@ def stagnancy(rates: Mapping[str, float]) -> dict[str, float]:
     """``S_j = clip(mean_k r_k / r_j, 0, 1)``; a rate of 0 (no progress at all) gives 1."""
     mean = float(np.mean(list(rates.values())))
     return {t: 1.0 if r <= 0 else min(max(mean / r, 0.0), 1.0) for t, r in rates.items()}
+
+
+def _check_seed(seed):
+    """``seed`` if it is None or a whole number; else a clear error."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed={seed!r}: use a whole number (or None for an unseeded scheduler).")
+    return seed

@@ -488,7 +488,15 @@ def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None)
 
 
 def _read_run(run_dir: Path) -> CelebaRun:
-    stored = json.loads((run_dir / RESULTS).read_text())
+    try:
+        stored = json.loads((run_dir / RESULTS).read_text())
+        missing = sorted({"history", "table", "summary"} - set(stored))
+        problem = f"no {missing}" if missing else ""
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        problem = f"unreadable: {err}"
+    if problem:
+        raise ValueError(f"{run_dir / RESULTS} is damaged ({problem}). Delete it (or the run "
+                         "folder) to train this run again, or pass recompute=True.")  # fmt: skip
     table = pd.DataFrame.from_dict(stored["table"], orient="index")
     table.index.name = "attribute"
     schedule = pd.DataFrame(stored["schedule"]) if stored.get("schedule") else None

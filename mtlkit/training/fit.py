@@ -272,7 +272,7 @@ def fit_resumable(
             "train_data is empty (0 batches): check the split, the `limit` and the data "
             "folder you passed."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.make_run_dir(run_dir)
     model = build()
     evaluates = validation_data is not None or bool(extra_eval)
     fresh = getattr(model, "train_function", None) is None  # else fit reuses its traced steps

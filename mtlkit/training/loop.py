@@ -722,7 +722,7 @@ def _resume_settings(run_dir: Path, record: dict, settings: dict, optimizer) -> 
 
 def _restore(run_dir: Path, model, optimizer, scheduler, method, epochs: int) -> dict | None:
     """Load the run directory's last finished epoch, or None for a fresh run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.make_run_dir(run_dir)
 
     def same_way(state: dict) -> None:  # refuse a run trained another way, before loading
         if (state.get("scheduler") is None) != (scheduler is None):

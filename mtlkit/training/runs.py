@@ -45,6 +45,29 @@ def set_seed(seed: int) -> None:
 
 
 # ------------------------------------------------------------------------ safe files
+def make_run_dir(run_dir: Path) -> Path:
+    """Create ``run_dir`` (and its parents), or say clearly why it cannot be a run folder."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise ValueError(
+            f"run_dir {run_dir} cannot be a folder: {err.filename or run_dir} is a file. Choose "
+            "another run_dir (or MTLKIT_RUNS_DIR)."
+        ) from None
+    except PermissionError:
+        raise PermissionError(
+            f"run_dir {run_dir} cannot be created or written here (permission denied). Choose a "
+            "folder you can write to (run_dir=..., or MTLKIT_RUNS_DIR)."
+        ) from None
+    if not os.access(run_dir, os.W_OK):
+        raise PermissionError(
+            f"run_dir {run_dir} is not writable. Choose a folder you can write to (run_dir=..., "
+            "or MTLKIT_RUNS_DIR)."
+        )
+    return run_dir
+
+
 def atomic_write(path: Path, write: Callable, *, binary: bool = False) -> None:
     """Call ``write(file)`` on a temporary file, then rename it to ``path``.
 
@@ -163,6 +186,12 @@ def read_checkpoint(run_dir: Path, model, optimizer, check=None) -> dict | None:
         ) from err
     if check is not None:
         check(state)
+    absent = [k for k in ("signature", "optimizer_variables", "history", "epoch") if k not in state]
+    if absent:
+        raise ValueError(
+            f"The checkpoint {path} lacks {absent}: it was not written by this kit's train(). "
+            "Delete it to start this run again from epoch 1, or use another run_dir."
+        )
     _check_signature(run_dir, model_signature(model), state["signature"])
     if state["optimizer_variables"] != len(optimizer.variables):
         raise ValueError(
