@@ -12,7 +12,6 @@ of each method's task weights is :func:`mtlkit.plots.plot_task_weights`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -117,22 +116,15 @@ def spread(values: pd.DataFrame, column: str = "delta_p") -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- costs
-def training_seconds(run) -> float:
-    """A :class:`mtlkit.studies.experiments.CelebaRun`'s training time, also when it was read back
-    (then ``run.seconds`` is 0 and the time stored in its ``results.json`` is used)."""
-    if run.seconds:
-        return float(run.seconds)
-    return float(json.loads((run.run_dir / "results.json").read_text())["seconds"])
-
-
 def cost_table(runs: Mapping[str, Sequence], steps: int, baseline: str = "ew") -> pd.DataFrame:
     """Training seconds per step of each method (mean over its runs, ``{method: [CelebaRun]}``)
     and its throughput relative to ``baseline``. ``steps``: training steps per run. Wall time
-    of whole runs: tracing, validation and (DST) the measuring pass included; the benchmark
+    of whole runs: validation and (DST) the measuring pass included, and tracing where a run
+    traced its steps (a study's second seed reuses the first's); the benchmark
     ``benchmarks/bench_weighting.py`` measures the steps alone, side by side."""
     if baseline not in runs:
         raise ValueError(f"No runs of the baseline {baseline!r}; methods are {list(runs)}.")
-    per_step = {m: np.mean([training_seconds(r) for r in rs]) / steps for m, rs in runs.items()}
+    per_step = {m: np.mean([r.seconds for r in rs]) / steps for m, rs in runs.items()}
     table = pd.DataFrame({"s per step": per_step})
     table["throughput vs " + baseline] = per_step[baseline] / table["s per step"]
     table.index.name = "method"

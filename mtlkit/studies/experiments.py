@@ -387,8 +387,9 @@ class CelebaRun:
     table: pd.DataFrame  # per attribute, with the majority baseline (evaluation.attribute_table)
     summary: pd.Series  # mean task accuracy, exact match, ...
     run_dir: Path
-    seconds: float  # training time of this run (0 when it was read back)
+    seconds: float  # training time of this run (evaluation excluded), also when read back
     schedule: pd.DataFrame | None = None  # DST runs: the scheduler's history_frame()
+    read_back: bool = False  # True: read from its results.json, not trained in this call
 
 
 def run_celeba(
@@ -500,4 +501,6 @@ def _read_run(run_dir: Path) -> CelebaRun:
     table = pd.DataFrame.from_dict(stored["table"], orient="index")
     table.index.name = "attribute"
     schedule = pd.DataFrame(stored["schedule"]) if stored.get("schedule") else None
-    return CelebaRun(stored["history"], table, pd.Series(stored["summary"]), run_dir, 0.0, schedule)
+    summary = pd.Series(stored["summary"])
+    seconds = float(stored.get("seconds", float("nan")))
+    return CelebaRun(stored["history"], table, summary, run_dir, seconds, schedule, read_back=True)
