@@ -25,3 +25,14 @@ def test_a_damaged_results_file_is_named(tmp_path):
     (run_dir / experiments.RESULTS).write_text('{"history": {"loss": [1.0]')  # cut short
     with pytest.raises(ValueError, match="is damaged"):
         experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+
+
+def test_a_run_read_back_keeps_its_training_time(tmp_path):
+    settings = experiments.celeba_settings(
+        "quick", "synthetic", study="remedies", image_size=32, train_limit=32, eval_limit=32,
+        epochs=1,
+    )  # fmt: skip
+    trained = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+    again = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+    assert not trained.read_back and again.read_back
+    assert again.seconds == pytest.approx(trained.seconds) and again.seconds > 0
