@@ -285,7 +285,7 @@ _QUICK_MANY_RUNS = dict(weights=None, image_size=32, epochs=3, train_limit=256, 
 CELEBA_PROFILES = {
     # notebook 03: one run of the report's protocol
     "attributes": {
-        "quick": dict(weights=None, image_size=48, epochs=3, train_limit=800, eval_limit=400,
+        "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
                       seeds=(0,), checkpoints=False),
         "standard": dict(epochs=2, seeds=(0,)),
         "full": dict(epochs=5, seeds=(0,)),
