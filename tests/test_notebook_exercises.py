@@ -29,7 +29,7 @@ from mtlkit.methods import dst, weighting
 from mtlkit.models import architectures, graph
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-EXERCISED = ["03", "04", "07"]
+EXERCISED = ["01", "02", "03", "04", "05", "06", "07"]
 """The notebooks that close with an ``## Exercises`` section."""
 
 
