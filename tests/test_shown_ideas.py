@@ -1,0 +1,97 @@
+"""The ideas the notebooks write out before calling the package compute what the package does.
+
+Each test takes a notebook's cell by its tag, runs its source (with fresh random inputs where
+the cell's own are fixed) and compares with ``mtlkit``: notebook 01's ``reuse_coarse`` by
+hand, notebook 06's two task gradients from one tape and their cosine, notebook 07's PCGrad
+step and MGDA weights on a toy gradient matrix. (Notebook 04's gated step:
+tests/test_notebook04_step.py.)
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import keras
+import nbformat
+import numpy as np
+import pytest
+
+from mtlkit.analysis import diagnostics
+from mtlkit.methods import weighting
+from mtlkit.models import architectures
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def tagged(number: str, tag: str) -> str:
+    """The source of the one code cell of notebook ``number`` tagged ``tag``."""
+    path = next(NOTEBOOKS.glob(f"{number}_*.ipynb"))
+    cells = [c for c in nbformat.read(path, as_version=4).cells
+             if tag in c.get("metadata", {}).get("tags", [])]  # fmt: skip
+    assert len(cells) == 1 and cells[0].cell_type == "code", f"{path.name}: one cell tagged {tag}"
+    return cells[0].source
+
+
+def without_line(source: str, start: str) -> str:
+    """``source`` less its line that starts with ``start`` (a fixed input the test replaces)."""
+    lines = source.splitlines()
+    assert sum(line.startswith(start) for line in lines) == 1, start
+    return "\n".join(line for line in lines if not line.startswith(start))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_notebook07_pcgrad_and_mgda_by_hand_are_the_kits(seed):
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(3, 6))  # the cells' own asserts compare with the kit
+    names = {"np": np, "G": G}
+    exec(without_line(tagged("07", "shown-pcgrad"), "G = "), names)
+    np.testing.assert_allclose(names["step"], names["kit"], atol=1e-6)
+    exec(tagged("07", "shown-mgda"), names)
+    assert np.isclose(names["alpha"], weighting.mgda_weights(G[:2]).numpy()[0], atol=1e-6)
+
+
+def test_notebook07_toy_matrix_has_a_conflict():
+    names = {"np": np}
+    exec(tagged("07", "shown-pcgrad"), names)
+    assert not np.allclose(names["step"], names["G"].sum(axis=0))  # the surgery did something
+
+
+def test_notebook01_reuse_coarse_by_hand_is_the_kits():
+    names = {"architectures": architectures}
+    exec(tagged("01", "shown-reuse-coarse"), names)
+    exec(tagged("01", "shown-reuse-coarse-check"), names)  # its asserts compare with the kit
+    ours = names["reuse_coarse_by_hand"](num_fine=7, num_coarse=3)
+    kit = architectures.build_cifar100("reuse_coarse", num_fine=7, num_coarse=3)
+    assert ours.count_params() == kit.count_params()
+
+
+def tiny_shared_conv(name, settings) -> keras.Model:
+    """A small stand-in for ``studies.build_compiled``: a shared block named conv_layers
+    (with BatchNorm) and two heads with dropout, compiled with one loss per task."""
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.BatchNormalization()(keras.layers.Flatten()(h))
+    trunk = keras.Model(inputs, h, name="conv_layers")
+    images = keras.Input((8, 8, 3))
+    features = trunk(images)
+    heads = {}
+    for task, classes in (("fine", 5), ("coarse", 3)):
+        z = keras.layers.Dropout(0.25)(keras.layers.Dense(16, activation="relu")(features))
+        heads[task] = keras.layers.Dense(classes, name=task)(z)
+    model = keras.Model(images, heads)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss={"fine": loss, "coarse": loss})
+    return model
+
+
+def test_notebook06_cosine_from_one_tape_is_the_kits():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 8, 8, 3)).astype("float32")
+    y = {"fine": rng.integers(0, 5, 16), "coarse": rng.integers(0, 3, 16)}
+    names = {"studies": types.SimpleNamespace(build_compiled=tiny_shared_conv),
+             "cifar": None, "x": x, "y": y}  # fmt: skip
+    exec(tagged("06", "shown-tape-cosine"), names)
+    kit = diagnostics.gradient_stats(names["model"], x, y).cosine().loc["fine", "coarse"]
+    assert abs(kit - names["by_hand"]) < 1e-5
