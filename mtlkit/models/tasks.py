@@ -123,20 +123,16 @@ def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = 
     labels = tf.convert_to_tensor(labels)
     mask = label_mask(labels)
     number = tf.cast(labels, tf.float32)
-    below = tf.reduce_any(number < -1)
-    tf.debugging.assert_equal(below, False, message=NEGATIVE_LABELS)
+    checks = [tf.debugging.assert_equal(tf.reduce_any(number < -1), False, NEGATIVE_LABELS)]
     if not binary and predictions.shape[-1] is not None and labels.dtype.is_integer:
         classes = predictions.shape[-1]
         too_big = tf.reduce_any(labels >= classes)
-        tf.debugging.assert_equal(too_big, False, message=f"{LABEL_TOO_BIG} ({classes})")
+        checks.append(tf.debugging.assert_equal(too_big, False, f"{LABEL_TOO_BIG} ({classes})"))
     if binary:
-        allowed = (
-            (labels == -1)
-            | (labels == 0)
-            | (labels == 1)
-            | tf.math.is_nan(tf.cast(labels, tf.float32))
-        )
-        tf.debugging.assert_equal(tf.reduce_all(allowed), True, message=BAD_BINARY_LABELS)
+        allowed = (labels == -1) | (labels == 0) | (labels == 1) | tf.math.is_nan(number)
+        checks.append(tf.debugging.assert_equal(tf.reduce_all(allowed), True, BAD_BINARY_LABELS))
+    with tf.control_dependencies([c for c in checks if c is not None]):  # before the loss's
+        labels = tf.identity(labels)  # own checks, whose messages name no task
     known = tf.where(labels < 0, tf.zeros_like(labels), labels)
     if binary:
         known = tf.cast(known, predictions.dtype)
