@@ -204,3 +204,41 @@ def test_recalibrate_batchnorm_sets_the_moving_statistics_to_the_batch():
     np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(bn.moving_variance.numpy(), features.var(0), rtol=1e-3)
     assert bn.momentum == 0.99  # restored
+
+
+def _interrupted(run_dir, epochs=4, at=2):
+    training.set_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        training.fit_resumable(tiny_build, tiny_data(), epochs=epochs, run_dir=run_dir,
+                               callbacks=[StopAt(at)], verbose=0)  # fmt: skip
+
+
+def test_a_log_line_cut_short_is_dropped_and_its_epoch_trained_again(tmp_path):
+    _interrupted(tmp_path)
+    log = tmp_path / "log.csv"
+    log.write_text(log.read_text() + "2,0.5,0.")  # a kill in the middle of the next line
+    with pytest.warns(UserWarning, match="cut short by an interrupted write"):
+        history = training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path,
+                                         verbose=0)  # fmt: skip
+    assert len(history["loss"]) == 4 and np.isfinite(history["loss"]).all()
+
+
+def test_a_damaged_history_or_log_is_named(tmp_path):
+    training.fit_resumable(tiny_build, tiny_data(), epochs=1, run_dir=tmp_path, verbose=0)
+    text = (tmp_path / "history.json").read_text()
+    (tmp_path / "history.json").write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="history.json is damaged.*recompute=True"):
+        training.fit_resumable(tiny_build, tiny_data(), epochs=1, run_dir=tmp_path, verbose=0)
+    (tmp_path / "log.csv").write_text("1,0.5\n")  # no header line
+    with pytest.raises(ValueError, match="log.csv is damaged"):
+        training.read_history_csv(tmp_path / "log.csv")
+
+
+def test_a_truncated_backup_is_named(tmp_path):
+    _interrupted(tmp_path)
+    files = [f for f in (tmp_path / "backup").rglob("*") if f.is_file()]
+    assert files, "the interrupted run left no backup to damage"
+    for f in files:
+        f.write_bytes(f.read_bytes()[: max(1, f.stat().st_size // 3)])
+    with pytest.raises(ValueError, match="backup .* is damaged.*recompute=True"):
+        training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path, verbose=0)

@@ -129,3 +129,17 @@ def test_an_optimizer_name_works_and_a_gradient_method_needs_two_tasks():
     with pytest.raises(ValueError, match="has one"):
         train(single, dataset(64).map(lambda x, y: (x, {"a": y["a"]})), epochs=1,
               losses=LOSSES["a"], optimizer="adam", weighting="pcgrad", verbose=0)  # fmt: skip
+
+
+def test_images_of_the_wrong_size_are_named():
+    x = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="trunk")(x))
+    model = keras.Model(x, {"a": keras.layers.Dense(3, name="a")(h)})
+    images = np.zeros((8, 16, 16, 3), "float32")
+    data = tf.data.Dataset.from_tensor_slices((images, {"a": np.zeros(8, "int64")})).batch(4)
+    with pytest.raises(ValueError, match=r"inputs of shape \(16, 16, 3\).*takes \(8, 8, 3\)"):
+        train(model, data, epochs=1, losses={"a": LOSSES["a"]}, optimizer="adam", verbose=0)
+    right = tf.data.Dataset.from_tensor_slices((images[:, :8, :8], {"a": np.zeros(8, "int64")}))
+    with pytest.raises(ValueError, match="validation_data gives inputs of shape"):
+        train(model, right.batch(4), epochs=1, losses={"a": LOSSES["a"]}, optimizer="adam",
+              validation_data=data, verbose=0)  # fmt: skip

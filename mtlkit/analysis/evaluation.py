@@ -200,10 +200,17 @@ def summary(table: pd.DataFrame, exact_match: float) -> pd.Series:
 
 
 def evaluate_attributes(
-    model: keras.Model, dataset: tf.data.Dataset, majority: Mapping[str, int]
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    majority: Mapping[str, int],
+    tasks: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Predict once over a batched dataset; return :func:`attribute_table` and :func:`summary`."""
+    """Predict once over a batched dataset; return :func:`attribute_table` and :func:`summary`
+    of ``tasks`` (default: every attribute of ``majority``; a single-task baseline: its one)."""
     labels, logits = predict_with_labels(model, dataset)
+    if tasks is not None:
+        labels, logits = ({t: values[t] for t in tasks} for values in (labels, logits))
+        majority = {t: majority[t] for t in tasks}
     table = attribute_table(labels, logits, majority)
     return table, summary(table, exact_match_accuracy(labels, logits))
 

@@ -218,6 +218,23 @@ def check_batches(data, names: list[str], what: str) -> None:
         )
 
 
+def check_input_shape(model, data, what: str) -> None:
+    """The inputs of ``data`` must have the shape the (one-input) model was built for."""
+    inputs, spec = getattr(model, "inputs", None) or [], data.element_spec[0]
+    if len(inputs) != 1 or not isinstance(spec, tf.TensorSpec):
+        return  # several inputs: Keras's own check names the one that does not fit
+    expected, given = tuple(inputs[0].shape[1:]), tuple(spec.shape[1:])
+    clash = len(expected) != len(given) or any(
+        e is not None and g is not None and e != g for e, g in zip(expected, given)
+    )
+    if clash:
+        raise ValueError(
+            f"{what} gives inputs of shape {given} per example, but {model.name!r} takes "
+            f"{expected}: resize the images in the pipeline (tf.image.resize) or build the "
+            "model for this size."
+        )
+
+
 def check_label_forms(x, y, y_pred_shapes: Mapping, binary: Mapping[str, bool]) -> None:
     """Refuse label forms that train without error but mean something else (first batch,
     host side, once per run): CelebA's own +-1 labels given to a binary task, one-hot labels

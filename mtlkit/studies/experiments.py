@@ -81,6 +81,10 @@ class CifarSettings:
 UNTAGGED = ("seeds", "checkpoints")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
+OPTIONAL = {"single_task": None, "recalibrate_bn": 0}
+"""CelebA settings hashed only when they differ from these values, so that the run folders
+made before they existed keep their names."""
+
 RETIRED = {"cifar100": {"builders": 2}}
 """Fields removed from a study's settings, hashed with their last value so that the run
 folders made before keep their names (``builders=2``: models made of nested blocks)."""
@@ -89,6 +93,8 @@ folders made before keep their names (``builders=2``: models made of nested bloc
 def _tag(study: str, settings) -> str:
     """``<study>-<profile>-<source>-<hash of every field that changes results>``."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNTAGGED}
+    if study == "celeba":
+        fields = {k: v for k, v in fields.items() if k not in OPTIONAL or v != OPTIONAL[k]}
     fields.update(RETIRED.get(study, {}))
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
     return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
@@ -227,7 +233,7 @@ def _reusable(key: tuple, build, make_optimizer, make_method=None, seed: int | N
     return _LAST_MODEL[key]
 
 
-def recalibration(settings: CifarSettings, train: tf.data.Dataset) -> list:
+def recalibration(settings: CifarSettings | CelebaSettings, train: tf.data.Dataset) -> list:
     """The callbacks that recompute BatchNorm statistics before each evaluation, for ``fit``
     or the custom loop: the quick profile's (none in the others)."""
     if not settings.recalibrate_bn:
@@ -256,6 +262,9 @@ class CelebaSettings:
     mixed_precision: bool = False
     seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
     checkpoints: bool = True  # False: a checkpoint only at the end (quick; not in the tag)
+    single_task: str | None = None  # an attribute: train its loss alone (a single-task baseline)
+    recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on a training batch (at
+    # most that many images) before each evaluation, as in the CIFAR-100 quick profile
 
     @property
     def data_label(self) -> str:
@@ -267,8 +276,12 @@ class CelebaSettings:
         init = "ImageNet-pretrained" if self.weights else "random-init"
         hidden = "".join(f", {a} labels {share:.0%} hidden" for a, share in self.hide_labels)
         options = training.speed_options_label(self.mixed_precision, self.jit_compile)
+        alone = f", trained on {self.single_task} alone" if self.single_task else ""
+        alone += (
+            ", BatchNorm statistics recomputed before evaluation" if self.recalibrate_bn else ""
+        )
         return (f"{what}, {self.profile} profile{size}, {init} ResNet18 at {self.image_size} px, "
-                f"{self.epochs} epochs{hidden}{options}")  # fmt: skip
+                f"{self.epochs} epochs{hidden}{alone}{options}")  # fmt: skip
 
     @property
     def tag(self) -> str:
@@ -279,14 +292,14 @@ class CelebaSettings:
 # Quick runs that train the model several ways, over seeds (notebooks 05 and 07): the same
 # settings in both, so a whole quick run trains equal weights and DST once and notebook 07
 # reads them back from notebook 05 (same settings, same run folders).
-_QUICK_MANY_RUNS = dict(weights=None, image_size=32, epochs=3, train_limit=256, eval_limit=128,
-                        seeds=(0, 1), checkpoints=False)  # fmt: skip
+_QUICK_MANY_RUNS = dict(weights=None, image_size=32, epochs=2, train_limit=256, eval_limit=128,
+                        seeds=(0, 1), checkpoints=False, recalibrate_bn=32)  # fmt: skip
 
 CELEBA_PROFILES = {
     # notebook 03: one run of the report's protocol
     "attributes": {
-        "quick": dict(weights=None, image_size=56, epochs=3, train_limit=1200, eval_limit=400,
-                      seeds=(0,), checkpoints=False),
+        "quick": dict(weights=None, image_size=48, epochs=2, train_limit=1000, eval_limit=400,
+                      seeds=(0,), checkpoints=False, recalibrate_bn=32),
         "standard": dict(epochs=2, seeds=(0,)),
         "full": dict(epochs=5, seeds=(0,)),
     },
@@ -330,6 +343,10 @@ def celeba_settings(
     hidden = dict(base.get("hide_labels", ()))
     base["hide_labels"] = tuple(sorted(celeba.check_hidden(hidden, base["attributes"]).items()))
     _check_epochs(base.get("epochs"))
+    alone = base.get("single_task")
+    if alone is not None and alone not in base["attributes"]:
+        raise ValueError(f"single_task={alone!r} is not one of the attributes "
+                         f"{list(base['attributes'])}: name one of them.")  # fmt: skip
     return CelebaSettings(**base)
 
 
@@ -416,6 +433,11 @@ def run_celeba(
     arms = ("fit", "train", "dst", *weighting.METHODS)
     if arm not in arms:
         raise ValueError(f"arm={arm!r}: use one of {arms}.")
+    if settings.single_task and arm not in ("fit", "train"):
+        raise ValueError(
+            f"A single-task baseline (single_task={settings.single_task!r}) trains one loss, "
+            f"which arm={arm!r} cannot combine: use arm='train' or 'fit'."
+        )
     run_dir = Path(runs_dir or config.runs_dir()) / settings.tag / arm / f"seed{seed}"
     if recompute and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -425,6 +447,7 @@ def run_celeba(
     training.set_seed(seed)
     datasets = celeba_datasets(settings, seed)
     metadata = {"arm": arm, "seed": seed, **dataclasses.asdict(settings)}
+    callbacks = [*recalibration(settings, datasets["train"](0)), *(callbacks or [])]
     scheduler = None
     if arm == "fit":
         model = build_celeba_model(settings)
@@ -434,7 +457,7 @@ def run_celeba(
             (lambda m: weighting.get(arm, m.output_names)) if arm in weighting.METHODS else None
         )
         model, optimizer, method = _reusable(
-            ("celeba", arm, settings.tag), lambda: build_celeba_model(settings),
+            ("celeba", arm, _model_settings(settings)), lambda: build_celeba_model(settings),
             lambda _: keras.optimizers.Adam(settings.learning_rate), method_for, seed)  # fmt: skip
         scheduler = _scheduler(model, settings, seed, scheduler_options) if arm == "dst" else None
         history = training.train(
@@ -444,10 +467,12 @@ def run_celeba(
             validation_data=datasets["validation"], run_dir=run_dir, seed=seed,
             verbose=verbose, jit_compile=settings.jit_compile, callbacks=callbacks,
             metadata=metadata, weighting=method, checkpoints=settings.checkpoints,
+            loss_weights=_loss_weights(settings),
         ).history  # fmt: skip
     seconds = time.perf_counter() - start
     majority = celeba.majority_classes(_train_labels(settings))
-    table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority)
+    alone = [settings.single_task] if settings.single_task else None  # its head only
+    table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority, alone)
     schedule = scheduler.history_frame() if arm == "dst" else None
     runs.atomic_write_json(run_dir / RESULTS, {
         "history": history, "table": table.to_dict(orient="index"),
@@ -457,12 +482,30 @@ def run_celeba(
 
 
 RESULTS = "results.json"
+
+
+def _model_settings(settings: CelebaSettings) -> tuple:
+    """What the model, optimizer and method objects of a run depend on: runs that differ
+    only in their data or loss weights (hidden labels, single-task baselines) reuse them."""
+    fields = ("attributes", "image_size", "weights", "learning_rate", "mixed_precision",
+              "jit_compile")  # fmt: skip
+    return tuple(getattr(settings, f) for f in fields)
+
+
+def _loss_weights(settings: CelebaSettings) -> dict[str, float]:
+    """1 for every attribute, or 1 for ``single_task`` and 0 for the others: their heads then
+    get no gradient, and the backbone learns from that one attribute alone."""
+    alone = settings.single_task
+    return {a: float(alone is None or a == alone) for a in settings.attributes}
+
+
 """The file that marks a finished CelebA run: history, test table, summary, seconds."""
 
 
 def _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks) -> dict:
     """Notebook 03's way: ``compile`` + resumable ``fit``; leaves the final weights in ``model``."""
     training.compile_multitask(model, learning_rate=settings.learning_rate, binary=True,
+                               loss_weights=_loss_weights(settings),
                                jit_compile=settings.jit_compile)  # fmt: skip
     history = training.fit_resumable(
         lambda: model, datasets["train"](0), epochs=settings.epochs, run_dir=run_dir,

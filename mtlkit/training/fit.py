@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -159,6 +160,19 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         recalibrate_batchnorm(self.model, self.images)
 
 
+def _drop_cut_line(log_file: Path) -> None:
+    """Remove a last line of ``log.csv`` that a kill cut short (no line end): its epoch was
+    not backed up either, so the resumed run trains and logs it again."""
+    if not log_file.exists():
+        return
+    text = log_file.read_text()
+    if text and not text.endswith("\n"):
+        cut = text.splitlines()[-1]
+        warnings.warn(f"{log_file}: dropped its last line, cut short by an interrupted write "
+                      f"({cut!r}); that epoch is trained again.", stacklevel=3)  # fmt: skip
+        log_file.write_text(text[: text.rfind("\n") + 1])
+
+
 def read_history_csv(path: Path) -> dict[str, list[float]]:
     """Read a CSVLogger file, keeping the last row of any epoch logged twice.
 
@@ -166,7 +180,11 @@ def read_history_csv(path: Path) -> dict[str, list[float]]:
     before the backup was: the resumed run repeats that epoch. Columns that are empty
     throughout (CSVLogger's ``val_`` placeholders when there is no validation) are dropped.
     """
-    frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    frame = pd.read_csv(path)
+    if "epoch" not in frame.columns:
+        raise ValueError(f"{path} is damaged (no header line with 'epoch'): delete its run "
+                         "folder, or pass recompute=True, to train the run again.")  # fmt: skip
+    frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch")
     frame = frame.dropna(axis="columns", how="all")
     return {c: frame[c].astype(float).tolist() for c in frame.columns if c != "epoch"}
 
@@ -273,6 +291,7 @@ def fit_resumable(
             "folder you passed."
         )
     runs.make_run_dir(run_dir)
+    _drop_cut_line(log_file)
     model = build()
     evaluates = validation_data is not None or bool(extra_eval)
     fresh = getattr(model, "train_function", None) is None  # else fit reuses its traced steps
@@ -298,6 +317,14 @@ def fit_resumable(
             raise ValueError(
                 f"The backup in {backup} was written by a different model ({err}). "
                 "Use a fresh run directory, or recompute=True to discard it."
+            ) from err
+        raise
+    except OSError as err:  # h5py's "truncated file", an unreadable JSON of Keras's
+        if backup.exists():
+            raise ValueError(
+                f"The backup in {backup} is damaged ({err}): a write was cut short. Delete "
+                f"{backup} to start this run again from its first epoch, or pass "
+                "recompute=True."
             ) from err
         raise
     if save_weights:

@@ -138,8 +138,10 @@ def train(
         task_utils.check_names(scheduler.tasks, names, "The DST scheduler's tasks")
     data_for = train_data if callable(train_data) else (lambda epoch: train_data)
     task_utils.check_batches(data_for(0), names, "train_data")
+    task_utils.check_input_shape(model, data_for(0), "train_data")
     if validation_data is not None:
         task_utils.check_batches(validation_data, names, "validation_data")
+        task_utils.check_input_shape(model, validation_data, "validation_data")
     if seed is not None:
         set_seed(seed)
         if scheduler is not None and scheduler.seed is None:
@@ -158,13 +160,14 @@ def train(
     _check_first_batch(model, data_for(0), losses, names)
     val_spec = validation_data.element_spec if validation_data is not None else None
     specs = (data_for(0).element_spec, val_spec)
-    key = _steps_key(optimizer, method, losses, weights, specs, jit_compile, representation_layer)
+    key = _steps_key(optimizer, method, losses, specs, jit_compile, representation_layer)
     loop = _traced_loop(model, key)
     if loop is None:
         optimizer = _prepare_optimizer(model, optimizer, method)
         loop = _Loop(model, losses, optimizer, weights, specs, jit_compile,
                      method=method, data=data_for(0), layer=representation_layer)  # fmt: skip
         _TRACED[model] = (key, loop)
+    loop.set_loss_weights(weights)  # a variable's value: new weights need no new trace
     optimizer, traces = loop.optimizer, loop.tracing_count()
 
     settings = _settings(optimizer, weights, seed, method, scheduler)
@@ -215,16 +218,16 @@ _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 Tracing a ResNet18's steps costs seconds, often more than a short run's training. Called
 again with the *same* model, optimizer and weighting-method objects and the same losses,
-loss weights, data specs and options, :func:`train` reuses the steps it traced before; the
+data specs and options, :func:`train` reuses the steps it traced before (loss weights may
+differ: they are a variable's value, as DST's gates are); the
 caller puts the objects' values back to a fresh run's (:func:`mtlkit.training.restart`),
 and the run is then the same, bit for bit, as one with new objects."""
 
 
-def _steps_key(optimizer, method, losses, weights, specs, jit_compile, layer) -> tuple:
+def _steps_key(optimizer, method, losses, specs, jit_compile, layer) -> tuple:
     """What a model's traced steps depend on besides the model itself."""
     configs = tuple((t, type(f).__name__, repr(_config(f))) for t, f in losses.items())
-    return (id(optimizer), id(method), configs, tuple(sorted(weights.items())), repr(specs),
-            jit_compile, layer)  # fmt: skip
+    return id(optimizer), id(method), configs, repr(specs), jit_compile, layer
 
 
 def _config(loss) -> dict | None:
@@ -354,6 +357,8 @@ class _Loop:
         self.loss_weights = [float(loss_weights.get(t, 1.0)) for t in self.tasks]
         # gate_j * w_j * loss_weight_j, changed once per epoch without retracing
         self.coefficients = tf.Variable(self.loss_weights, trainable=False, dtype=tf.float32)
+        # the loss weights alone (validation's total), changed per run without retracing
+        self.weights = tf.Variable(self.loss_weights, trainable=False, dtype=tf.float32)
         self.train_meters = task_utils.TaskMeters(self.tasks, losses)
         self.val_meters = task_utils.TaskMeters(self.tasks, losses, prefix="val_")
         # the step (1-based, within the epoch) at which each task's loss was first not finite
@@ -463,7 +468,7 @@ class _Loop:
 
     def _eval_step(self, x, y):
         y_pred, task_losses, counts = self._forward(x, y, training=False)
-        total = self._total(task_losses, self.loss_weights)
+        total = self._total(task_losses, tf.unstack(self.weights))
         self.val_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
 
     def _measure_step(self, x, y):
@@ -491,6 +496,11 @@ class _Loop:
         return sum(step.experimental_get_tracing_count() for step in steps)
 
     # -- per-epoch bookkeeping ----------------------------------------------------------
+    def set_loss_weights(self, loss_weights: Mapping[str, float]) -> None:
+        """This run's loss weights (1 for a task not named), used from the next epoch on."""
+        self.loss_weights = [float(loss_weights.get(t, 1.0)) for t in self.tasks]
+        self.weights.assign(self.loss_weights)
+
     def set_coefficients(self, gates: Mapping[str, float], scales: Mapping[str, float]) -> None:
         values = [gates[t] * scales[t] * w for t, w in zip(self.tasks, self.loss_weights)]
         self.coefficients.assign(values)

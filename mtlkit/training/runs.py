@@ -123,8 +123,15 @@ def read_history(run_dir: Path) -> dict | None:
     path = Path(run_dir) / HISTORY
     if not path.exists():
         return None
-    stored = json.loads(path.read_text())
-    if stored.get("format") != HISTORY_FORMAT:
+    try:
+        stored = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is damaged ({err}): a write was cut short. Delete {Path(run_dir)} (or "
+            "pass recompute=True) to train that run again."
+        ) from err
+    if not isinstance(stored, dict) or stored.get("format") != HISTORY_FORMAT:
+        stored = stored if isinstance(stored, dict) else {}
         raise ValueError(
             f"{path} is not in the history format {HISTORY_FORMAT} of this kit (format "
             f"{stored.get('format')!r}): an older kit wrote it. Delete {Path(run_dir)} to "
