@@ -77,7 +77,7 @@ def test_single_task_baselines_share_one_model(tmp_path):
         tags.add(settings.tag)
         assert f"trained on {attribute} alone" in settings.data_label
         assert run.history[f"{attribute}_loss"] == pytest.approx(run.history["loss"], rel=1e-5)
-        assert list(run.table.index) == [attribute]  # the trained head only
+        assert list(run.table.index) == [attribute, "mean over tasks"]  # the trained head only
     assert models[0] is models[1] and len(tags) == 2
 
 

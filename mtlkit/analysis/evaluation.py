@@ -12,6 +12,7 @@ Sections (each self-contained; add new ones below, leave the others alone):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 
 import keras
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from mtlkit import work
 from mtlkit.data.celeba_labels import UNKNOWN
 
 # =========================================================================================
@@ -34,30 +36,42 @@ from mtlkit.data.celeba_labels import UNKNOWN
 # constant predictor whatever the imbalance, and F1 of the positive class is 0 for it.
 
 
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> its inference step, traced once: the study runners reuse a model from run to run
+(seed after seed), and so reuse this trace too."""
+
+
+def _inference(model: keras.Model):
+    """``model(x, training=False)`` as a traced function, made once per model."""
+    if model not in _INFERENCE:
+        ref = weakref.ref(model)  # (a strong reference would keep the model alive forever)
+        _INFERENCE[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    return _INFERENCE[model]
+
+
 def predict_with_labels(
     model: keras.Model, dataset: tf.data.Dataset
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Labels and logits of a batched ``(image, {task: label})`` dataset, in one pass.
 
-    The model is wrapped so that ``model.predict`` returns the labels it was fed beside
-    the logits: one iteration over ``dataset`` (shuffled or not, the two stay aligned).
-    Returns ``(labels, logits)``, dicts of 1-D arrays keyed by output name.
+    Each batch's labels are kept beside the logits the model gives for its images, so the
+    two stay aligned whether or not the dataset shuffles. Returns ``(labels, logits)``,
+    dicts of 1-D arrays keyed by output name (one logit per example: binary heads).
     """
-    tasks = list(model.output_names)
-    image_spec, label_spec = dataset.element_spec
-    image = keras.Input(shape=image_spec.shape[1:], dtype=image_spec.dtype, name="image")
-    labels = {t: keras.Input(shape=(), dtype="int32", name=f"label_{t}") for t in tasks}
-    logits = model(image)
-    outputs = {f"logits/{t}": logits[t] for t in tasks}
-    outputs.update({f"label/{t}": keras.layers.Identity()(labels[t]) for t in tasks})
-    wrapper = keras.Model({"image": image, **{f"label_{t}": v for t, v in labels.items()}}, outputs)
-    feed = dataset.map(
-        lambda x, y: ({"image": x, **{f"label_{t}": tf.cast(y[t], tf.int32) for t in tasks}},)
-    )
-    result = wrapper.predict(feed, verbose=0)
+    tasks, predict = list(model.output_names), _inference(model)
+    labels: dict[str, list] = {t: [] for t in tasks}
+    logits: dict[str, list] = {t: [] for t in tasks}
+    for x, y in dataset:
+        out = predict(x)
+        for t in tasks:
+            labels[t].append(np.asarray(y[t]).reshape(-1))
+            logits[t].append(np.asarray(out[t]).reshape(-1))
+    if not labels[tasks[0]]:
+        raise ValueError("The dataset gave no batches: is it empty (check its `limit`)?")
+    work.add_images(model, sum(len(v) for v in labels[tasks[0]]), training=False)
     return (
-        {t: np.asarray(result[f"label/{t}"]).reshape(-1).astype(int) for t in tasks},
-        {t: np.asarray(result[f"logits/{t}"]).reshape(-1) for t in tasks},
+        {t: np.concatenate(labels[t]).astype(int) for t in tasks},
+        {t: np.concatenate(logits[t]) for t in tasks},
     )
 
 

@@ -223,6 +223,9 @@ def check_input_shape(model, data, what: str) -> None:
     inputs, spec = getattr(model, "inputs", None) or [], data.element_spec[0]
     if len(inputs) != 1 or not isinstance(spec, tf.TensorSpec):
         return  # several inputs: Keras's own check names the one that does not fit
+    if spec.shape.rank == len(inputs[0].shape) - 1:
+        raise ValueError(f"{what}'s inputs have no batch dimension: the data looks unbatched. "
+                         "Call .batch(n) on the dataset.")  # fmt: skip
     expected, given = tuple(inputs[0].shape[1:]), tuple(spec.shape[1:])
     clash = len(expected) != len(given) or any(
         e is not None and g is not None and e != g for e, g in zip(expected, given)

@@ -261,7 +261,8 @@ class CelebaSettings:
     jit_compile: bool | str = False
     mixed_precision: bool = False
     seeds: tuple = (0, 1, 2)  # the runs a notebook makes (not part of a run's tag)
-    checkpoints: bool = True  # False: a checkpoint only at the end (quick; not in the tag)
+    checkpoints: bool = True  # False (quick; not in the tag): no checkpoint, only results.json
+    # at the end (the custom loop's arms; fit's keeps its final weights): a killed run restarts
     single_task: str | None = None  # an attribute: train its loss alone (a single-task baseline)
     recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on a training batch (at
     # most that many images) before each evaluation, as in the CIFAR-100 quick profile
@@ -365,12 +366,13 @@ def celeba_datasets(settings: CelebaSettings, seed: int) -> dict:
     """Batched data for one seed: ``"train"`` (a function ``epoch -> batches``, reshuffled
     every epoch from the seed), ``"validation"`` and ``"test"``.
 
-    Small training sets (quick profile) are decoded once and kept in memory; the full split
-    (15 GB of crops at 178 px) is not: its file list is reshuffled before decoding.
+    Small splits (quick profile, at most 20,000 images) are decoded once per process and
+    kept in memory, for every run that reads them; the full training split (15 GB of crops at
+    178 px) is not: its file list is reshuffled before decoding.
     """
     batch = settings.batch_size
-    if settings.train_limit and settings.train_limit <= 20_000:
-        cached = _celeba_split(settings, "train").cache()
+    if _in_memory(settings.train_limit):
+        cached = _decoded(settings, "train")
         train = lambda epoch: data.batched(  # noqa: E731
             cached, batch, shuffle=True, seed=1000 * seed + epoch, cache=False
         )
@@ -378,9 +380,36 @@ def celeba_datasets(settings: CelebaSettings, seed: int) -> dict:
         train = lambda epoch: data.batched(  # noqa: E731
             _celeba_split(settings, "train", shuffle_seed=1000 * seed + epoch), batch, cache=False
         )
-    evaluation_sets = {s: data.batched(_celeba_split(settings, s), batch, cache=False)
-                       for s in ("validation", "test")}  # fmt: skip
+    small = _in_memory(settings.eval_limit)
+    evaluation_sets = {
+        s: data.batched(_decoded(settings, s) if small else _celeba_split(settings, s), batch,
+                        cache=False)
+        for s in ("validation", "test")
+    }  # fmt: skip
     return {"train": train, **evaluation_sets}
+
+
+def _in_memory(limit: int | None) -> bool:
+    """Whether a split of ``limit`` images is small enough to keep decoded in memory."""
+    return bool(limit) and limit <= 20_000
+
+
+_DECODED: dict = {}
+"""The small splits decoded so far in this process (a few at most): the runs of a notebook
+(seeds, arms, single-task baselines) read the same images, and decode them once."""
+
+
+def _decoded(settings: CelebaSettings, split: str) -> tf.data.Dataset:
+    """One small split, decoded once and kept in memory (``Dataset.cache``)."""
+    limit = settings.train_limit if split == "train" else settings.eval_limit
+    hide = settings.hide_labels if split == "train" else ()
+    key = (settings.source, settings.data_dir, settings.attributes, settings.image_size,
+           limit, hide, split)  # fmt: skip
+    if key not in _DECODED:
+        if len(_DECODED) >= 6:
+            _DECODED.clear()
+        _DECODED[key] = _celeba_split(settings, split).cache()
+    return _DECODED[key]
 
 
 def build_celeba_model(settings: CelebaSettings) -> keras.Model:
@@ -463,8 +492,8 @@ def run_celeba(
         history = training.train(
             model, datasets["train"], epochs=settings.epochs,
             losses=tasks.classification_losses(settings.attributes, binary=True),
-            optimizer=optimizer, scheduler=scheduler,
-            validation_data=datasets["validation"], run_dir=run_dir, seed=seed,
+            optimizer=optimizer, scheduler=scheduler, validation_data=datasets["validation"],
+            run_dir=run_dir if settings.checkpoints else None, seed=seed,
             verbose=verbose, jit_compile=settings.jit_compile, callbacks=callbacks,
             metadata=metadata, weighting=method, checkpoints=settings.checkpoints,
             loss_weights=_loss_weights(settings),
@@ -474,8 +503,9 @@ def run_celeba(
     alone = [settings.single_task] if settings.single_task else None  # its head only
     table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority, alone)
     schedule = scheduler.history_frame() if arm == "dst" else None
+    runs.make_run_dir(run_dir)
     runs.atomic_write_json(run_dir / RESULTS, {
-        "history": history, "table": table.to_dict(orient="index"),
+        "metadata": metadata, "history": history, "table": table.to_dict(orient="index"),
         "summary": summary.to_dict(), "seconds": seconds,
         "schedule": None if schedule is None else schedule.to_dict(orient="list")})  # fmt: skip
     return CelebaRun(history, table, summary, run_dir, seconds, schedule)
