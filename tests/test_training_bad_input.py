@@ -80,6 +80,23 @@ def test_dst_with_a_task_that_has_no_label_is_refused():
               optimizer=keras.optimizers.Adam(1e-3))  # fmt: skip
 
 
+def test_dwa_with_a_task_that_has_no_label_is_refused_after_its_first_epoch():
+    x, y = arrays()
+    y = {**y, "b": -np.ones_like(y["b"])}
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    epochs = []
+    count = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    with pytest.raises(ValueError, match=r"\['b'\] had no labelled example in epoch 1.*DWA"):
+        train(build(), data, epochs=4, losses=LOSSES, weighting="dwa", verbose=0,
+              optimizer=keras.optimizers.Adam(1e-3), callbacks=[count])  # fmt: skip
+    assert epochs == [0]  # refused at once, not after DWA's two epochs of equal weights
+    from mtlkit.methods import weighting  # the method alone names the task too
+
+    method = weighting.get("dwa", ["a", "b"])
+    with pytest.raises(ValueError, match=r"\['b'\] had none"):
+        method.on_epoch_start(2, [[1.0, float("nan")], [0.9, float("nan")]])
+
+
 @pytest.mark.parametrize(
     "task, value, match",
     [("a", -2, "below -1"), ("b", -2.0, "below -1"), ("a", 3, "below the number")],

@@ -431,6 +431,14 @@ class DynamicWeightAverage(Weighting):
                 f"DWA's weights for epoch {epoch + 1} need the mean losses of the {epoch} "
                 f"epochs before it; loss_history holds {history.shape[0]}."
             )
+        last = history[max(epoch - 2, 0) : epoch]
+        missing = [t for t, ok in zip(self.tasks, np.isfinite(last).all(axis=0)) if not ok]
+        if epoch >= 2 and missing:
+            raise ValueError(
+                f"DWA weighs each task by its last two epochs' mean losses, and task(s) "
+                f"{missing} had none (no labelled example in epoch {epoch - 1} or {epoch}: "
+                "their losses are NaN). Give them labels, or train without them."
+            )
         self.logged.assign(dwa_weights(history[:epoch], self.temperature))
         self.epoch = epoch
 

@@ -295,6 +295,8 @@ def _run_epoch(
     work.add_images(loop.model, images, training=True)
     loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
+    if loop.weighting is not None and loop.weighting.name == "dwa":
+        _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}", "DWA")
     if scheduler is not None:
         _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}")
         scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
@@ -647,13 +649,13 @@ def _check_progress(history: dict, tasks: list[str], epoch: int, start: dict) ->
             )
 
 
-def _refuse_unlabelled(values: dict, tasks: list[str], when: str) -> None:
-    """DST needs every task's epoch loss: refuse a task that had no label at all."""
+def _refuse_unlabelled(values: dict, tasks: list[str], when: str, who: str = "DST") -> None:
+    """DST and DWA need every task's epoch loss: refuse a task that had no label at all."""
     missing = [t for t in tasks if math.isnan(values[f"{t}_loss"])]
     if missing:
         raise ValueError(
-            f"Task(s) {missing} had no labelled example in {when} (every label -1), so DST "
-            "has no loss to schedule them by. Give each task some labels in every epoch, or "
+            f"Task(s) {missing} had no labelled example in {when} (every label -1), so {who} "
+            "has no loss to weigh them by. Give each task some labels in every epoch, or "
             "leave such a task out of the model."
         )
 
