@@ -117,7 +117,7 @@ def spread(values: pd.DataFrame, column: str = "delta_p") -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- costs
 def cost_table(runs: Mapping[str, Sequence], steps: int, baseline: str = "ew") -> pd.DataFrame:
-    """Training seconds per step of each method (mean over its runs, ``{method: [CelebaRun]}``)
+    """Training seconds per step of each method (mean over its runs, ``{method: [studies.Run]}``)
     and its throughput relative to ``baseline``. ``steps``: training steps per run. Wall time
     of whole runs: validation and (DST) the measuring pass included, and tracing where a run
     traced its steps (a study's second seed reuses the first's); the benchmark

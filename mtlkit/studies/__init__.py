@@ -10,9 +10,9 @@ from mtlkit.studies.durations import expected_minutes
 from mtlkit.studies.experiments import (
     CELEBA_PROFILES,
     CIFAR_PROFILES,
-    CelebaRun,
     CelebaSettings,
     CifarSettings,
+    Run,
     build_celeba_model,
     build_compiled,
     celeba_datasets,
@@ -22,12 +22,12 @@ from mtlkit.studies.experiments import (
     recalibration,
     run_celeba,
     run_cifar100,
+    run_folder,
 )
 
 __all__ = [
     "CELEBA_PROFILES",
     "CIFAR_PROFILES",
-    "CelebaRun",
     "CelebaSettings",
     "CifarSettings",
     "build_celeba_model",
@@ -38,6 +38,8 @@ __all__ = [
     "cifar100_settings",
     "recalibration",
     "expected_minutes",
+    "Run",
     "run_celeba",
     "run_cifar100",
+    "run_folder",
 ]

@@ -6,8 +6,11 @@ and one function trains one run under those settings, keeping its results on dis
 a sweep that is interrupted picks up where it stopped and a finished run is read back:
 
 * CIFAR-100: :class:`CifarSettings`, :func:`cifar100_settings`, :func:`run_cifar100`;
-* CelebA: :class:`CelebaSettings`, :func:`celeba_settings`, :func:`run_celeba` (``fit``
-  for notebook 03, the custom loop with or without DST for notebook 05).
+* CelebA: :class:`CelebaSettings`, :func:`celeba_settings`, :func:`run_celeba`.
+
+Both runners take the same ``arm`` (``"fit"``, ``"train"`` -- the custom loop --, ``"dst"``
+or a weighting method's name), return the same :class:`Run` (history, test table, training
+seconds, DST scheduler) and keep it in :func:`run_folder` as ``results.json``.
 
 :func:`mtlkit.studies.durations.expected_minutes` turns a settings object into the duration a
 notebook prints.
@@ -179,36 +182,109 @@ def run_cifar100(
     seed: int,
     settings: CifarSettings,
     *,
+    arm: str = "fit",
+    scheduler_options: dict | None = None,
     runs_dir: str | os.PathLike | None = None,
     recompute: bool = False,
     verbose: int = 0,
-) -> dict[str, list[float]]:
-    """Train architecture ``name`` with ``seed``; return its per-epoch history.
+    callbacks: list | None = None,
+) -> Run:
+    """Train architecture ``name`` with ``seed`` (or read the finished run back): a :class:`Run`.
 
-    The history holds train (``fine_loss``, ``fine_accuracy``, ...), validation (``val_``)
-    and test (``test_``) values for every epoch. Finished runs are read back from disk
-    instead of retrained (``recompute=True`` forces training); unfinished ones resume.
+    ``arm`` as in :func:`run_celeba`: ``"fit"`` (Keras ``fit``, notebook 02), ``"train"``
+    (the custom loop), ``"dst"`` (the loop with a DST scheduler: the model's task depths,
+    every image labelled for both tasks) or a weighting method's name. The history holds
+    train (``fine_loss``, ``fine_accuracy``, ...) and validation (``val_``) values per epoch
+    (``fit`` also ``test_``); the table, the test split's loss and accuracy per task.
+    Finished runs are read back instead of retrained (``recompute=True`` forces training);
+    unfinished ones resume. ``callbacks`` (Keras callbacks: a gradient probe, ...) run after
+    the quick profile's BatchNorm recalibration.
     """
-    run_dir = Path(runs_dir or config.runs_dir()) / settings.tag / name / f"seed{seed}"
+    _check_arm(arm)
+    run_dir = run_folder(settings, seed, arm, name=name, runs_dir=runs_dir)
+    if recompute and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if (run_dir / RESULTS).exists():
+        return _read_run(run_dir)
+    stored = runs.read_history(run_dir)  # a fit run finished before results.json existed
+    start = time.perf_counter()
     training.set_seed(seed)
     datasets = cifar100_datasets(settings, seed)
-    return training.fit_resumable(
-        lambda: _reusable(
-            ("cifar100", name, settings.tag),
-            lambda: build_compiled(name, settings),
-            lambda model: model.optimizer,
-        )[0],
-        datasets["train"],
-        epochs=settings.epochs,
-        run_dir=run_dir,
-        validation_data=datasets["validation"],
-        extra_eval={"test": datasets["test"]},
-        recompute=recompute,
-        verbose=verbose,
-        metadata={"architecture": name, "seed": seed, **dataclasses.asdict(settings)},
-        callbacks=recalibration(settings, datasets["train"]),
-        backups=settings.checkpoints,
+    metadata = {"architecture": name, "arm": arm, "seed": seed, **dataclasses.asdict(settings)}
+    callbacks = [*recalibration(settings, datasets["train"]), *(callbacks or [])]
+    scheduler = None
+    if arm == "fit":
+        history = training.fit_resumable(
+            lambda: _reusable(("cifar100", name, arm, settings.tag),
+                              lambda: build_compiled(name, settings), lambda m: m.optimizer)[0],
+            datasets["train"], epochs=settings.epochs, run_dir=run_dir,
+            validation_data=datasets["validation"], extra_eval={"test": datasets["test"]},
+            verbose=verbose, metadata=metadata, callbacks=callbacks, backups=settings.checkpoints,
+        )  # fmt: skip
+        test = {k.removeprefix("test_"): v[-1] for k, v in history.items() if k.startswith("test_")}
+    else:
+        model, optimizer, method = _reusable(
+            ("cifar100", name, arm, settings.tag), lambda: build_compiled(name, settings),
+            lambda _: keras.optimizers.Adam(settings.learning_rate), _method_for(arm), seed,
+        )  # fmt: skip
+        if arm == "dst":
+            counts = {"fine": 1, "coarse": 1}  # every image carries both labels: N_j = 1
+            scheduler = dst.DSTScheduler(["fine", "coarse"], graph.task_depths(model), counts,
+                                         seed=seed, **(scheduler_options or {}))  # fmt: skip
+        history = training.train(
+            model, datasets["train"], epochs=settings.epochs, optimizer=optimizer,
+            losses=tasks.classification_losses(["fine", "coarse"]), weighting=method,
+            loss_weights=dict(settings.loss_weights), scheduler=scheduler,
+            validation_data=datasets["validation"], seed=seed, verbose=verbose,
+            run_dir=run_dir if settings.checkpoints else None, callbacks=callbacks,
+            jit_compile=settings.jit_compile, metadata=metadata, checkpoints=settings.checkpoints,
+        ).history  # fmt: skip
+        test = model.evaluate(datasets["test"], verbose=0, return_dict=True)
+    table = pd.DataFrame(
+        {
+            k: [float(test.get(f"{t}_{k}", "nan")) for t in ("fine", "coarse")]
+            for k in ("loss", "accuracy")
+        },  # (NaN: a run stored without its test values)
+        index=pd.Index(["fine", "coarse"], name="task"),
     )
+    summary = pd.Series({"mean task accuracy": table["accuracy"].mean(),
+                         "loss": float(test.get("loss", "nan"))})  # fmt: skip
+    seconds = float("nan") if stored and stored["finished"] else time.perf_counter() - start
+    return _write_run(run_dir, metadata, history, table, summary, seconds, scheduler)
+
+
+def run_folder(
+    settings: CifarSettings | CelebaSettings,
+    seed: int,
+    arm: str = "fit",
+    *,
+    name: str | None = None,
+    runs_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Where a run lives: ``<runs_dir>/<settings.tag>/[<architecture>/]<arm>/seed<seed>``.
+
+    CIFAR-100 runs add the architecture's ``name``; its ``fit`` runs leave out ``<arm>``
+    (their folders were made before the other arms existed, and are read back as they are).
+    """
+    base = Path(runs_dir or config.runs_dir()) / settings.tag
+    if isinstance(settings, CifarSettings):
+        if name is None:
+            raise ValueError("A CIFAR-100 run folder needs the architecture's name=.")
+        base = base / name
+    return (base if arm == "fit" and name is not None else base / arm) / f"seed{seed}"
+
+
+def _check_arm(arm: str) -> None:
+    arms = ("fit", "train", "dst", *weighting.METHODS)
+    if arm not in arms:
+        raise ValueError(f"arm={arm!r}: use one of {arms}.")
+
+
+def _method_for(arm: str):
+    """``model -> weighting method`` for a weighting arm; None for the others."""
+    if arm not in weighting.METHODS:
+        return None
+    return lambda model: weighting.get(arm, model.output_names)
 
 
 _LAST_MODEL: dict = {}
@@ -426,16 +502,18 @@ def build_celeba_model(settings: CelebaSettings) -> keras.Model:
 
 
 @dataclasses.dataclass
-class CelebaRun:
-    """One finished CelebA run: its per-epoch history and its test-split evaluation."""
+class Run:
+    """One finished run of either study: its per-epoch history and its test-split evaluation."""
 
     history: dict
-    table: pd.DataFrame  # per attribute, with the majority baseline (evaluation.attribute_table)
-    summary: pd.Series  # mean task accuracy, exact match, ...
+    table: pd.DataFrame  # test split: per attribute with the majority baseline (CelebA,
+    # evaluation.attribute_table), or per task loss and accuracy (CIFAR-100)
+    summary: pd.Series  # mean task accuracy, ...
     run_dir: Path
-    seconds: float  # training time of this run (evaluation excluded), also when read back
+    seconds: float  # training time of this run, also when read back (NaN: not recorded)
     schedule: pd.DataFrame | None = None  # DST runs: the scheduler's history_frame()
     read_back: bool = False  # True: read from its results.json, not trained in this call
+    scheduler: dst.DSTScheduler | None = None  # DST runs: the scheduler, at the run's end
 
 
 def run_celeba(
@@ -448,26 +526,24 @@ def run_celeba(
     recompute: bool = False,
     verbose: int = 0,
     callbacks: list | None = None,
-) -> CelebaRun:
+) -> Run:
     """Train (or read back) one CelebA run and evaluate it on the test split.
 
     ``arm``: ``"fit"`` (Keras ``fit``, notebook 03), ``"train"`` (the custom loop, no DST),
     ``"dst"`` (the custom loop with a :class:`mtlkit.methods.dst.DSTScheduler`, made with
     ``scheduler_options`` and the task depths and labelled-sample counts of this data), or
     a weighting method of :mod:`mtlkit.methods.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
-    ``CelebaRun.seconds`` is the training time (evaluation excluded).
+    ``Run.seconds`` is the training time (evaluation excluded).
     The run lives in ``runs_dir/<settings.tag>/<arm>/seed<seed>``; a finished one is read
     back from its ``results.json`` without training, unless ``recompute=True``.
     """
-    arms = ("fit", "train", "dst", *weighting.METHODS)
-    if arm not in arms:
-        raise ValueError(f"arm={arm!r}: use one of {arms}.")
+    _check_arm(arm)
     if settings.single_task and arm not in ("fit", "train"):
         raise ValueError(
             f"A single-task baseline (single_task={settings.single_task!r}) trains one loss, "
             f"which arm={arm!r} cannot combine: use arm='train' or 'fit'."
         )
-    run_dir = Path(runs_dir or config.runs_dir()) / settings.tag / arm / f"seed{seed}"
+    run_dir = run_folder(settings, seed, arm, runs_dir=runs_dir)
     if recompute and run_dir.exists():
         shutil.rmtree(run_dir)
     if (run_dir / RESULTS).exists():
@@ -482,12 +558,10 @@ def run_celeba(
         model = build_celeba_model(settings)
         history = _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks)
     else:
-        method_for = (
-            (lambda m: weighting.get(arm, m.output_names)) if arm in weighting.METHODS else None
-        )
         model, optimizer, method = _reusable(
             ("celeba", arm, _model_settings(settings)), lambda: build_celeba_model(settings),
-            lambda _: keras.optimizers.Adam(settings.learning_rate), method_for, seed)  # fmt: skip
+            lambda _: keras.optimizers.Adam(settings.learning_rate), _method_for(arm), seed,
+        )  # fmt: skip
         scheduler = _scheduler(model, settings, seed, scheduler_options) if arm == "dst" else None
         history = training.train(
             model, datasets["train"], epochs=settings.epochs,
@@ -502,13 +576,23 @@ def run_celeba(
     majority = celeba.majority_classes(_train_labels(settings))
     alone = [settings.single_task] if settings.single_task else None  # its head only
     table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority, alone)
-    schedule = scheduler.history_frame() if arm == "dst" else None
+    return _write_run(run_dir, metadata, history, table, summary, seconds, scheduler)
+
+
+def _write_run(run_dir, metadata, history, table, summary, seconds, scheduler) -> Run:
+    """Store a finished run as its ``results.json`` (the file that marks it finished)."""
+    schedule = scheduler.history_frame() if scheduler is not None else None
+    stored_scheduler = None
+    if scheduler is not None:  # enough to build it again when the run is read back
+        stored_scheduler = {"depths": scheduler.depths, "sample_counts": scheduler.sample_counts,
+                            "state": scheduler.get_state()}  # fmt: skip
     runs.make_run_dir(run_dir)
     runs.atomic_write_json(run_dir / RESULTS, {
         "metadata": metadata, "history": history, "table": table.to_dict(orient="index"),
-        "summary": summary.to_dict(), "seconds": seconds,
-        "schedule": None if schedule is None else schedule.to_dict(orient="list")})  # fmt: skip
-    return CelebaRun(history, table, summary, run_dir, seconds, schedule)
+        "index_name": table.index.name, "summary": summary.to_dict(), "seconds": seconds,
+        "schedule": None if schedule is None else schedule.to_dict(orient="list"),
+        "scheduler": stored_scheduler})  # fmt: skip
+    return Run(history, table, summary, run_dir, seconds, schedule, scheduler=scheduler)
 
 
 RESULTS = "results.json"
@@ -561,7 +645,7 @@ def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None)
                             sample_counts=counts, seed=seed, **(options or {}))  # fmt: skip
 
 
-def _read_run(run_dir: Path) -> CelebaRun:
+def _read_run(run_dir: Path) -> Run:
     try:
         stored = json.loads((run_dir / RESULTS).read_text())
         missing = sorted({"history", "table", "summary"} - set(stored))
@@ -572,8 +656,17 @@ def _read_run(run_dir: Path) -> CelebaRun:
         raise ValueError(f"{run_dir / RESULTS} is damaged ({problem}). Delete it (or the run "
                          "folder) to train this run again, or pass recompute=True.")  # fmt: skip
     table = pd.DataFrame.from_dict(stored["table"], orient="index")
-    table.index.name = "attribute"
+    table.index.name = stored.get("index_name", "attribute")
     schedule = pd.DataFrame(stored["schedule"]) if stored.get("schedule") else None
     summary = pd.Series(stored["summary"])
-    seconds = float(stored.get("seconds", float("nan")))
-    return CelebaRun(stored["history"], table, summary, run_dir, seconds, schedule, read_back=True)
+    seconds = stored.get("seconds")
+    seconds = float("nan") if seconds is None else float(seconds)
+    scheduler = None
+    if stored.get("scheduler"):
+        record = stored["scheduler"]
+        state = record["state"]
+        scheduler = dst.DSTScheduler(state["tasks"], record["depths"], record["sample_counts"],
+                                     metrics=state["metrics"])  # fmt: skip
+        scheduler.set_state(state)
+    return Run(stored["history"], table, summary, run_dir, seconds, schedule, read_back=True,
+               scheduler=scheduler)  # fmt: skip
