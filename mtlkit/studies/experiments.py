@@ -62,14 +62,18 @@ class CifarSettings:
     checkpoints: bool = True  # False: no per-epoch backup (quick runs; not part of the tag)
 
     @property
+    def data_name(self) -> str:
+        """Which data: CIFAR-100 from TensorFlow Datasets or a local copy, or the stand-in."""
+        if self.source == "synthetic":
+            return "synthetic CIFAR-100 stand-in (not CIFAR-100)"
+        if self.source == "folder":
+            return f"CIFAR-100 (local copy {self.data_dir})"
+        return "CIFAR-100 (TensorFlow Datasets)"
+
+    @property
     def data_label(self) -> str:
         """A label for tables and figures: which data and profile produced them."""
-        if self.source == "synthetic":
-            what = "synthetic CIFAR-100 stand-in (not CIFAR-100)"
-        elif self.source == "folder":
-            what = f"CIFAR-100 (local copy {self.data_dir})"
-        else:
-            what = "CIFAR-100 (TensorFlow Datasets)"
+        what = self.data_name
         size = f", {self.train_limit} training images" if self.train_limit else ""
         options = training.speed_options_label(self.mixed_precision, self.jit_compile)
         bn = ", BatchNorm statistics recomputed before evaluation" if self.recalibrate_bn else ""
