@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -741,3 +742,24 @@ def test_missing_folder_says_how_to_go_on(tmp_path):
             load("train", source="folder", data_dir=tmp_path / "nowhere")
         for part in ("list_attr_celeba.txt", "MTLKIT_CELEBA_DIR", "source='synthetic'"):
             assert part in str(err.value)
+
+
+def test_a_damaged_image_met_in_training_is_named_with_the_fix(tiny):
+    """Under the default verify="header" a file whose middle is damaged reaches the decoder;
+    training and evaluation then stop with a ValueError that says what to do."""
+    from mtlkit.analysis import evaluation
+    from mtlkit.training import fit_resumable, train
+
+    images = tiny / celeba_labels.IMAGE_FOLDER
+    (images / "000002.jpg").write_bytes(b"\xff\xd8" + bytes(range(256)) * 8 + b"\xff\xd9")
+    data = celeba.load_celeba("train", ["Male"], "folder", data_dir=tiny, image_size=8).batch(2)
+    x = keras.Input((8, 8, 3))
+    model = keras.Model(x, {"Male": keras.layers.Dense(1, name="Male")(keras.layers.Flatten()(x))})
+    fix = r"damaged.*verify='decode'.*skip_unreadable=True"
+    with pytest.raises(ValueError, match=fix):
+        train(model, data, epochs=1, losses="binary_crossentropy", optimizer="adam", verbose=0)
+    with pytest.raises(ValueError, match=fix):
+        evaluation.predict_with_labels(model, data)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    with pytest.raises(ValueError, match=fix):
+        fit_resumable(lambda: model, data, epochs=1, run_dir=tiny / "run", verbose=0)

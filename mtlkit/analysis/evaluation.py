@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from mtlkit import work
+from mtlkit.data.celeba_images import damaged_images_named
 from mtlkit.data.celeba_labels import UNKNOWN
 
 # =========================================================================================
@@ -49,6 +50,7 @@ def _inference(model: keras.Model):
     return _INFERENCE[model]
 
 
+@damaged_images_named()  # a damaged image file in the data: a clear error
 def predict_with_labels(
     model: keras.Model, dataset: tf.data.Dataset
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

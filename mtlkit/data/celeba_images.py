@@ -266,3 +266,26 @@ def check_images(
             stacklevel=3,
         )
     return usable
+
+
+@contextlib.contextmanager
+def damaged_images_named() -> Iterator[None]:
+    """Turn TensorFlow's image-decoding error, raised while a dataset is read (training,
+    evaluation), into a ``ValueError`` that says what it means and what to do.
+
+    The default ``verify="header"`` reads only an image's first and last bytes, so a file
+    damaged in between reaches the decoder, whose error names no file.
+    """
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        text = str(err)
+        if "JPEG" not in text and "image file format" not in text:
+            raise
+        raise ValueError(
+            "An image could not be decoded while the data was read: an image file is damaged "
+            f"({text.strip().splitlines()[-1][:200]}). The default verify='header' reads only "
+            "each file's first and last bytes: load the split once with "
+            "load_celeba(..., verify='decode') to find the file, and skip_unreadable=True to "
+            "leave it out."
+        ) from None

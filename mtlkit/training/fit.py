@@ -25,6 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from mtlkit import work
+from mtlkit.data.celeba_images import damaged_images_named
 from mtlkit.models.tasks import accuracy_metrics, check_names, classification_losses
 from mtlkit.training import runs
 
@@ -240,6 +241,7 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 )
 
 
+@damaged_images_named()  # a damaged image file in the data: a clear error
 def fit_resumable(
     build: Callable[[], keras.Model],
     train_data: tf.data.Dataset,

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlkit import work
+from mtlkit.data.celeba_images import damaged_images_named
 from mtlkit.methods import weighting as weighting_methods
 from mtlkit.models import graph, sharing
 from mtlkit.models import tasks as task_utils
@@ -40,6 +41,7 @@ from mtlkit.training import runs
 from mtlkit.training.runs import set_seed
 
 
+@damaged_images_named()  # a damaged image file in the data: a clear error, not a graph error
 def train(
     model: keras.Model,
     train_data,
@@ -186,6 +188,17 @@ def train(
     )  # fmt: skip
     model.stop_training = False
     callback_list.on_train_begin()
+    _run_epochs(loop, data_for, record, epochs, scheduler, method, validation_data,
+                callback_list, names, run_dir, checkpoints)  # fmt: skip
+    callback_list.on_train_end()
+    work.add_traces(loop.tracing_count() - traces)
+    return _history(model, record["history"], loop.train_step)
+
+
+def _run_epochs(loop, data_for, record, epochs, scheduler, method, validation_data,
+                callback_list, names, run_dir, checkpoints) -> None:  # fmt: skip
+    """DST's measuring pass, then the epochs from ``record["epoch"]`` on, checkpointed."""
+    model, optimizer = loop.model, loop.optimizer
     if scheduler is not None and scheduler.initial is None:
         scheduler.observe_initial(_measuring_pass(loop, data_for(0)))
     for epoch in range(record["epoch"], epochs):
@@ -208,9 +221,6 @@ def train(
             _save(run_dir, model, optimizer, scheduler, method, record)
         if model.stop_training:
             break
-    callback_list.on_train_end()
-    work.add_traces(loop.tracing_count() - traces)
-    return _history(model, record["history"], loop.train_step)
 
 
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
