@@ -242,3 +242,17 @@ def test_a_truncated_backup_is_named(tmp_path):
         f.write_bytes(f.read_bytes()[: max(1, f.stat().st_size // 3)])
     with pytest.raises(ValueError, match="backup .* is damaged.*recompute=True"):
         training.fit_resumable(tiny_build, tiny_data(), epochs=4, run_dir=tmp_path, verbose=0)
+
+
+def test_extra_eval_after_the_last_epoch_only(tmp_path):
+    training.set_seed(0)
+    history = training.fit_resumable(
+        tiny_build, tiny_data(), epochs=3, run_dir=tmp_path, validation_data=tiny_data(),
+        extra_eval={"test": tiny_data(32)}, extra_eval_last=True, verbose=0,
+    )  # fmt: skip
+    assert np.isnan(history["test_loss"][:2]).all()
+    assert np.isnan(history["test_a_accuracy"][:2]).all()
+    assert np.isfinite(history["test_loss"][2]) and np.isfinite(history["test_a_accuracy"][2])
+    assert {k.removeprefix("val_") for k in history if k.startswith("val_")} == {
+        k.removeprefix("test_") for k in history if k.startswith("test_")
+    }

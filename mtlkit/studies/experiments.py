@@ -60,6 +60,8 @@ class CifarSettings:
     recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on that many training
     # images before each evaluation (the quick profile's few steps cannot settle them)
     checkpoints: bool = True  # False: no per-epoch backup (quick runs; not part of the tag)
+    test_each_epoch: bool = True  # False: the test split after the last epoch only (quick;
+    # NaN in the history before it; not part of the tag: it changes no result)
 
     @property
     def data_name(self) -> str:
@@ -85,7 +87,7 @@ class CifarSettings:
         return _tag("cifar100", self)
 
 
-UNTAGGED = ("seeds", "checkpoints")
+UNTAGGED = ("seeds", "checkpoints", "test_each_epoch")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
 OPTIONAL = {"single_task": None, "recalibrate_bn": 0}
@@ -109,7 +111,7 @@ def _tag(study: str, settings) -> str:
 
 CIFAR_PROFILES = {
     "quick": dict(epochs=2, train_limit=300, eval_limit=200, synthetic_sizes=(1000, 100),
-                  seeds=(0, 1), recalibrate_bn=50, checkpoints=False),
+                  seeds=(0, 1), recalibrate_bn=50, checkpoints=False, test_each_epoch=False),
     "standard": dict(epochs=4, seeds=(0, 1, 2)),
     "full": dict(epochs=100, seeds=(0, 1, 2)),
 }  # fmt: skip
@@ -199,7 +201,9 @@ def run_cifar100(
     (the custom loop), ``"dst"`` (the loop with a DST scheduler: the model's task depths,
     every image labelled for both tasks) or a weighting method's name. The history holds
     train (``fine_loss``, ``fine_accuracy``, ...) and validation (``val_``) values per epoch
-    (``fit`` also ``test_``); the table, the test split's loss and accuracy per task.
+    (``fit`` also ``test_``: per epoch, or with ``test_each_epoch=False`` -- the quick
+    profile -- after the last epoch only, NaN before); the table, the test split's loss and
+    accuracy per task.
     Finished runs are read back instead of retrained (``recompute=True`` forces training);
     unfinished ones resume. ``callbacks`` (Keras callbacks: a gradient probe, ...) run after
     the quick profile's BatchNorm recalibration.
@@ -224,6 +228,7 @@ def run_cifar100(
             datasets["train"], epochs=settings.epochs, run_dir=run_dir,
             validation_data=datasets["validation"], extra_eval={"test": datasets["test"]},
             verbose=verbose, metadata=metadata, callbacks=callbacks, backups=settings.checkpoints,
+            extra_eval_last=not settings.test_each_epoch,
         )  # fmt: skip
         test = {k.removeprefix("test_"): v[-1] for k, v in history.items() if k.startswith("test_")}
     else:

@@ -109,15 +109,21 @@ class EvaluateEachEpoch(keras.callbacks.Callback):
 
     ``EvaluateEachEpoch({"test": test_ds})`` adds ``test_loss``, ``test_fine_accuracy``,
     ... beside fit's own ``val_`` entries, so a single history holds train, validation
-    and test curves.
+    and test curves. ``last_epoch=n``: evaluate only after epoch ``n`` (or when training
+    stops early); the epochs before log NaN (missing) under the same names.
     """
 
-    def __init__(self, datasets: Mapping[str, tf.data.Dataset]):
+    def __init__(self, datasets: Mapping[str, tf.data.Dataset], last_epoch: int | None = None):
         super().__init__()
-        self.datasets = dict(datasets)
+        self.datasets, self.last_epoch = dict(datasets), last_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
+            return
+        names = [k.removeprefix("val_") for k in logs if k.startswith("val_")]
+        early = self.last_epoch is not None and epoch + 1 < self.last_epoch
+        if early and names and not self.model.stop_training:  # the names fit's own val_ use
+            logs.update({f"{p}_{n}": float("nan") for p in self.datasets for n in names})
             return
         for prefix, data in self.datasets.items():
             results = self.model.evaluate(data, verbose=0, return_dict=True)
@@ -229,10 +235,20 @@ class CountWork(keras.callbacks.Callback):
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
-    """Stop ``fit`` with an error naming the task whose loss became NaN or infinite."""
+    """Stop ``fit`` with an error naming the task whose loss became NaN or infinite.
+
+    ``skip``: prefixes of logged values not to check (extra evaluations, which log NaN in
+    the epochs they skip).
+    """
+
+    def __init__(self, skip: tuple[str, ...] = ()):
+        super().__init__()
+        self.skip = tuple(skip)
 
     def on_epoch_end(self, epoch, logs=None):
         for key, value in (logs or {}).items():
+            if self.skip and key.startswith(self.skip):
+                continue
             if key.endswith("loss") and not math.isfinite(float(value)):
                 raise FloatingPointError(
                     f"The training loss {key!r} became {value} at epoch {epoch + 1}. "
@@ -256,6 +272,7 @@ def fit_resumable(
     metadata: Mapping | None = None,
     save_weights: bool = False,
     backups: bool = True,
+    extra_eval_last: bool = False,
 ) -> dict[str, list[float]]:
     """``model.fit`` that survives a disconnect, and remembers finished runs.
 
@@ -269,6 +286,9 @@ def fit_resumable(
     ``backups=False`` leaves out the per-epoch backup (a run killed halfway starts again):
     for runs of a few minutes (the quick profile), where writing weights and optimizer state
     every epoch costs more than redoing the run.
+    ``extra_eval_last=True`` evaluates ``extra_eval`` only after the last epoch (NaN in the
+    epochs before; needs ``validation_data``, whose names it uses): the quick profile, which
+    reads only the last epoch's test values.
     ``save_weights=True`` keeps the final weights as ``run_dir/final.weights.h5`` (load them
     with ``model.load_weights``) so a finished run can still be evaluated.
     ``callbacks`` run after the extra evaluation and before the log, so values they add
@@ -303,9 +323,9 @@ def fit_resumable(
     extra_eval = {k: count.watch(v, training=False) for k, v in (extra_eval or {}).items()}
     callbacks = [
         count,
-        EvaluateEachEpoch(extra_eval),
+        EvaluateEachEpoch(extra_eval, last_epoch=epochs if extra_eval_last else None),
         *(callbacks or []),  # before the log, so that what they add to the logs is kept
-        StopOnNonFinite(),
+        StopOnNonFinite(skip=tuple(f"{prefix}_" for prefix in extra_eval)),
         keras.callbacks.CSVLogger(str(log_file), append=True),
     ]
     if backups:
