@@ -96,7 +96,9 @@ def train(
             Adam's state is 134 MB).
         seed: calls :func:`mtlkit.training.runs.set_seed` and seeds a scheduler made with
             ``seed=None``. Shuffling and augmentation in ``train_data`` are the caller's:
-            seed them too. With all of that, two runs on a CPU are identical.
+            seed them too. With all of that, two runs on a CPU are identical. A model built
+            *before* the call already has its initial weights, drawn under whatever seed was
+            set then: call ``set_seed(seed)`` before building it (the study runners do).
         callbacks: Keras callbacks (``EarlyStopping``, ``CSVLogger``, ...); they see ``logs``
             with every value of the history below, and may add values to it at epoch end.
         verbose: 0 silent, 1 a Keras progress bar.
