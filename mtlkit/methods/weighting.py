@@ -300,6 +300,7 @@ class Weighting:
     """The interface every method shares; a method fills in combine or combine_gradients."""
 
     name, kind, needs = "base", "loss", None  # kind: "loss" (combine) or "gradient"
+    needs_epoch_losses = False  # True: weighs tasks by their epoch losses (every task needs one)
 
     def __init__(self, tasks: Sequence[str], seed: int | None = None):
         self.tasks = list(tasks)
@@ -416,6 +417,7 @@ class DynamicWeightAverage(Weighting):
     """DWA (Liu et al., CVPR 2019): ``sum_j lambda_j L_j``, :func:`dwa_weights` set per epoch."""
 
     name = "dwa"
+    needs_epoch_losses = True
 
     def __init__(self, tasks, temperature: float = 2.0):
         super().__init__(tasks)

@@ -307,8 +307,8 @@ def _run_epoch(
     work.add_images(loop.model, images, training=True)
     loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
-    if loop.weighting is not None and loop.weighting.name == "dwa":
-        _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}", "DWA")
+    if loop.weighting is not None and loop.weighting.needs_epoch_losses:
+        _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}", loop.weighting.name.upper())
     if scheduler is not None:
         _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}")
         scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
