@@ -341,8 +341,15 @@ def test_kinds_and_needs():
         "pcgrad": "gradient",
         "mgda": "gradient",
         "gradnorm": "gradient",
+        "famo": "loss",
+        "imtl_g": "gradient",
+        "cagrad": "gradient",
+        "nash_mtl": "gradient",
+        "aligned_mtl": "gradient",
     }
     assert weighting.get("gradnorm", TASKS).needs == "last_shared_layer"
+    for name in ("imtl_g", "cagrad", "nash_mtl", "aligned_mtl"):
+        assert weighting.get(name, TASKS).needs == "shared_variables"
     with pytest.raises(TypeError, match="combine_gradients"):
         weighting.get("pcgrad", TASKS).combine([1.0, 2.0, 3.0])
     with pytest.raises(TypeError, match="combine\\(task_losses\\)"):

@@ -2,5 +2,6 @@
 Dropped Scheduled Task and the loss and gradient weightings, independent of any loop.
 
 * :mod:`mtlkit.methods.dst` -- DST's metrics, keep probabilities and per-epoch gates;
-* :mod:`mtlkit.methods.weighting` -- UW, DWA, RLW, PCGrad, MGDA-UB, GradNorm.
+* :mod:`mtlkit.methods.weighting` -- UW, DWA, RLW, PCGrad, MGDA-UB, GradNorm; FAMO, IMTL-G,
+  CAGrad, Nash-MTL, Aligned-MTL.
 """

@@ -2,27 +2,44 @@
 
 Each method's core is a pure function of TensorFlow ops (it runs inside a compiled training
 step, and can be checked on NumPy arrays on its own); a small method object drives it. Loss
-methods (``kind == "loss"``: EW, UW, DWA, RLW) give the total loss, inside the tape::
+methods (``kind == "loss"``: EW, UW, DWA, RLW, FAMO) give the total loss, inside the tape::
 
     total = method.combine(task_losses)   # K scalars in method.tasks order; + regularisation
     grads = tape.gradient(total, model.trainable_variables + method.variables)
 
-Gradient methods (``kind == "gradient"``: PCGrad, MGDA-UB, GradNorm) first see the per-task
-gradients w.r.t. ``method.needs`` -- ``"shared_variables"`` (every trainable variable reached
-by two or more tasks), ``"last_shared_layer"`` (:func:`last_shared_kernel` of those) or
-``"representation"`` (the shared trunk's output tensor) -- from a persistent tape::
+(FAMO, ``wants_active``, also takes ``active``: ``method.combine(task_losses, active)``.)
+Gradient methods (``kind == "gradient"``: PCGrad, MGDA-UB, GradNorm, IMTL-G, CAGrad, Nash-MTL,
+Aligned-MTL) first see the per-task gradients w.r.t. ``method.needs`` --
+``"shared_variables"`` (every trainable variable reached by two or more tasks),
+``"last_shared_layer"`` (:func:`last_shared_kernel` of those) or ``"representation"`` (the
+shared trunk's output tensor) -- from a persistent tape::
 
     G = task_gradient_matrix(tape, task_losses, sources)           # (K, D)
     c, shared = method.combine_gradients(task_losses, G, active)   # c: (K,) coefficients
     grads = tape.gradient(task_losses, variables, output_gradients=tf.unstack(c))
-    # PCGrad: shared is (D,): the shared variables' gradients become split_gradient(shared, ...)
+    # PCGrad, IMTL-G, CAGrad, Nash-MTL, Aligned-MTL: shared is (D,): the shared variables'
+    # gradients become split_gradient(shared, ...)
+
+**The recent methods** (2021-2023) are each checked against a NumPy transliteration of their
+authors' code (LibMTL's for IMTL-G, whose authors released none) in
+``tests/test_weighting_recent.py``; every difference is stated in the method's docstring. FAMO
+is a loss method: its task logits learn from the losses' decrease between steps, at the cost of
+equal weighting. IMTL-G, CAGrad and Aligned-MTL give the shared variables a combination of the
+task gradients (heads keep their plain gradients, as in the authors' code and LibMTL); Nash-MTL
+trains on ``sum_j alpha_j L_j`` and clips the shared gradient. Their small K x K problems (a
+linear system, a simplex problem, a fixed point, an eigen-decomposition) are solved in float64
+with TensorFlow ops, CAGrad's and Nash-MTL's by loops with a fixed budget of iterations where
+the authors call scipy or cvxpy.
 
 **Tasks without labels.** ``active`` (K booleans, or the per-task counts of labelled
 examples) says which tasks have a loss in this batch. A task without labelled examples has
 loss 0 and a zero gradient row; a gradient method leaves it out of that batch's combination
 (coefficient 0): MGDA solves its min-norm problem over the active tasks only (else the zero
 row would be the minimum and the whole step would vanish), GradNorm neither balances nor
-moves its weight, PCGrad neither projects on its row nor keeps it.
+moves its weight, PCGrad neither projects on its row nor keeps it; IMTL-G, CAGrad, Nash-MTL
+and Aligned-MTL solve their problem over the active tasks (an inactive task, or one whose
+gradient row is exactly 0, gets no equation and coefficient 0: a zero row would make their
+Gram matrix singular); FAMO leaves the task out of its softmax and does not move its logit.
 
 **Non-finite input.** Called eagerly, the pure functions and the methods raise a
 ``ValueError`` naming the task (row) whose loss or gradient is NaN or infinite. Inside a
@@ -257,6 +274,293 @@ def gradnorm_loss(
     return tf.reduce_sum(tf.where(on, tf.abs(G - target), zero))
 
 
+# ------------------------------------------------- recent methods (2021-2023): the cores
+def _gram(G, what: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """``G`` (K, D) -> (``G``, its Gram matrix ``G G^T`` in float64), refusing NaN eagerly.
+    The K x K problems below are solved in float64: they are tiny, and the methods divide by
+    small eigenvalues and norms."""
+    G = _matrix(G)
+    M = tf.matmul(G, G, transpose_b=True)
+    _refuse_non_finite(tf.linalg.diag_part(M), f"{what}: the gradient (row of G)")
+    return G, tf.cast(M, tf.float64)
+
+
+def _in_play(active, M) -> tf.Tensor:
+    """The tasks a gradient method combines: ``active`` ones with a gradient that is not 0
+    (a zero row has no direction to align, project on or bargain with)."""
+    return _active_mask(active, M.shape[0]) & (tf.linalg.diag_part(M) > 0)
+
+
+def _outer_mask(on) -> tf.Tensor:
+    return on[:, None] & on[None, :]
+
+
+def famo_total(losses, logits, min_losses=0.0, active=None) -> tuple[tf.Tensor, tf.Tensor]:
+    """FAMO's objective (Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive Multitask
+    Optimization", NeurIPS 2023): ``(total, coefficients)``.
+
+    ``z = softmax(logits)`` over the ``active`` tasks, ``D_j = L_j - min_j + 1e-8``,
+    ``c = sum_j z_j / D_j`` (held constant), ``total = sum_j z_j log(D_j) / c``. Its gradient
+    is ``sum_j (z_j / (c D_j)) grad L_j``: the network descends the weighted log-losses, and
+    ``coefficients`` (K,) are those effective weights ``z_j / (c D_j)`` (they sum to 1). An
+    inactive task (no labels in the batch) has coefficient 0 and no part in ``z`` or ``c``.
+    """
+    losses = tf.convert_to_tensor(losses)
+    on = _active_mask(active, losses.shape[0])
+    z = tf.stop_gradient(tf.cast(_masked_softmax(logits, on), losses.dtype))
+    gap = losses - tf.cast(min_losses, losses.dtype) + 1e-8
+    gap = tf.where(on, gap, tf.ones_like(gap))  # (an inactive loss of 0 would give log 0)
+    c = tf.stop_gradient(tf.reduce_sum(tf.where(on, z / gap, tf.zeros_like(z))))
+    total = tf.math.divide_no_nan(tf.reduce_sum(tf.where(on, z * tf.math.log(gap), 0.0)), c)
+    coefficients = tf.stop_gradient(tf.where(on, tf.math.divide_no_nan(z / gap, c), 0.0))
+    return total, coefficients
+
+
+def famo_logit_gradient(logits, previous_losses, losses, min_losses=0.0, active=None):
+    """FAMO's gradient for its task logits: with ``delta_j = log D_j(before) - log D_j(after)``
+    (each loss's log-decrease over one step), ``d = J_softmax(logits)^T delta = z * (delta -
+    z . delta)``, ``z`` the softmax over the ``active`` tasks; 0 for the others. Descending
+    ``d`` raises the weight of the tasks whose loss fell the least."""
+    losses = tf.convert_to_tensor(losses)
+    on = _active_mask(active, losses.shape[0])
+    dtype = tf.convert_to_tensor(logits).dtype
+    low = tf.cast(min_losses, dtype)
+    before = tf.cast(previous_losses, dtype) - low + 1e-8
+    after = tf.cast(losses, dtype) - low + 1e-8
+    one = tf.ones_like(after)
+    delta = tf.math.log(tf.where(on, before, one)) - tf.math.log(tf.where(on, after, one))
+    z = _masked_softmax(logits, on)
+    return tf.where(on, z * (delta - tf.reduce_sum(z * delta)), tf.zeros_like(z))
+
+
+def _masked_softmax(logits, on) -> tf.Tensor:
+    """softmax over the entries where ``on`` is true; 0 elsewhere (all 0 when none is)."""
+    logits = tf.convert_to_tensor(logits)
+    top = tf.reduce_max(tf.where(on, logits, tf.constant(-np.inf, logits.dtype)))
+    e = tf.where(on, tf.exp(logits - tf.where(tf.reduce_any(on), top, 0.0)), 0.0)
+    return tf.math.divide_no_nan(e, tf.reduce_sum(e))
+
+
+def adam_l2_step(params, grad, m, v, t, lr, weight_decay, moving=None,
+                 betas=(0.9, 0.999), eps=1e-8) -> tuple:  # fmt: skip
+    """One step of PyTorch's ``Adam(lr, weight_decay)`` (decay added to the gradient, L2
+    style, not AdamW's) with a step count ``t`` per entry; entries where ``moving`` is false
+    keep their value, moments and count. -> ``(params, m, v, t)``."""
+    params = tf.convert_to_tensor(params)
+    moving = tf.ones_like(params, tf.bool) if moving is None else moving
+    b1, b2 = betas
+    grad = grad + weight_decay * params
+    m_new = b1 * m + (1.0 - b1) * grad
+    v_new = b2 * v + (1.0 - b2) * grad * grad
+    t_new = t + 1.0
+    denominator = tf.sqrt(v_new) / tf.sqrt(1.0 - b2**t_new) + eps
+    stepped = params - lr / (1.0 - b1**t_new) * m_new / denominator
+    keep = lambda new, old: tf.where(moving, new, old)  # noqa: E731
+    return keep(stepped, params), keep(m_new, m), keep(v_new, v), keep(t_new, t)
+
+
+def imtl_g_weights(G, active=None) -> tf.Tensor:
+    """IMTL-G (Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021): ``alpha`` (K,)
+    with ``sum alpha = 1`` such that ``g = sum_j alpha_j g_j`` has the same projection on
+    every task's unit gradient ``u_j``: ``g . u_j = t`` for all j.
+
+    On the Gram matrix ``M``, with ``n_j = |g_j|``: ``(M alpha)_j / n_j = t`` and ``1^T alpha
+    = 1``, one (K+1) linear system, solved by pseudo-inverse. With independent gradients this
+    is LibMTL's ``alpha = g_1 U^T (D U^T)^-1`` (rows ``D_j = g_1 - g_j``, ``U_j = u_1 - u_j``)
+    exactly; with dependent ones (parallel gradients: many alphas do it) the pseudo-inverse
+    picks the smallest solution where LibMTL's inverse gives inf or NaN. Tasks not ``active``,
+    or with a zero gradient, get alpha 0 and no equation. No task: all 0.
+    """
+    G, M = _gram(G, "imtl_g_weights")
+    on = _in_play(active, M)
+    K, onf = M.shape[0], tf.cast(on, tf.float64)
+    n = tf.sqrt(tf.linalg.diag_part(M))
+    projections = tf.math.divide_no_nan(M, n[:, None])  # row j: (M alpha)_j / n_j
+    eye = tf.eye(K, dtype=tf.float64)
+    top = tf.where(_outer_mask(on), projections, eye)  # an inactive task: alpha_j = 0
+    system = tf.concat(
+        [tf.concat([top, -onf[:, None]], axis=1),
+         tf.concat([onf[None, :], tf.zeros([1, 1], tf.float64)], axis=1)],
+        axis=0,
+    )  # fmt: skip
+    right = tf.one_hot(K, K + 1, dtype=tf.float64)
+    solution = tf.linalg.matvec(tf.linalg.pinv(system), right)
+    alpha = tf.where(on, solution[:K], 0.0)
+    return tf.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
+
+
+def cagrad_weights(G, c: float = 0.4, rescale: int = 1, iterations: int = 200,
+                   active=None) -> tf.Tensor:  # fmt: skip
+    """CAGrad (Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent for Multi-task
+    Learning", NeurIPS 2021): coefficients ``a`` (K,) of the shared update ``sum_j a_j g_j``.
+
+    With ``g_0`` the mean gradient and ``c' = c |g_0|``, ``w`` minimises ``F(w) = g_w . g_0 +
+    c' |g_w|`` over the simplex (``g_w = sum_j w_j g_j``), and the update is ``K (g_0 + c' /
+    |g_w| g_w) / s``: ``s = 1 + c^2`` (``rescale=1``, the authors' default), ``1 + c`` (2) or 1
+    (0); the factor K (the authors' ``newgrad * 3``, "to match the sum loss") puts it on the
+    scale of the sum of the losses' gradients. The authors' constants are kept (``|g_0| =
+    sqrt(mean(G G^T) + 1e-8)``, ``c' + 1e-8``, ``|g_w| + 1e-8``).
+
+    The authors minimise F with ``scipy.optimize.minimize`` (SLSQP). Here, inside the graph:
+    accelerated projected gradient descent on the simplex from the uniform point, each step
+    trying 40 step lengths (1, 1/2, ..., 2^-39 along the gradient scaled to a largest entry
+    of 1) at once and keeping the best; at most ``iterations`` steps, stopping once no step
+    lowers F. Tasks not ``active`` (or with a zero gradient) are left out: g_0,
+    K and the simplex are over the others, and their coefficient is 0.
+    """
+    G, M = _gram(G, "cagrad_weights")
+    on = _in_play(active, M)
+    onf = tf.cast(on, tf.float64)
+    A = tf.where(_outer_mask(on), M, 0.0)
+    count = tf.reduce_sum(onf)
+    b = tf.math.divide_no_nan(onf, count)  # uniform over the tasks in play
+    g0_norm = tf.sqrt(tf.math.divide_no_nan(tf.reduce_sum(A), count**2) + 1e-8)
+    cc = c * g0_norm + 1e-8
+    w = _cagrad_simplex(A, b, cc, on, iterations)
+    gw_norm = tf.sqrt(tf.maximum(tf.tensordot(w, tf.linalg.matvec(A, w), 1), 0.0))
+    scale = {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
+    a = tf.where(on, count * (b + cc / (gw_norm + 1e-8) * w) / scale, 0.0)
+    return tf.cast(_nan_unless(_all_finite(M), a), G.dtype)
+
+
+def cagrad_objective(w, A, b, cc) -> tf.Tensor:
+    """CAGrad's ``F(w) = w^T A b + cc sqrt(w^T A w + 1e-8)`` for a batch of rows ``w``."""
+    w = tf.convert_to_tensor(w)
+    Aw = tf.matmul(w, A)  # (S, K): rows w^T A (A symmetric)
+    return tf.linalg.matvec(Aw, b) + cc * tf.sqrt(tf.reduce_sum(Aw * w, axis=1) + 1e-8)
+
+
+def _simplex_projection(V, on) -> tf.Tensor:
+    """Euclidean projection of each row of ``V`` (S, K) onto the simplex of the ``on``
+    coordinates (the others are 0): sort, find the threshold, clip."""
+    K = V.shape[1]
+    count = tf.reduce_sum(tf.cast(on, tf.int32))
+    u = tf.sort(tf.where(on[None, :], V, tf.constant(-np.inf, V.dtype)), direction="DESCENDING")
+    inside = tf.range(K) < count  # the first `count` sorted entries are the on ones
+    u = tf.where(inside[None, :], u, 0.0)
+    positions = tf.cast(tf.range(1, K + 1), V.dtype)
+    thresholds = (tf.cumsum(u, axis=1) - 1.0) / positions
+    fits = inside[None, :] & (u - thresholds > 0)
+    last = tf.reduce_max(tf.where(fits, tf.range(K)[None, :], 0), axis=1)
+    theta = tf.gather(thresholds, last, batch_dims=1)
+    return tf.where(on[None, :], tf.maximum(V - theta[:, None], 0.0), 0.0)
+
+
+def _cagrad_simplex(A, b, cc, on, iterations: int) -> tf.Tensor:
+    """:func:`cagrad_weights`' minimiser of F over the simplex of the ``on`` tasks: projected
+    gradient steps from a look-ahead point ``y`` (Nesterov's momentum, restarted whenever a
+    step fails to lower F), the best of 40 step lengths each time."""
+    lengths = tf.constant(0.5 ** np.arange(40), A.dtype)[:, None]
+    Ab = tf.linalg.matvec(A, b)
+
+    def step(i, w, y, k, value, go):
+        Ay = tf.linalg.matvec(A, y)
+        gradient = tf.where(on, Ab + cc * Ay / tf.sqrt(tf.tensordot(y, Ay, 1) + 1e-8), 0.0)
+        gradient = tf.math.divide_no_nan(gradient, tf.reduce_max(tf.abs(gradient)))
+        tries = _simplex_projection(y[None, :] - lengths * gradient[None, :], on)
+        values = cagrad_objective(tries, A, b, cc)
+        best = tf.argmin(values)
+        better = values[best] < value
+        w_new = tf.where(better, tries[best], w)
+        y_new = tf.where(better, w_new + (k - 1.0) / (k + 2.0) * (w_new - w), w_new)
+        k_new = tf.where(better, k + 1.0, tf.ones_like(k))  # a failed step: restart
+        return i + 1, w_new, y_new, k_new, tf.minimum(values[best], value), better | (k > 1.0)
+
+    one = tf.constant(1.0, A.dtype)
+    start = (0, b, b, one, cagrad_objective(b[None, :], A, b, cc)[0], tf.constant(True))
+    go_on = lambda i, w, y, k, value, go: (i < iterations) & go  # noqa: E731
+    return tf.while_loop(go_on, step, start)[1]
+
+
+def nash_mtl_weights(G, iterations: int = 100, tolerance: float = 1e-10,
+                     active=None) -> tf.Tensor:  # fmt: skip
+    """Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022):
+    ``alpha > 0`` (K,) solving ``G G^T alpha = 1 / alpha`` -- each task's share of the update
+    ``g = sum_j alpha_j g_j`` satisfies ``alpha_j (g_j . g) = 1``, the Nash bargaining
+    solution.
+
+    That alpha is the minimiser of the strictly convex ``f(alpha) = 1/2 alpha^T M alpha -
+    sum_j log alpha_j`` (``M = G G^T``; its gradient is ``M alpha - 1/alpha``), found here by
+    damped Newton steps (``alpha <- alpha - H^-1 grad f / (1 + lambda)``, ``lambda`` the Newton
+    decrement; a full step once ``lambda < 1/4``): f is self-concordant, so every step stays
+    positive and the iteration converges from any start, here ``1 / |g_j|``; at most
+    ``iterations`` steps, stopping once ``lambda^2 < tolerance``. It runs on ``M / |M|_F`` and
+    rescales (as the authors normalise). The authors solve the same fixed point by a
+    sequence of convex problems (cvxpy/ECOS) warm-started from the previous batch's alpha,
+    at most 20 of them, and stop on tests that can end before the fixed point
+    (:class:`NashMTL`).
+
+    Tasks not ``active`` (or with a zero gradient) are left out (alpha 0; a zero row would
+    make f unbounded below). Gradients whose positive combination is 0 (exactly opposite
+    ones) have no solution: alpha then grows with the iterations.
+    """
+    G, M = _gram(G, "nash_mtl_weights")
+    on = _in_play(active, M)
+    A = tf.where(_outer_mask(on), M, 0.0)
+    norm = tf.norm(A)
+    beta = _nash_newton(tf.math.divide_no_nan(A, norm), on, iterations, tolerance)
+    alpha = tf.where(on, tf.math.divide_no_nan(beta, tf.sqrt(norm)), 0.0)
+    return tf.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
+
+
+def _nash_newton(A, on, iterations: int, tolerance: float) -> tf.Tensor:
+    """Damped Newton on ``1/2 b^T A b - sum_on log b_j`` (the entries off ``on`` stay 1)."""
+    onf = tf.cast(on, A.dtype)
+    diagonal = tf.linalg.diag_part(A)
+    start = tf.where(on, 1.0 / tf.sqrt(tf.where(on, diagonal, 1.0)), 1.0)
+
+    def step(i, beta, decrement):
+        gradient = tf.linalg.matvec(A, beta) - onf / beta
+        hessian = A + tf.linalg.diag(tf.where(on, 1.0 / beta**2, 1.0))
+        direction = tf.linalg.solve(hessian, gradient[:, None])[:, 0]
+        squared = tf.maximum(tf.tensordot(gradient, direction, 1), 0.0)
+        size = tf.sqrt(squared)
+        damping = tf.where(size < 0.25, tf.ones_like(size), 1.0 / (1.0 + size))
+        return i + 1, beta - damping * direction, squared
+
+    go_on = lambda i, beta, decrement: (i < iterations) & (decrement > tolerance)  # noqa: E731
+    start_values = (0, start, tf.constant(np.inf, A.dtype))
+    return tf.while_loop(go_on, step, start_values)[1]
+
+
+ALIGNED_SCALES = ("min", "median", "rmse")
+
+
+def aligned_mtl_weights(G, scale_mode: str = "min", active=None) -> tf.Tensor:
+    """Aligned-MTL (Senushkin et al., "Independent Component Alignment for Multi-Task
+    Learning", CVPR 2023): ``alpha`` (K,), the shared update being ``sum_j alpha_j g_j``.
+
+    The Gram matrix ``M = G G^T = V diag(lambda) V^T``; eigenvalues up to ``max(lambda) K
+    eps_float32`` count as 0 (the authors' rank test). ``B = V diag(sqrt(lambda_ref /
+    lambda)) V^T`` over the others makes the task gradients ``G^T B`` orthogonal with equal
+    norms sqrt(lambda_ref) (``scale_mode``: the smallest kept eigenvalue, "min", the
+    authors' default; their lower median, "median"; their mean, "rmse"); the update is their
+    sum, so ``alpha = B 1``. Tasks not ``active`` (or with a zero gradient) are left out:
+    their rows and columns of M are 0, their alpha 0.
+    """
+    if scale_mode not in ALIGNED_SCALES:
+        raise ValueError(f"scale_mode={scale_mode!r}: use one of {ALIGNED_SCALES}.")
+    G, M = _gram(G, "aligned_mtl_weights")
+    on = _in_play(active, M)
+    K = M.shape[0]
+    values, vectors = tf.linalg.eigh(tf.where(_outer_mask(on), M, 0.0))  # ascending
+    tol = tf.reduce_max(values) * K * float(np.finfo(np.float32).eps)
+    kept = values > tol
+    count = tf.reduce_sum(tf.cast(kept, tf.int32))
+    if scale_mode == "min":
+        reference = tf.reduce_min(tf.where(kept, values, tf.constant(np.inf, tf.float64)))
+    elif scale_mode == "median":  # torch.median: the lower of the two middle ones
+        reference = tf.gather(values, K - count + (count - 1) // 2)
+    else:
+        reference = tf.math.divide_no_nan(
+            tf.reduce_sum(tf.where(kept, values, 0.0)), tf.cast(count, tf.float64)
+        )
+    scales = tf.where(kept, tf.sqrt(tf.math.divide_no_nan(reference, values)), 0.0)
+    B = tf.matmul(vectors * scales[None, :], vectors, transpose_b=True)
+    alpha = tf.where(on & (count > 0), tf.reduce_sum(B, axis=1), 0.0)
+    return tf.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
+
+
 # ------------------------------------------------------------------ helpers for the loop
 def task_gradient_matrix(tape: tf.GradientTape, task_losses: Sequence, sources: Sequence):
     """The (K, D) matrix of every task loss's gradient w.r.t. ``sources`` (variables or
@@ -301,6 +605,7 @@ class Weighting:
 
     name, kind, needs = "base", "loss", None  # kind: "loss" (combine) or "gradient"
     needs_epoch_losses = False  # True: weighs tasks by their epoch losses (every task needs one)
+    wants_active = False  # True (FAMO): combine(task_losses, active) -- the loop passes active
 
     def __init__(self, tasks: Sequence[str], seed: int | None = None):
         self.tasks = list(tasks)
@@ -315,7 +620,8 @@ class Weighting:
         """Host side, before epoch ``epoch`` (0-based); ``loss_history`` (epoch, K)."""
 
     def combine(self, task_losses: Sequence) -> tf.Tensor:
-        """Loss methods: the total loss (call it inside the tape)."""
+        """Loss methods: the total loss (call it inside the tape). A method with
+        ``wants_active`` also takes ``active`` (as :meth:`combine_gradients` does)."""
         raise TypeError(f"{self.name!r} is a gradient method: call combine_gradients().")
 
     def combine_gradients(self, task_losses: Sequence, gradients, active=None) -> tuple:
@@ -333,7 +639,8 @@ class Weighting:
             raise ValueError(
                 f"{self.name!r} works on gradients w.r.t. {self.needs}, and {model_name} has "
                 "none: no trainable variable (or tensor) is reached by two or more tasks' "
-                "losses. Use a loss weighting (ew, uw, dwa, rlw), or a model with a shared trunk."
+                "losses. Use a loss weighting (ew, uw, dwa, rlw, famo), or a model with a "
+                "shared trunk."
             )
 
     def reseed(self, seed: int) -> None:
@@ -397,7 +704,16 @@ class EqualWeighting(Weighting):
 
 class UncertaintyWeighting(Weighting):
     """UW (Kendall et al., CVPR 2018): :func:`uncertainty_total` with one trainable ``s_j``
-    per task, starting at 0; logs ``exp(-s_j)``, the weight each loss gets."""
+    per task, starting at 0; logs ``exp(-s_j)``, the weight each loss gets.
+
+    **Which form.** The kit uses ``exp(-s_j) L_j + s_j`` for every task. Kendall et al.
+    derive ``exp(-s) L + s/2`` for a classification loss and ``1/2 exp(-s) L + s/2`` for a
+    regression one; LibMTL uses ``1/2 (exp(-s) L + s)``. At the optimum over ``s_j`` the
+    kit's weight is ``exp(-s_j) = 1 / L_j``, the classification form's ``1 / (2 L_j)``:
+    the same *relative* weights between tasks, only a global factor 2, which Adam (whose
+    steps do not depend on the scale of the loss) largely removes. LibMTL's form is half of
+    the kit's, so it has the very same optimum. The numbers are kept as they were, so that
+    earlier runs stay comparable."""
 
     name = "uw"
 
@@ -607,14 +923,259 @@ class GradNorm(Weighting):
         return tf.where(counted, scaled, before)
 
 
+class FAMO(Weighting):
+    """FAMO (Liu, Liu, Jin, Stone & Liu, NeurIPS 2023): a loss method -- no per-task
+    gradients, the cost of equal weighting per step. The network trains on
+    :func:`famo_total` (the weighted log-losses); the task logits (start 0) learn, with their
+    own Adam (``w_lr``, L2 ``gamma``: PyTorch's ``Adam(weight_decay=gamma)``,
+    :func:`adam_l2_step`), to favour the tasks whose loss fell the least over a step
+    (:func:`famo_logit_gradient`). Logs the effective weights ``z_j / (c D_j)`` (sum 1).
+
+    Differences from the authors' code (github.com/Cranial-XIX/FAMO, ``famo.py`` and
+    ``methods/weight_methods.py``), on purpose:
+
+    * **Which losses measure the decrease.** The authors run the network again on the same
+      batch after the step (an extra forward pass) and update the logits with
+      ``log L(before) - log L(after)`` on that batch. Here the logits are updated at the start
+      of the *next* step, from the losses of the previous batch (before its step) and of the
+      current batch (before its step): no extra forward pass, but the decrease mixes in the
+      difference between the two batches. The logits then weigh the current step, as the
+      authors' updated logits weigh their next step. (LibMTL's FAMO, at the version read,
+      recomputes on the same batch as the authors do.)
+    * **gamma.** The authors' defaults differ by file (1e-2 in ``famo.py`` and their
+      argument parser, 1e-5 in ``weight_methods.py``); 1e-3 is what their NYU-v2, CelebA and
+      QM9 scripts pass and LibMTL's default.
+    * **max_norm.** The authors clip the shared parameters' gradient norm at 1.0. A loss
+      method here gives one total loss, not gradients; clip with the optimizer if wanted
+      (``keras.optimizers.Adam(global_clipnorm=...)``, which clips every variable).
+
+    Partial labels: a task not ``active`` in a batch has no part in the softmax, the total
+    or ``c``, and its logit (and Adam moments) does not move at this step or the next (no
+    decrease is measured across a batch without its labels). Needs ``active``, so the loop
+    passes it (``wants_active``). Losses must stay above ``min_losses`` (default 0). The
+    loop's ``loss`` history is then FAMO's objective (weighted log-losses: it can be below 0),
+    while ``<task>_loss`` are the losses themselves.
+    """
+
+    name = "famo"
+    wants_active = True  # combine(task_losses, active): the loop passes the active tasks
+
+    def __init__(self, tasks, w_lr: float = 0.025, gamma: float = 1e-3, min_losses=0.0):
+        super().__init__(tasks)
+        for what, value in (("w_lr", w_lr), ("gamma", gamma)):
+            if not _finite_number(value) or value < 0 or (what == "w_lr" and value == 0):
+                raise ValueError(f"FAMO's {what} must be a finite number above 0 (gamma: or 0), "
+                                 f"got {value!r}.")  # fmt: skip
+        low = np.broadcast_to(np.asarray(min_losses, dtype=float), (self.num_tasks,))
+        if not np.isfinite(low).all():
+            raise ValueError(f"min_losses must be finite numbers, one or one per task, got "
+                             f"{min_losses!r}.")  # fmt: skip
+        self.w_lr, self.gamma = float(w_lr), float(gamma)
+        self.min_losses = float(low[0]) if np.ndim(min_losses) == 0 else tuple(low.tolist())
+        self._low = tf.constant(low, tf.float32)
+        zeros = lambda: tf.Variable(tf.zeros([self.num_tasks]), trainable=False)  # noqa: E731
+        self.logits, self.m, self.v, self.t = zeros(), zeros(), zeros(), zeros()
+        self.previous, self.previous_on = zeros(), zeros()  # last step's losses; 1: measured
+        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.state_variables = {"logits": self.logits, "adam_m": self.m, "adam_v": self.v,
+                                "adam_t": self.t, "previous": self.previous,
+                                "previous_on": self.previous_on, "last": self.logged}  # fmt: skip
+
+    def combine(self, task_losses, active=None):
+        losses = self._stack(task_losses)
+        self._refuse("loss", losses)
+        current = tf.cast(losses, tf.float32)
+        on = _active_mask(active, self.num_tasks)
+        above = tf.where(on, current - self._low + 1e-8 > 0, True)  # (inactive: loss 0)
+        if tf.executing_eagerly() and not bool(tf.reduce_all(above)):
+            raise ValueError(
+                f"FAMO takes the log of L_j - min_losses_j: the losses "
+                f"{current.numpy().tolist()} must be above {self.min_losses}."
+            )
+        finite = _all_finite(current) & tf.reduce_all(above)
+        both = on & (self.previous_on > 0) & finite  # a decrease measured over the last step
+        d = famo_logit_gradient(self.logits, self.previous, current, self._low, both)
+        logits, m, v, t = adam_l2_step(self.logits, d, self.m, self.v, self.t, self.w_lr,
+                                       self.gamma, moving=both)  # fmt: skip
+        for variable, value in ((self.logits, logits), (self.m, m), (self.v, v), (self.t, t)):
+            variable.assign(value)
+        keep = on & finite
+        self.previous.assign(tf.where(keep, current, self.previous))
+        self.previous_on.assign(tf.cast(keep, tf.float32))
+        total, coefficients = famo_total(losses, logits, tf.cast(self._low, losses.dtype), on)
+        self.logged.assign(tf.where(finite, tf.cast(coefficients, tf.float32), self.logged))
+        return _nan_unless(finite, total)
+
+
+class _SharedCombination(Weighting):
+    """A method whose shared variables take ``sum_j a_j g_j`` (``a`` from :meth:`weights`),
+    while every other variable takes its plain gradient of ``sum_j L_j`` (coefficient 1, 0
+    for a task not ``active``): the authors' (and LibMTL's) treatment of task heads for
+    IMTL-G, CAGrad and Aligned-MTL. Logs the last batch's ``a``."""
+
+    kind, needs = "gradient", "shared_variables"
+
+    def __init__(self, tasks):
+        super().__init__(tasks)
+        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.state_variables = {"last": self.logged}
+
+    def weights(self, G, active) -> tf.Tensor:
+        raise NotImplementedError
+
+    def combine_gradients(self, task_losses, gradients, active=None):
+        losses, G = self._stack(task_losses), _matrix(gradients)
+        self._refuse("gradient", G)
+        on = _active_mask(active, self.num_tasks)
+        a = self.weights(G, on)
+        self.logged.assign(tf.cast(a, tf.float32))
+        return tf.cast(on, losses.dtype), tf.linalg.matvec(G, a, transpose_a=True)
+
+
+class IMTLG(_SharedCombination):
+    """IMTL-G (Liu et al., ICLR 2021), the gradient half of IMTL: :func:`imtl_g_weights`.
+
+    The authors released no code; the reference is LibMTL's ``LibMTL/weighting/IMTL.py``
+    (its gradient part; the loss-scaling half, IMTL-L, is not included). Differences: the
+    alphas come from a pseudo-inverse on the Gram matrix (equal to LibMTL's inverse when the
+    gradients are independent, finite when they are not), and the shared variables
+    (``rep_grad=False``, LibMTL's default) are differentiated."""
+
+    name = "imtl_g"
+
+    def weights(self, G, active):
+        return imtl_g_weights(G, active)
+
+
+class CAGrad(_SharedCombination):
+    """CAGrad (Liu et al., NeurIPS 2021): :func:`cagrad_weights` with ``c`` (0.4, the
+    authors' NYU-v2 and Cityscapes runs) and ``rescale`` (1: divide by ``1 + c^2``, the
+    authors' default in ``nyuv2/utils.py``). Reference: github.com/Cranial-XIX/CAGrad,
+    ``cagrad`` and ``overwrite_grad`` in ``nyuv2/utils.py``. Difference: the inner problem is
+    solved by a fixed-budget projected gradient descent in TensorFlow instead of scipy's
+    SLSQP (:func:`cagrad_weights`); it reaches scipy's objective value or a lower one on the
+    tests' matrices. LibMTL's ``CAGrad.py`` leaves out the factor K (its update is 1/K of
+    the authors')."""
+
+    name = "cagrad"
+
+    def __init__(self, tasks, c: float = 0.4, rescale: int = 1, iterations: int = 200):
+        super().__init__(tasks)
+        if not _finite_number(c) or c < 0:
+            raise ValueError(f"CAGrad's c must be a finite number >= 0, got {c!r}.")
+        if rescale not in (0, 1, 2) or isinstance(rescale, bool):
+            raise ValueError(f"rescale must be 0, 1 (divide by 1 + c^2) or 2 (by 1 + c), got "
+                             f"{rescale!r}.")  # fmt: skip
+        self.c, self.rescale, self.iterations = float(c), int(rescale), _count(iterations)
+
+    def weights(self, G, active):
+        return cagrad_weights(G, self.c, self.rescale, self.iterations, active)
+
+
+class AlignedMTL(_SharedCombination):
+    """Aligned-MTL (Senushkin et al., CVPR 2023): :func:`aligned_mtl_weights` on the shared
+    variables' gradients (the authors' ``amtl`` balancer; ``scale_mode="min"`` and heads
+    left unscaled, ``scale_decoder_grad=False``, are their defaults). Reference:
+    github.com/SamsungLabs/MTL, ``code/optim/aligned/solver.py`` (``ProcrustesSolver``) and
+    ``balancer.py``; LibMTL's ``Aligned_MTL.py`` is the same. No difference but the
+    leaving out of tasks without labels."""
+
+    name = "aligned_mtl"
+
+    def __init__(self, tasks, scale_mode: str = "min"):
+        super().__init__(tasks)
+        if scale_mode not in ALIGNED_SCALES:
+            raise ValueError(f"scale_mode={scale_mode!r}: use one of {ALIGNED_SCALES}.")
+        self.scale_mode = scale_mode
+
+    def weights(self, G, active):
+        return aligned_mtl_weights(G, self.scale_mode, active)
+
+
+class NashMTL(Weighting):
+    """Nash-MTL (Navon et al., ICML 2022): train on ``sum_j alpha_j L_j`` with alpha from
+    :func:`nash_mtl_weights` of the shared variables' gradients, recomputed every
+    ``update_weights_every`` steps (the steps between reuse the last alpha); the shared
+    variables' combined gradient ``sum_j alpha_j g_j`` is then clipped to norm ``max_norm``
+    (default 1.0; 0: no clipping), as the authors' ``clip_grad_norm_(shared_parameters)``
+    does -- the heads keep ``alpha_j grad L_j`` unclipped, as theirs do. Logs the last alpha.
+
+    Reference: github.com/AvivNavon/nash-mtl, ``methods/weight_methods.py``, class NashMTL
+    (defaults ``update_weights_every=1``, ``optim_niter=20``, ``max_norm=1.0``). Differences:
+
+    * the solver: damped Newton on the fixed point's convex potential, in TensorFlow, at
+      most ``iterations`` (100) steps with a stopping test on the Newton decrement, started
+      afresh each time; the authors run at most 20 convex sub-problems (cvxpy/ECOS), warm
+      started from the previous alpha, and stop when ``|M' alpha - 1/alpha| < 1e-3`` for the
+      *normalised* ``M' = M / |M|_F`` (which is not the fixed point they solve, ``M alpha = 1 /
+      alpha``, unless ``|M|_F = 1``) or when alpha moves less than 1e-6 -- or keep the last
+      alpha when ECOS fails. Where their loop reaches the fixed point, the alphas agree;
+    * clipping acts on the shared gradient the method returns, before the regularisation
+      penalties' gradients are added (the authors clip after ``loss.backward()``, which
+      includes any penalty in the loss).
+
+    Tasks not ``active`` get alpha 0 and are left out of the bargaining.
+    """
+
+    name, kind, needs = "nash_mtl", "gradient", "shared_variables"
+
+    def __init__(self, tasks, update_weights_every: int = 1, max_norm: float = 1.0,
+                 iterations: int = 100):  # fmt: skip
+        super().__init__(tasks)
+        self.update_weights_every = _count(update_weights_every, "update_weights_every")
+        if not _finite_number(max_norm) or max_norm < 0:
+            raise ValueError(f"max_norm must be a finite number >= 0 (0: no clipping), got "
+                             f"{max_norm!r}.")  # fmt: skip
+        self.max_norm, self.iterations = float(max_norm), _count(iterations)
+        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.state_variables = {"last": self.logged, "steps": self.steps}
+
+    def combine_gradients(self, task_losses, gradients, active=None):
+        losses, G = self._stack(task_losses), _matrix(gradients)
+        self._refuse("gradient", G)
+        on = _active_mask(active, self.num_tasks)
+        fresh = tf.equal(self.steps % self.update_weights_every, 0)
+        solve = lambda: tf.cast(nash_mtl_weights(G, self.iterations, active=on), tf.float32)  # noqa: E731
+        alpha = tf.cond(fresh, solve, lambda: tf.identity(self.logged))
+        alpha = tf.where(on, alpha, 0.0)
+        self.steps.assign_add(1)
+        self.logged.assign(alpha)
+        alpha = tf.cast(alpha, G.dtype)
+        shared = tf.linalg.matvec(G, alpha, transpose_a=True)
+        if self.max_norm > 0:
+            shared = tf.clip_by_norm(shared, self.max_norm)
+        return tf.cast(alpha, losses.dtype), shared
+
+
+def _count(value, what: str = "iterations") -> int:
+    """A positive whole number (not a bool), or a clear error."""
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or value < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value!r}.")
+    return int(value)
+
+
 def _finite_number(value) -> bool:
     """Whether ``value`` is a real number (NumPy's too, not a bool), neither NaN nor infinite."""
     real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     return real and math.isfinite(value)
 
 
-METHODS: dict[str, type[Weighting]] = {cls.name: cls for cls in Weighting.__subclasses__()}
-"""Every method by name: ``ew``, ``uw``, ``dwa``, ``rlw``, ``pcgrad``, ``mgda``, ``gradnorm``."""
+def _named_methods(base: type) -> dict:
+    """Every subclass of ``base`` with a name of its own, however deep (the helper base
+    ``_SharedCombination`` has none)."""
+    found = {}
+    for cls in base.__subclasses__():
+        if "name" in vars(cls):
+            found[cls.name] = cls
+        found.update(_named_methods(cls))
+    return found
+
+
+METHODS: dict[str, type[Weighting]] = _named_methods(Weighting)
+"""Every method by name: ``ew``, ``uw``, ``dwa``, ``rlw``, ``pcgrad``, ``mgda``, ``gradnorm``,
+``famo``, ``imtl_g``, ``cagrad``, ``nash_mtl``, ``aligned_mtl``."""
 
 
 def get(method: str | Weighting, tasks: Sequence[str], **options) -> Weighting:

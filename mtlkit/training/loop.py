@@ -107,8 +107,9 @@ def train(
         metadata: JSON-able facts about the run, stored in ``run_dir/history.json``.
         weighting: how the task losses are combined (:mod:`mtlkit.methods.weighting`): ``None``
             (equal weighting with ``loss_weights``, the default and the fastest), a name
-            (``"uw"``, ``"dwa"``, ``"rlw"``, ``"pcgrad"``, ``"mgda"``, ``"gradnorm"``, ``"ew"``)
-            or a method object. It works on the gated, weighted losses, beside DST. Gradient
+            (``"uw"``, ``"dwa"``, ``"rlw"``, ``"pcgrad"``, ``"mgda"``, ``"gradnorm"``, ``"ew"``,
+            ``"famo"``, ``"imtl_g"``, ``"cagrad"``, ``"nash_mtl"``, ``"aligned_mtl"``) or a
+            method object. It works on the gated, weighted losses, beside DST. Gradient
             methods change the shared variables' gradients only (heads keep their own);
             MGDA-UB differentiates the shared representation (the output of
             ``representation_layer``, by default the last layer every task depends on). A
@@ -403,16 +404,20 @@ class _Loop:
             coefficients = tf.unstack(self.coefficients)
             if self.weighting is None:
                 total = self._total(task_losses, coefficients)
-            else:  # UW, DWA, RLW combine the gated, weighted losses
+            else:  # UW, DWA, RLW, FAMO combine the gated, weighted losses
                 weighted = [c * loss for c, loss in zip(coefficients, task_losses)]
-                total = self._total([self.weighting.combine(weighted)], [1.0])
+                if self.weighting.wants_active:  # FAMO leaves out tasks without labels
+                    combined = self.weighting.combine(weighted, self._active(counts))
+                else:
+                    combined = self.weighting.combine(weighted)
+                total = self._total([combined], [1.0])
             scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
         variables = self.model.trainable_variables + list(extra)
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
         return y_pred, task_losses, counts, total
 
-    # -- gradient methods (PCGrad, MGDA-UB, GradNorm) -------------------------------------
+    # -- gradient methods (PCGrad, MGDA-UB, GradNorm, IMTL-G, CAGrad, Nash-MTL, Aligned-MTL) -
     def _method_sources(self, method, data, layer: str | None) -> tuple[list, object]:
         """A gradient method's shared variables (found on the first batch of ``data``,
         :mod:`mtlkit.models.sharing`) or its representation model; nothing for the others."""
