@@ -8,6 +8,8 @@ Sections (each self-contained; add new ones below, leave the others alone):
 * the noise rule, the one test every notebook uses to ask "did it help?": whether a
   difference over seeds is larger than seed-to-seed noise (a two-sample t-test), for one
   metric (:func:`compare_to_baseline`) or for every task (:func:`compare_tasks`).
+* mean rank (MR), the recent papers' second summary beside Delta_m: each method's rank on
+  every metric, averaged (:func:`metric_ranks`, :func:`mean_rank`).
 """
 
 from __future__ import annotations
@@ -420,3 +422,115 @@ def compare_tasks(values: pd.DataFrame, baseline: str, tasks: Sequence[str]) -> 
                 "standard error": verdict["standard error"], "verdict": verdict["verdict"],
             })  # fmt: skip
     return pd.DataFrame(rows).set_index("task")
+
+
+# =========================================================================================
+# Mean rank (MR) across methods
+# =========================================================================================
+#
+# The papers since Nash-MTL (2022) -- FAMO, FairGrad and others -- summarise a table of
+# methods x metrics by two numbers: Delta_m (the mean relative change against single-task
+# models; mtlkit.analysis.comparison.delta_p is the same with the opposite sign) and MR,
+# the mean rank. For every metric the methods are ranked, 1 for the best value; a method's
+# MR is the average of its ranks over all metrics (lower is better). MR says nothing about
+# the size of a difference: a method that loses every metric by 0.01 % ranks last.
+
+
+def _checked_values(values: pd.DataFrame) -> pd.DataFrame:
+    """``values`` as a float table, or an error for what cannot be ranked."""
+    if not isinstance(values, pd.DataFrame):
+        raise TypeError(
+            f"mean_rank takes a pandas DataFrame (methods as rows, metrics as columns), got "
+            f"{type(values).__name__}."
+        )
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ValueError(
+            f"mean_rank needs at least one method (row) and one metric (column); the table "
+            f"has {values.shape[0]} rows and {values.shape[1]} columns."
+        )
+    for axis, labels in (("method (row)", values.index), ("metric (column)", values.columns)):
+        repeated = sorted({str(label) for label in labels[labels.duplicated()]})
+        if repeated:
+            raise ValueError(f"Each {axis} must appear once; repeated: {repeated}.")
+    text = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+    if text:
+        raise ValueError(f"Metric column(s) {text} are not numbers: rank numeric values only.")
+    numbers = values.astype(float)
+    bad = ~np.isfinite(numbers.to_numpy())
+    if bad.any():
+        cells = [f"({numbers.index[i]!r}, {numbers.columns[j]!r})" for i, j in np.argwhere(bad)]
+        raise ValueError(
+            f"(method, metric) {', '.join(cells)} is NaN or infinite: a missing result cannot "
+            "be ranked. Fill it in, or leave that method or metric out of the table (a missing "
+            "value is refused rather than ranked last or skipped, since either would change "
+            "every other method's MR)."
+        )
+    return numbers
+
+
+def _higher_is_better(metrics: Sequence, higher_is_better) -> dict:
+    """``{metric: bool}`` for every metric, from one bool or a mapping, or a clear error."""
+    if isinstance(higher_is_better, (bool, np.bool_)):
+        return {m: bool(higher_is_better) for m in metrics}
+    if not isinstance(higher_is_better, Mapping):
+        raise TypeError(
+            "higher_is_better must be True, False (the same for every metric) or a mapping "
+            f"{{metric: True or False}}, got {type(higher_is_better).__name__}."
+        )
+    unknown = [m for m in metrics if m not in higher_is_better]
+    extra = [m for m in higher_is_better if m not in set(metrics)]
+    if unknown or extra:
+        raise ValueError(
+            f"higher_is_better must give a direction for exactly the table's metrics: none "
+            f"given for {unknown}, and {extra} are not columns of the table. True where a "
+            "larger value is better (accuracy, F1), False where a smaller one is (error, loss)."
+        )
+    wrong = {m: v for m, v in higher_is_better.items() if not isinstance(v, (bool, np.bool_))}
+    if wrong:
+        raise TypeError(f"higher_is_better values must be True or False, got {wrong}.")
+    return {m: bool(higher_is_better[m]) for m in metrics}
+
+
+def metric_ranks(values: pd.DataFrame, higher_is_better: bool | Mapping[str, bool]) -> pd.DataFrame:
+    """Each method's rank on each metric: 1 for the best value, ``len(values)`` for the worst.
+
+    ``values``: one row per method, one column per metric (numbers; no NaN, see
+    :func:`mean_rank`). ``higher_is_better``: ``True`` or ``False`` for every metric, or a
+    mapping ``{metric: True or False}`` naming every column and nothing else. **Ties share the
+    average of the ranks they span** (two methods tied for best both get 1.5; pandas'
+    ``rank(method="average")``), so every column's ranks add up to ``n (n + 1) / 2`` for n
+    methods. Values are compared exactly as given: round them first to rank at the precision
+    a paper prints.
+    """
+    numbers = _checked_values(values)
+    directions = _higher_is_better(list(numbers.columns), higher_is_better)
+    ranks = pd.DataFrame(index=numbers.index)
+    for metric in numbers.columns:
+        ranks[metric] = numbers[metric].rank(method="average", ascending=not directions[metric])
+    return ranks
+
+
+def mean_rank(values: pd.DataFrame, higher_is_better: bool | Mapping[str, bool]) -> pd.Series:
+    """Mean rank (MR) of each method over all metrics, as reported by Nash-MTL, FAMO and FairGrad.
+
+    For every column of ``values`` (methods as rows, metrics as columns) the methods are
+    ranked, 1 = best, respecting each metric's direction (``higher_is_better``: one bool, or
+    ``{metric: bool}`` for every column); a method's MR is the average of its ranks over the
+    columns (:func:`metric_ranks`). **Lower is better**; with n methods MR lies between 1
+    and n, and the MRs of all methods average ``(n + 1) / 2``. Ties get the average of the
+    ranks they span (the papers do not say how they break ties; this is the usual choice).
+
+    MR depends on which methods are in the table: adding a method changes the others' ranks,
+    so compare MRs only within one table. Every metric weighs the same, however small its
+    differences.
+
+    Refused with a clear error: a table that is not a DataFrame or is empty; repeated method
+    or metric names; non-numeric columns; a direction missing for a metric (or given for a
+    name that is not a column); and **NaN or infinite values, with the (method, metric) of each
+    named** -- ranking a missing result last, or skipping it, would silently change every other
+    method's MR. Returns a Series indexed like ``values`` (its row order), named ``"MR"``;
+    ``.sort_values()`` lists the best first.
+    """
+    result = metric_ranks(values, higher_is_better).mean(axis=1)
+    result.name = "MR"
+    return result
