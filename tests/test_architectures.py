@@ -276,3 +276,28 @@ def test_parameter_table_shows_what_sharing_saves():
     assert table.loc["reuse_fine", "vs independent"] == 100 * 256
     assert table.loc["shared_reuse_fine", "trunks"] == 1
     assert (table["parameters"] == list(REFERENCE_PARAMS.values())).all()
+
+
+def test_trunk_width_scales_the_filters_and_keeps_the_heads():
+    """The quick profile's narrower trunks: every convolution has width x the report's
+    filters, so the flattened features shrink by the same factor; the heads keep their sizes
+    and the wiring is the same."""
+    full, half = build_cifar100("reuse_coarse"), build_cifar100("reuse_coarse", trunk_width=0.5)
+    for prefix in ("fine", "coarse"):
+        trunk_full = full.get_layer(f"{prefix}_conv_layers")
+        trunk_half = half.get_layer(f"{prefix}_conv_layers")
+        for layer in trunk_full.layers:
+            if isinstance(layer, keras.layers.Conv2D):
+                other = trunk_half.get_layer(layer.name)
+                assert other.filters * 2 == layer.filters, layer.name
+        assert trunk_half.output.shape[-1] * 2 == trunk_full.output.shape[-1] == 8192
+    for task in ("fine", "coarse"):  # the head's layers after the first dense are the same
+        a, b = full.get_layer(f"{task}_fc_layers_2"), half.get_layer(f"{task}_fc_layers_2")
+        assert a.count_params() == b.count_params()
+    assert sorted(half.output_names) == sorted(full.output_names)
+
+
+@pytest.mark.parametrize("width", [0, -0.5, float("nan"), 5, "half", True])
+def test_a_bad_trunk_width_is_refused(width):
+    with pytest.raises(ValueError, match="trunk_width="):
+        build_cifar100("shared_conv", trunk_width=width)

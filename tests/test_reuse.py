@@ -51,3 +51,23 @@ def test_cifar_fit_reuse_is_exact(tmp_path):
     reused, alone = _fresh_then_reused(run, tmp_path)
     assert reused.history == alone.history
     assert np.array_equal(reused.table.to_numpy(), alone.table.to_numpy())
+
+
+def test_plain_arms_share_one_model_and_stay_exact(tmp_path):
+    """Equal weights, DST and the plain loop have the same traced step: a DST run after an
+    EW run reuses the EW run's model (no new trace) and equals a DST run made alone."""
+    settings = experiments.celeba_settings(
+        "quick", "synthetic", study="comparison", image_size=32, train_limit=64, eval_limit=32,
+        epochs=2,
+    )  # fmt: skip
+    experiments._LAST_MODEL.clear()
+    ew = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path / "a")
+    model = next(iter(experiments._LAST_MODEL.values()))[0]
+    after = experiments.run_celeba(1, settings, arm="dst", runs_dir=tmp_path / "a")
+    assert next(iter(experiments._LAST_MODEL.values()))[0] is model
+    experiments._LAST_MODEL.clear()
+    alone = experiments.run_celeba(1, settings, arm="dst", runs_dir=tmp_path / "b")
+    assert after.history == alone.history
+    assert np.array_equal(after.table.to_numpy(), alone.table.to_numpy())
+    assert after.schedule.equals(alone.schedule)
+    assert not any(k.endswith("_weight") for k in ew.history)  # EW: the plain sum, no method

@@ -13,6 +13,22 @@ def test_epochs_must_be_a_positive_whole_number(epochs):
         experiments.celeba_settings("quick", epochs=epochs)
 
 
+def test_a_bad_trunk_width_is_refused_by_the_settings():
+    with pytest.raises(ValueError, match="trunk_width=0"):
+        experiments.cifar100_settings("quick", trunk_width=0)
+
+
+def test_cifar_tags_of_the_report_width_are_unchanged():
+    """``trunk_width`` is hashed only when it is not the report's 1: the run folders made
+    before it existed keep their names (the tags below are the ones they had)."""
+    assert experiments.CifarSettings(profile="standard", source="tfds").tag == (
+        "cifar100-standard-tfds-9c9b923b"
+    )
+    assert experiments.cifar100_settings("standard").tag == "cifar100-standard-tfds-31636381"
+    narrow = experiments.cifar100_settings("standard", trunk_width=0.5)
+    assert narrow.tag != experiments.cifar100_settings("standard").tag
+
+
 def test_a_hidden_share_outside_0_1_is_refused_by_the_settings():
     with pytest.raises(ValueError, match="hide_labels\\['Male'\\] = 2"):
         experiments.celeba_settings("quick", hide_labels={"Male": 2})

@@ -108,7 +108,8 @@ def test_notebook02_compile_written_out_trains_like_the_package():
     namespace = {"architectures": architectures, "keras": keras, "print": lambda *a, **k: None}
     exec(tagged("02", "shown-compile"), namespace)
     by_hand = namespace["model"]
-    packaged = studies.build_compiled("shared_reuse_fine", studies.cifar100_settings("quick"))
+    settings = studies.cifar100_settings("quick", trunk_width=1.0)  # the cell's report sizes
+    packaged = studies.build_compiled("shared_reuse_fine", settings)
     for mine, theirs in zip(packaged.variables, by_hand.variables):  # weights, dropout seeds
         mine.assign(theirs)
     rng = np.random.default_rng(0)

@@ -8,10 +8,18 @@ rate measured on a 2-core CPU with AVX2 kernels (``benchmarks/README.md``).
 
 from __future__ import annotations
 
+from mtlkit import work
+from mtlkit.models.architectures import build_cifar100
+
 FORWARD_GFLOP = {"cifar100_two_trunks": 0.572, "cifar100_shared_trunk": 0.304,
                  "resnet18_224": 3.627}  # fmt: skip
 """Forward cost per image, counted by ``benchmarks/estimate_durations.py`` (Conv2D and
 Dense multiply-accumulates x 2; ResNet18's cost scales with the square of the image side)."""
+
+CIFAR_NARROW_GFLOP = {0.5: (0.155, 0.087)}
+"""(two trunks, shared trunk) forward GFLOP per image at a ``trunk_width`` other than 1,
+counted by :func:`mtlkit.work.forward_gflop` (the quick profile's 0.5); other widths are
+counted on the built models."""
 
 T4_TFLOPS = 4.0
 """Sustained float32 speed assumed for a Colab T4: half of its 8.1 TFLOP/s peak."""
@@ -33,10 +41,21 @@ TRACE_SECONDS = 5.0
 """Tracing a run's step functions (and their first call), per run that traces them."""
 
 
+def _cifar_gflop(width: float) -> float:
+    """Mean forward GFLOP per image of the six CIFAR-100 architectures (half have two trunks)."""
+    if width == 1:
+        two, shared = FORWARD_GFLOP["cifar100_two_trunks"], FORWARD_GFLOP["cifar100_shared_trunk"]
+    elif width in CIFAR_NARROW_GFLOP:
+        two, shared = CIFAR_NARROW_GFLOP[width]
+    else:
+        two, shared = (work.forward_gflop(build_cifar100(name, trunk_width=width))
+                       for name in ("independent", "shared_conv"))  # fmt: skip
+    return (two + shared) / 2
+
+
 def _forward_gflop(settings) -> tuple[str, float]:
     if type(settings).__name__ == "CifarSettings":
-        both = (FORWARD_GFLOP["cifar100_two_trunks"] + FORWARD_GFLOP["cifar100_shared_trunk"]) / 2
-        return "cifar100", both
+        return "cifar100", _cifar_gflop(settings.trunk_width)
     return "celeba", FORWARD_GFLOP["resnet18_224"] * (settings.image_size / 224) ** 2
 
 
@@ -68,10 +87,7 @@ def expected_minutes(settings, runs: int = 1) -> str:
     train, evaluate = SPLIT_SIZES[study]
     train = min(train, settings.train_limit or train)
     evaluate = min(evaluate, 2 * settings.eval_limit) if settings.eval_limit else evaluate
-    if cifar:
-        gflop = (FORWARD_GFLOP["cifar100_two_trunks"] + FORWARD_GFLOP["cifar100_shared_trunk"]) / 2
-    else:
-        gflop = FORWARD_GFLOP["resnet18_224"] * (settings.image_size / 224) ** 2
+    gflop = _forward_gflop(settings)[1]
     speed = T4_TFLOPS * 1e3 * (2 if settings.mixed_precision else 1)  # GFLOP/s
     compute = (3 * train + evaluate) * gflop / speed
     pipeline = (train + evaluate) / PIPELINE_IMAGES_PER_S[study]

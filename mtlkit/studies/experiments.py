@@ -62,6 +62,8 @@ class CifarSettings:
     checkpoints: bool = True  # False: no per-epoch backup (quick runs; not part of the tag)
     test_each_epoch: bool = True  # False: the test split after the last epoch only (quick;
     # NaN in the history before it; not part of the tag: it changes no result)
+    trunk_width: float = 1.0  # the convolutional trunks' filters, times the report's (quick:
+    # 0.5, a quarter of the computation; the heads keep the report's sizes)
 
     @property
     def data_name(self) -> str:
@@ -79,7 +81,9 @@ class CifarSettings:
         size = f", {self.train_limit} training images" if self.train_limit else ""
         options = training.speed_options_label(self.mixed_precision, self.jit_compile)
         bn = ", BatchNorm statistics recomputed before evaluation" if self.recalibrate_bn else ""
-        return f"{what}, {self.profile} profile{size}, {self.epochs} epochs{bn}{options}"
+        narrow = self.trunk_width != 1
+        width = f", trunks at {self.trunk_width:g}x the report's width" if narrow else ""
+        return f"{what}, {self.profile} profile{size}, {self.epochs} epochs{width}{bn}{options}"
 
     @property
     def tag(self) -> str:
@@ -90,9 +94,12 @@ class CifarSettings:
 UNTAGGED = ("seeds", "checkpoints", "test_each_epoch")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
-OPTIONAL = {"single_task": None, "recalibrate_bn": 0}
-"""CelebA settings hashed only when they differ from these values, so that the run folders
-made before they existed keep their names."""
+OPTIONAL = {
+    "celeba": {"single_task": None, "recalibrate_bn": 0},
+    "cifar100": {"trunk_width": 1.0},
+}
+"""Settings hashed only when they differ from these values, so that the run folders made
+before they existed keep their names."""
 
 RETIRED = {"cifar100": {"builders": 2}}
 """Fields removed from a study's settings, hashed with their last value so that the run
@@ -102,8 +109,8 @@ folders made before keep their names (``builders=2``: models made of nested bloc
 def _tag(study: str, settings) -> str:
     """``<study>-<profile>-<source>-<hash of every field that changes results>``."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNTAGGED}
-    if study == "celeba":
-        fields = {k: v for k, v in fields.items() if k not in OPTIONAL or v != OPTIONAL[k]}
+    optional = OPTIONAL[study]
+    fields = {k: v for k, v in fields.items() if k not in optional or v != optional[k]}
     fields.update(RETIRED.get(study, {}))
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
     return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
@@ -111,7 +118,8 @@ def _tag(study: str, settings) -> str:
 
 CIFAR_PROFILES = {
     "quick": dict(epochs=2, train_limit=300, eval_limit=200, synthetic_sizes=(1000, 100),
-                  seeds=(0, 1), recalibrate_bn=50, checkpoints=False, test_each_epoch=False),
+                  seeds=(0, 1), recalibrate_bn=50, checkpoints=False, test_each_epoch=False,
+                  trunk_width=0.5),
     "standard": dict(epochs=4, seeds=(0, 1, 2)),
     "full": dict(epochs=100, seeds=(0, 1, 2)),
 }  # fmt: skip
@@ -133,7 +141,9 @@ def cifar100_settings(profile: str, source: str | None = None, **overrides) -> C
     base.update(CIFAR_PROFILES[profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
     _check_epochs(base["epochs"])
-    return CifarSettings(**base)
+    settings = CifarSettings(**base)
+    architectures.check_width(settings.trunk_width)
+    return settings
 
 
 def _check_epochs(epochs) -> None:
@@ -176,7 +186,7 @@ def build_compiled(name: str, settings: CifarSettings) -> keras.Model:
         "mixed_float16" if settings.mixed_precision else "float32"
     )
     return training.compile_multitask(
-        build_cifar100(name),
+        build_cifar100(name, trunk_width=settings.trunk_width),
         learning_rate=settings.learning_rate,
         loss_weights=dict(settings.loss_weights),
         jit_compile=settings.jit_compile,
@@ -233,7 +243,8 @@ def run_cifar100(
         test = {k.removeprefix("test_"): v[-1] for k, v in history.items() if k.startswith("test_")}
     else:
         model, optimizer, method = _reusable(
-            ("cifar100", name, arm, settings.tag), lambda: build_compiled(name, settings),
+            ("cifar100", name, _step_kind(arm), settings.tag),
+            lambda: build_compiled(name, settings),
             lambda _: keras.optimizers.Adam(settings.learning_rate), _method_for(arm), seed,
         )  # fmt: skip
         if arm == "dst":
@@ -289,11 +300,24 @@ def _check_arm(arm: str) -> None:
         raise ValueError(f"arm={arm!r}: use one of {arms}.")
 
 
+PLAIN_ARMS = ("train", "ew", "dst")
+"""Arms whose training step is the loop's plain one: the sum of the tasks' losses times
+their coefficients (loss weights, DST gates, a single task's 1 and 0s). They share a model
+and its traced step (:func:`_reusable`); ``"ew"`` is that sum with no method object (it
+logs no ``<task>_weight``: every weight is the loss weight)."""
+
+
 def _method_for(arm: str):
-    """``model -> weighting method`` for a weighting arm; None for the others."""
-    if arm not in weighting.METHODS:
+    """``model -> weighting method`` for a weighting arm; None for the others and for EW."""
+    if arm not in weighting.METHODS or arm in PLAIN_ARMS:
         return None
     return lambda model: weighting.get(arm, model.output_names)
+
+
+def _step_kind(arm: str) -> str:
+    """What a run's traced step depends on among the arms: ``"plain"`` for
+    :data:`PLAIN_ARMS`, else the arm."""
+    return "plain" if arm in PLAIN_ARMS else arm
 
 
 _LAST_MODEL: dict = {}
@@ -568,7 +592,8 @@ def run_celeba(
         history = _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks)
     else:
         model, optimizer, method = _reusable(
-            ("celeba", arm, _model_settings(settings)), lambda: build_celeba_model(settings),
+            ("celeba", _step_kind(arm), _model_settings(settings)),
+            lambda: build_celeba_model(settings),
             lambda _: keras.optimizers.Adam(settings.learning_rate), _method_for(arm), seed,
         )  # fmt: skip
         scheduler = _scheduler(model, settings, seed, scheduler_options) if arm == "dst" else None

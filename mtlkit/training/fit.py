@@ -258,6 +258,29 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 @damaged_images_named()  # a damaged image file in the data: a clear error
+def build_training_state(model: keras.Model, data: tf.data.Dataset) -> None:
+    """Create a compiled model's loss trackers, metrics and optimizer variables before ``fit``.
+
+    Keras's TensorFlow trainer creates them while it traces the first training step, and a
+    ``tf.function`` that creates variables is traced twice (about 1 s more per model, measured
+    on the CIFAR-100 models). Here they are made eagerly from one example of zeros shaped like
+    ``data``'s elements; nothing is drawn from ``data`` or from any random generator, and the
+    metrics are reset afterwards.
+    """
+    spec = data.element_spec
+    x, y = spec[0], spec[1]
+
+    def zeros(s):
+        return tf.zeros([1, *s.shape[1:]], s.dtype)
+
+    x, y = tf.nest.map_structure(zeros, x), tf.nest.map_structure(zeros, y)
+    y_pred = model(x, training=False)
+    model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+    model.compute_metrics(x, y, y_pred, sample_weight=None)
+    model.optimizer.build(model.trainable_variables)
+    model.reset_metrics()
+
+
 def fit_resumable(
     build: Callable[[], keras.Model],
     train_data: tf.data.Dataset,
@@ -317,6 +340,8 @@ def fit_resumable(
     model = build()
     evaluates = validation_data is not None or bool(extra_eval)
     fresh = getattr(model, "train_function", None) is None  # else fit reuses its traced steps
+    if fresh:
+        build_training_state(model, train_data)
     count = CountWork(backups, traces=(1 + evaluates) if fresh else 0)
     train_data = count.watch(train_data, training=True)
     validation_data = count.watch(validation_data, training=False)
