@@ -52,3 +52,20 @@ def test_a_run_read_back_keeps_its_training_time(tmp_path):
     again = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
     assert not trained.read_back and again.read_back
     assert again.seconds == pytest.approx(trained.seconds) and again.seconds > 0
+
+
+@pytest.mark.parametrize("options", [{"weight_decay": -1e-4}, {"weight_decay": float("nan")},
+                                     {"learning_rate": 0}, {"learning_rate": "1e-3"}])  # fmt: skip
+def test_a_bad_learning_rate_or_weight_decay_is_refused(options):
+    with pytest.raises(ValueError, match=next(iter(options)) + "="):
+        experiments.celeba_settings("quick", **options)
+
+
+def test_weight_decay_reaches_the_optimizer_and_the_label():
+    plain = experiments.celeba_settings("quick", "synthetic", study="remedies")
+    decayed = experiments.celeba_settings("quick", "synthetic", study="remedies", weight_decay=1e-4)
+    assert experiments.celeba_optimizer(plain).weight_decay is None
+    assert experiments.celeba_optimizer(decayed).weight_decay == pytest.approx(1e-4)
+    assert "weight decay 0.0001" in decayed.data_label and "weight decay" not in plain.data_label
+    assert decayed.tag != plain.tag
+    assert experiments._model_settings(decayed) != experiments._model_settings(plain)

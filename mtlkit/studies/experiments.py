@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -95,7 +96,7 @@ UNTAGGED = ("seeds", "checkpoints", "test_each_epoch")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
 OPTIONAL = {
-    "celeba": {"single_task": None, "recalibrate_bn": 0},
+    "celeba": {"single_task": None, "recalibrate_bn": 0, "weight_decay": 0.0},
     "cifar100": {"trunk_width": 1.0},
 }
 """Settings hashed only when they differ from these values, so that the run folders made
@@ -144,6 +145,16 @@ def cifar100_settings(profile: str, source: str | None = None, **overrides) -> C
     settings = CifarSettings(**base)
     architectures.check_width(settings.trunk_width)
     return settings
+
+
+def _check_optimizer(learning_rate, weight_decay) -> None:
+    """Refuse a learning rate that is not a positive number, or a weight decay below 0."""
+    for name, value, positive in (("learning_rate", learning_rate, True),
+                                  ("weight_decay", weight_decay, False)):  # fmt: skip
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and (value > 0 or (value == 0 and not positive))):
+            least = "> 0" if positive else ">= 0"
+            raise ValueError(f"{name}={value!r}: use a finite number {least}.")
 
 
 def _check_epochs(epochs) -> None:
@@ -364,6 +375,7 @@ class CelebaSettings:
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # Adam's decoupled weight decay (0: none, the report's Adam)
     train_limit: int | None = None
     eval_limit: int | None = None
     hide_labels: tuple = ()  # (("Wearing_Necklace", 0.9),): hide that share of its labels
@@ -387,6 +399,10 @@ class CelebaSettings:
         hidden = "".join(f", {a} labels {share:.0%} hidden" for a, share in self.hide_labels)
         options = training.speed_options_label(self.mixed_precision, self.jit_compile)
         alone = f", trained on {self.single_task} alone" if self.single_task else ""
+        if self.learning_rate != CelebaSettings.learning_rate or self.weight_decay:
+            alone += f", Adam {self.learning_rate:g}" + (
+                f" with weight decay {self.weight_decay:g}" if self.weight_decay else ""
+            )
         alone += (
             ", BatchNorm statistics recomputed before evaluation" if self.recalibrate_bn else ""
         )
@@ -408,7 +424,7 @@ _QUICK_MANY_RUNS = dict(weights=None, image_size=32, epochs=2, train_limit=256, 
 CELEBA_PROFILES = {
     # notebook 03: one run of the report's protocol
     "attributes": {
-        "quick": dict(weights=None, image_size=48, epochs=2, train_limit=1000, eval_limit=400,
+        "quick": dict(weights=None, image_size=40, epochs=2, train_limit=800, eval_limit=400,
                       seeds=(0,), checkpoints=False, recalibrate_bn=32),
         "standard": dict(epochs=2, seeds=(0,)),
         "full": dict(epochs=5, seeds=(0,)),
@@ -453,6 +469,7 @@ def celeba_settings(
     hidden = dict(base.get("hide_labels", ()))
     base["hide_labels"] = tuple(sorted(celeba.check_hidden(hidden, base["attributes"]).items()))
     _check_epochs(base.get("epochs"))
+    _check_optimizer(base.get("learning_rate", 1e-3), base.get("weight_decay", 0.0))
     alone = base.get("single_task")
     if alone is not None and alone not in base["attributes"]:
         raise ValueError(f"single_task={alone!r} is not one of the attributes "
@@ -594,7 +611,7 @@ def run_celeba(
         model, optimizer, method = _reusable(
             ("celeba", _step_kind(arm), _model_settings(settings)),
             lambda: build_celeba_model(settings),
-            lambda _: keras.optimizers.Adam(settings.learning_rate), _method_for(arm), seed,
+            lambda _: celeba_optimizer(settings), _method_for(arm), seed,
         )  # fmt: skip
         scheduler = _scheduler(model, settings, seed, scheduler_options) if arm == "dst" else None
         history = training.train(
@@ -635,9 +652,16 @@ RESULTS = "results.json"
 def _model_settings(settings: CelebaSettings) -> tuple:
     """What the model, optimizer and method objects of a run depend on: runs that differ
     only in their data or loss weights (hidden labels, single-task baselines) reuse them."""
-    fields = ("attributes", "image_size", "weights", "learning_rate", "mixed_precision",
-              "jit_compile")  # fmt: skip
+    fields = ("attributes", "image_size", "weights", "learning_rate", "weight_decay",
+              "mixed_precision", "jit_compile")  # fmt: skip
     return tuple(getattr(settings, f) for f in fields)
+
+
+def celeba_optimizer(settings: CelebaSettings) -> keras.optimizers.Optimizer:
+    """Adam at ``settings.learning_rate``, with decoupled weight decay when
+    ``settings.weight_decay`` is positive (the tuned equal-weighting baseline of notebook 07)."""
+    decay = settings.weight_decay or None
+    return keras.optimizers.Adam(settings.learning_rate, weight_decay=decay)
 
 
 def _loss_weights(settings: CelebaSettings) -> dict[str, float]:
@@ -654,7 +678,8 @@ def _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks
     """Notebook 03's way: ``compile`` + resumable ``fit``; leaves the final weights in ``model``."""
     training.compile_multitask(model, learning_rate=settings.learning_rate, binary=True,
                                loss_weights=_loss_weights(settings),
-                               jit_compile=settings.jit_compile)  # fmt: skip
+                               jit_compile=settings.jit_compile,
+                               optimizer=celeba_optimizer(settings))  # fmt: skip
     history = training.fit_resumable(
         lambda: model, datasets["train"](0), epochs=settings.epochs, run_dir=run_dir,
         validation_data=datasets["validation"], verbose=verbose, callbacks=callbacks,

@@ -51,6 +51,7 @@ def compile_multitask(
     loss_weights: Mapping[str, float] | None = None,
     binary: bool = False,
     jit_compile: bool | str = False,
+    optimizer: keras.optimizers.Optimizer | None = None,
 ) -> keras.Model:
     """Compile ``model`` with Adam, a cross-entropy per output, and per-task accuracy.
 
@@ -59,13 +60,14 @@ def compile_multitask(
     ``jit_compile``: ``False`` (default; XLA changes results in the last digits), ``True``
     (XLA: usually faster on a GPU) or ``"auto"`` (Keras decides: XLA on a GPU).
     Under a ``mixed_float16`` policy Keras wraps Adam in a ``LossScaleOptimizer`` itself.
+    ``optimizer``: another optimizer instead of ``Adam(learning_rate)`` (e.g. with weight decay).
     """
     names = list(model.output_names)
     if loss_weights is not None:
         check_names(loss_weights, names, "loss_weights", every=False)
     losses = classification_losses(names, binary=binary)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate),
         loss=losses,
         loss_weights=dict(loss_weights) if loss_weights is not None else None,
         metrics=accuracy_metrics(losses),
