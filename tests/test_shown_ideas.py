@@ -120,3 +120,42 @@ def test_notebook02_compile_written_out_trains_like_the_package():
     assert first["loss"] == pytest.approx(second["loss"], rel=1e-6)
     for a, b in zip(by_hand.get_weights(), packaged.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_notebook07_imtl_g_by_hand_is_the_kits(seed):
+    """IMTL-G's linear system, solved by hand in the cell, gives the kit's weights on fresh
+    gradients (the cell asserts it), and the step projects equally on every unit gradient."""
+    rng = np.random.default_rng(seed)
+    G3 = rng.normal(size=(3, 7)) * rng.uniform(0.1, 5.0, size=(3, 1))
+    names = {"np": np, "G3": G3, "weighting": weighting, "print": lambda *a, **k: None}
+    exec(without_line(tagged("07", "shown-imtl"), "G3 = "), names)
+    units = G3 / np.linalg.norm(G3, axis=1, keepdims=True)
+    projections = units @ (names["alpha"] @ G3)
+    np.testing.assert_allclose(projections, projections[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_notebook07_mean_rank_by_hand_is_the_kits(seed):
+    """The cell's rank formula 1 + (methods better) + (others tied) / 2 equals
+    evaluation.mean_rank, ties included (values rounded to two decimals make many)."""
+    import types
+
+    import pandas as pd
+
+    from mtlkit.analysis import evaluation
+
+    rng = np.random.default_rng(seed)
+    methods, attributes = ["ew", "uw", "mgda", "dst"], [f"a{i}" for i in range(6)]
+    accuracy = pd.DataFrame(rng.uniform(0.6, 0.62, (6, 4)).round(2), attributes, methods)
+    values = pd.DataFrame({"model": methods * 2, "run": [0] * 4 + [1] * 4,
+                           "delta_p": rng.normal(size=8)})  # fmt: skip
+    settings = types.SimpleNamespace(data_label="test")
+    names = {"np": np, "pd": pd, "evaluation": evaluation, "mean_accuracy": accuracy,
+             "attributes": attributes, "METHODS": methods, "values": values, "seeds": [0, 1],
+             "settings": settings, "print": lambda *a, **k: None}  # fmt: skip
+    exec(tagged("07", "shown-mr"), names)
+    expected = evaluation.mean_rank(accuracy.T, higher_is_better=True)
+    np.testing.assert_allclose(names["by_hand"], expected.to_numpy())
+    wrong = (1 + names["better"]).mean(axis=1)  # ties not shared: must differ somewhere here
+    assert not np.allclose(wrong, expected.to_numpy())
