@@ -245,7 +245,7 @@ def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int
     """A tf.function ``(x, y) -> (task losses (K,), per-variable Gram matrices (V, K, K))``;
     a task without a labelled example gets NaN for its loss and its rows of the Grams."""
 
-    @tf.function
+    @tf.function(autograph=False)  # Python loops over lists only: nothing to convert
     def probe(x, y):
         trainable = sharing.variable_values(model.trainable_variables)
         chosen = [trainable[i] for i in indices]
