@@ -12,9 +12,6 @@ and many CI runners it falls back to Eigen kernels, which train the kit's models
 (CIFAR-100) to 4.4x (ResNet18) slower: ``benchmarks/README.md`` measures it. The setting
 must be made before TensorFlow is imported, hence "import mtlkit first".
 
-On a CPU-only machine with at most 4 cores it runs TensorFlow's ops one at a time, each on
-every core (``_one_op_at_a_time_on_few_cores``): faster on 2 cores, measured.
-
 It also drops TensorFlow's "triggered tf.function retracing" warning: the notebooks build a
 fresh model for every run on purpose (runs must not share weights), and each new model
 traces its own functions, which that warning mistakes for a bug in the caller's code.
@@ -80,33 +77,8 @@ def _onednn_on() -> bool:
         return True
 
 
-def _one_op_at_a_time_on_few_cores() -> None:
-    """On a CPU-only machine with at most 4 cores, run TensorFlow's ops one at a time, each
-    on every core (``inter_op`` threads 1; ``intra_op`` stays at the core count).
-
-    TensorFlow's default runs several ops at once, each also splitting itself over all
-    cores: on 2 cores the threads then compete. Measured side by side on 2 cores, four
-    interleaved pairs of quick runs (``benchmarks/README.md`` section 3): ResNet18 runs 17 %
-    less wall time, CIFAR-100 runs 2.5 %, CPU time 4 % less. ``MTLKIT_TF_INTER_OP=0`` keeps
-    TensorFlow's default; any other number sets that many inter-op threads. Nothing changes once
-    TensorFlow's runtime has started (TensorFlow used before ``import mtlkit``).
-    """
-    wanted = os.environ.get("MTLKIT_TF_INTER_OP")
-    if wanted is None and (os.cpu_count() or 1) > 4:
-        return
-    import tensorflow as tf
-
-    if wanted is None and tf.config.list_physical_devices("GPU"):
-        return
-    try:
-        tf.config.threading.set_inter_op_parallelism_threads(int(wanted or 1))
-    except RuntimeError:  # the runtime already started: leave it as it is
-        pass
-
-
 _enable_onednn()
 _import_tensorflow_quietly()
-_one_op_at_a_time_on_few_cores()
 # keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
 warnings.filterwarnings("ignore", message="IProgress not found")
 

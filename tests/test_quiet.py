@@ -53,26 +53,3 @@ def test_retracing_warning_of_fresh_models_is_dropped(caplog):
         caplog.clear()
         _predict_with_fresh_models()
     assert not any("retracing" in r.getMessage() for r in caplog.records)
-
-
-def _inter_op_threads(**env) -> int:
-    clean = {k: v for k, v in os.environ.items() if k != "MTLKIT_TF_INTER_OP"}
-    clean.update(env)
-    code = (
-        "import mtlkit, tensorflow as tf; "
-        "print(tf.config.threading.get_inter_op_parallelism_threads())"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=clean, check=True)  # fmt: skip
-    return int(done.stdout.split()[-1])
-
-
-def test_few_cores_without_a_gpu_run_one_op_at_a_time():
-    """On up to 4 CPU cores and no GPU the kit sets one inter-op thread; the variable
-    MTLKIT_TF_INTER_OP overrides it (0: TensorFlow's default)."""
-    import tensorflow as tf
-
-    few = (os.cpu_count() or 1) <= 4 and not tf.config.list_physical_devices("GPU")
-    assert _inter_op_threads() == (1 if few else 0)
-    assert _inter_op_threads(MTLKIT_TF_INTER_OP="0") == 0
-    assert _inter_op_threads(MTLKIT_TF_INTER_OP="3") == 3
