@@ -131,6 +131,8 @@ WRONG = {
     ("07", "my_pcgrad_two"): lambda g1, g2: g1 + g2,
     ("07", "my_pcgrad"): _wrong_pcgrad,
     ("07", "my_mgda_two"): lambda g1, g2: float((g2 - g1) @ g2 / ((g1 - g2) @ (g1 - g2))),
+    # IMTL-G on the raw gradients instead of the unit ones: equal projections g . g_j
+    ("07", "my_imtl_two"): lambda g1, g2: float(-(g2 @ (g1 - g2)) / ((g1 - g2) @ (g1 - g2))),
     ("07", "my_delta_p"): lambda multi, singles: float(
         100 * (multi["accuracy"].iloc[:-1].to_numpy() - singles["accuracy"]).mean()
     ),

@@ -259,7 +259,6 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 )
 
 
-@damaged_images_named()  # a damaged image file in the data: a clear error
 def build_training_state(model: keras.Model, data: tf.data.Dataset) -> None:
     """Create a compiled model's loss trackers, metrics and optimizer variables before ``fit``.
 
@@ -283,6 +282,7 @@ def build_training_state(model: keras.Model, data: tf.data.Dataset) -> None:
     model.reset_metrics()
 
 
+@damaged_images_named()  # a damaged image file in the data: a clear error
 def fit_resumable(
     build: Callable[[], keras.Model],
     train_data: tf.data.Dataset,
