@@ -469,12 +469,13 @@ def celeba_settings(
     hidden = dict(base.get("hide_labels", ()))
     base["hide_labels"] = tuple(sorted(celeba.check_hidden(hidden, base["attributes"]).items()))
     _check_epochs(base.get("epochs"))
-    _check_optimizer(base.get("learning_rate", 1e-3), base.get("weight_decay", 0.0))
     alone = base.get("single_task")
     if alone is not None and alone not in base["attributes"]:
         raise ValueError(f"single_task={alone!r} is not one of the attributes "
                          f"{list(base['attributes'])}: name one of them.")  # fmt: skip
-    return CelebaSettings(**base)
+    settings = CelebaSettings(**base)
+    _check_optimizer(settings.learning_rate, settings.weight_decay)  # the defaults included
+    return settings
 
 
 def _celeba_split(settings: CelebaSettings, split: str, **kwargs) -> tf.data.Dataset:
