@@ -12,6 +12,10 @@ and many CI runners it falls back to Eigen kernels, which train the kit's models
 (CIFAR-100) to 4.4x (ResNet18) slower: ``benchmarks/README.md`` measures it. The setting
 must be made before TensorFlow is imported, hence "import mtlkit first".
 
+When Keras runs on JAX (``KERAS_BACKEND=jax``), TensorFlow only feeds the data (``tf.data``):
+the kit hides the GPUs from it, so that it does not reserve the accelerator's memory that
+JAX trains in.
+
 It also drops TensorFlow's "triggered tf.function retracing" warning: the notebooks build a
 fresh model for every run on purpose (runs must not share weights), and each new model
 traces its own functions, which that warning mistakes for a bug in the caller's code.
@@ -77,8 +81,27 @@ def _onednn_on() -> bool:
         return True
 
 
+def _keep_tensorflow_off_the_gpus() -> None:
+    """On the JAX backend, TensorFlow feeds data only: it must not take the GPUs' memory."""
+    import keras  # (its backend: KERAS_BACKEND, or ~/.keras/keras.json)
+    import tensorflow as tf
+
+    if keras.backend.backend() != "jax":
+        return
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's devices are already in use: too late to hide them
+        warnings.warn(
+            "TensorFlow started its GPUs before mtlkit was imported; with KERAS_BACKEND=jax it "
+            "may hold GPU memory JAX needs. Import mtlkit first.",
+            stacklevel=3,
+        )
+
+
 _enable_onednn()
 _import_tensorflow_quietly()
+_keep_tensorflow_off_the_gpus()
 # keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
 warnings.filterwarnings("ignore", message="IProgress not found")
 

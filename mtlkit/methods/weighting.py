@@ -237,9 +237,9 @@ def _check_temperature(temperature) -> None:
 def uncertainty_total(losses, log_vars) -> tf.Tensor:
     """UW (Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses",
     CVPR 2018): ``sum_j exp(-s_j) L_j + s_j`` with ``s_j = log sigma_j^2`` trainable."""
-    losses = tf.convert_to_tensor(losses)
-    log_vars = tf.cast(log_vars, losses.dtype)
-    return tf.reduce_sum(tf.exp(-log_vars) * losses + log_vars)
+    losses = keras.ops.convert_to_tensor(losses)
+    log_vars = keras.ops.cast(keras.ops.convert_to_tensor(log_vars), losses.dtype)
+    return keras.ops.sum(keras.ops.exp(-log_vars) * losses + log_vars)
 
 
 def rlw_weights(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
@@ -606,6 +606,7 @@ class Weighting:
     name, kind, needs = "base", "loss", None  # kind: "loss" (combine) or "gradient"
     needs_epoch_losses = False  # True: weighs tasks by their epoch losses (every task needs one)
     wants_active = False  # True (FAMO): combine(task_losses, active) -- the loop passes active
+    backends = ("tensorflow",)  # the Keras backends its step runs on (keras.ops: every one)
 
     def __init__(self, tasks: Sequence[str], seed: int | None = None):
         self.tasks = list(tasks)
@@ -675,31 +676,35 @@ class Weighting:
                 f"{self.name!r} on {self.tasks}: build the same method to resume."
             )
         for key, variable in self.state_variables.items():
-            variable.assign(tf.cast(state[key], variable.dtype))
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            variable.assign(np.asarray(state[key]).astype(dtype))
 
     def _refuse(self, what: str, values) -> None:
         """Eagerly, raise a ValueError naming the tasks whose ``values`` are not finite."""
         _refuse_non_finite(values, f"{self.name}: the {what}", self.tasks)
 
-    def _stack(self, task_losses) -> tf.Tensor:
-        losses = task_losses if tf.is_tensor(task_losses) else tf.stack(list(task_losses))
+    def _stack(self, task_losses):
+        ops = keras.ops
+        losses = task_losses if ops.is_tensor(task_losses) else ops.stack(list(task_losses))
         if losses.shape[0] != self.num_tasks:
             raise ValueError(f"Got {losses.shape[0]} task losses for tasks {self.tasks}.")
         return losses
 
-    def _weighted_sum(self, weights, task_losses) -> tf.Tensor:
+    def _weighted_sum(self, weights, task_losses):
         """``sum_j weights_j L_j``."""
         losses = self._stack(task_losses)
-        return tf.tensordot(tf.cast(weights, losses.dtype), losses, 1)
+        weights = keras.ops.cast(keras.ops.convert_to_tensor(weights), losses.dtype)
+        return keras.ops.tensordot(weights, losses, 1)
 
 
 class EqualWeighting(Weighting):
     """EW: ``sum_j L_j``, the baseline every remedy is compared with."""
 
     name = "ew"
+    backends = ("tensorflow", "jax")
 
     def combine(self, task_losses):
-        return tf.reduce_sum(self._stack(task_losses))
+        return keras.ops.sum(self._stack(task_losses))
 
 
 class UncertaintyWeighting(Weighting):
@@ -716,6 +721,7 @@ class UncertaintyWeighting(Weighting):
     earlier runs stay comparable."""
 
     name = "uw"
+    backends = ("tensorflow", "jax")
 
     def __init__(self, tasks):
         super().__init__(tasks)
@@ -734,12 +740,13 @@ class DynamicWeightAverage(Weighting):
 
     name = "dwa"
     needs_epoch_losses = True
+    backends = ("tensorflow", "jax")
 
     def __init__(self, tasks, temperature: float = 2.0):
         super().__init__(tasks)
         _check_temperature(temperature)
         self.temperature, self.epoch = float(temperature), None  # the epoch of the weights
-        self.logged = tf.Variable(tf.ones([self.num_tasks]), trainable=False)
+        self.logged = keras.Variable(np.ones(self.num_tasks, "float32"), trainable=False)
         self.state_variables = {"weights": self.logged}
 
     def on_epoch_start(self, epoch, loss_history):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -120,8 +121,22 @@ def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = 
     NaN labels are not "unknown": they make the loss NaN, which the loops report.
     Binary tasks must have labels in {-1, 0, 1}: anything else stops the step.
     """
-    labels = tf.convert_to_tensor(labels)
+    ops = keras.ops
+    labels = ops.convert_to_tensor(labels)
     mask = label_mask(labels)
+    if keras.backend.backend() == "tensorflow":  # (JAX's loop checks the labels on the host)
+        labels = _checked_labels(labels, predictions, binary)
+    known = ops.where(labels < 0, ops.zeros_like(labels), labels)
+    if binary:
+        known = ops.cast(known, predictions.dtype)
+    per_example = ops.cast(loss.call(known, predictions), "float32")
+    per_example = ops.mean(ops.reshape(per_example, (ops.shape(labels)[0], -1)), axis=1)
+    count = ops.sum(mask)
+    return ops.divide_no_nan(ops.sum(per_example * mask), count), count
+
+
+def _checked_labels(labels, predictions, binary: bool):
+    """``labels``, after in-graph checks (TensorFlow) that stop the step on a bad label."""
     number = tf.cast(labels, tf.float32)
     checks = [tf.debugging.assert_equal(tf.reduce_any(number < -1), False, NEGATIVE_LABELS)]
     if not binary and predictions.shape[-1] is not None and labels.dtype.is_integer:
@@ -132,21 +147,15 @@ def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = 
         allowed = (labels == -1) | (labels == 0) | (labels == 1) | tf.math.is_nan(number)
         checks.append(tf.debugging.assert_equal(tf.reduce_all(allowed), True, BAD_BINARY_LABELS))
     with tf.control_dependencies([c for c in checks if c is not None]):  # before the loss's
-        labels = tf.identity(labels)  # own checks, whose messages name no task
-    known = tf.where(labels < 0, tf.zeros_like(labels), labels)
-    if binary:
-        known = tf.cast(known, predictions.dtype)
-    per_example = tf.cast(loss.call(known, predictions), tf.float32)
-    per_example = tf.reduce_mean(tf.reshape(per_example, [tf.shape(labels)[0], -1]), axis=1)
-    count = tf.reduce_sum(mask)
-    return tf.math.divide_no_nan(tf.reduce_sum(per_example * mask), count), count
+        return tf.identity(labels)  # own checks, whose messages name no task
 
 
-def label_mask(labels) -> tf.Tensor:
+def label_mask(labels):
     """1.0 for every example whose label is known (not below 0), else 0.0; shape (batch,)."""
-    labels = tf.convert_to_tensor(labels)
-    per_label = tf.reshape(labels, [tf.shape(labels)[0], -1])
-    return tf.cast(tf.reduce_all(tf.logical_not(per_label < 0), axis=1), tf.float32)
+    ops = keras.ops
+    labels = ops.convert_to_tensor(labels)
+    per_label = ops.reshape(labels, (ops.shape(labels)[0], -1))
+    return ops.cast(ops.all(ops.logical_not(per_label < 0), axis=1), "float32")
 
 
 class TaskMeters:
@@ -167,9 +176,14 @@ class TaskMeters:
             self.loss[t].update_state(value, sample_weight=count)
             self.labelled[t].update_state(count)
         for t, metric in self.accuracy.items():
-            labels = tf.convert_to_tensor(y[t])
-            known = tf.where(labels < 0, tf.zeros_like(labels), labels)
+            labels = keras.ops.convert_to_tensor(y[t])
+            known = keras.ops.where(labels < 0, keras.ops.zeros_like(labels), labels)
             metric.update_state(known, y_pred[t], sample_weight=label_mask(labels))
+
+    @property
+    def variables(self) -> list:
+        """Every metric's variables (what a stateless JAX step passes in and out)."""
+        return [v for m in self.all() + self._counters() for v in m.variables]
 
     def all(self) -> list[keras.metrics.Metric]:
         return [self.total, *self.loss.values(), *self.accuracy.values()]
@@ -271,5 +285,5 @@ def check_label_forms(x, y, y_pred_shapes: Mapping, binary: Mapping[str, bool]) 
 
 def binary_labels_ok(labels) -> bool:
     """Whether every label is 0, 1, -1 (unknown) or NaN (a data error the loss reports)."""
-    values = tf.reshape(tf.cast(labels, tf.float32), [-1]).numpy()
+    values = np.asarray(labels, dtype=np.float32).ravel()
     return bool(((values == -1) | (values == 0) | (values == 1) | (values != values)).all())

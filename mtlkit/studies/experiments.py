@@ -108,11 +108,14 @@ folders made before keep their names (``builders=2``: models made of nested bloc
 
 
 def _tag(study: str, settings) -> str:
-    """``<study>-<profile>-<source>-<hash of every field that changes results>``."""
+    """``<study>-<profile>-<source>-<hash of every field that changes results>``; the Keras
+    backend is one of them (initial weights and random streams differ between backends)."""
     fields = {k: v for k, v in dataclasses.asdict(settings).items() if k not in UNTAGGED}
     optional = OPTIONAL[study]
     fields = {k: v for k, v in fields.items() if k not in optional or v != optional[k]}
     fields.update(RETIRED.get(study, {}))
+    if keras.backend.backend() != "tensorflow":  # (TensorFlow's tags are as they always were)
+        fields["backend"] = keras.backend.backend()
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode())
     return f"{study}-{settings.profile}-{settings.source}-{digest.hexdigest()[:8]}"
 

@@ -6,10 +6,16 @@ Each run keeps its checkpoints and history in a run folder, so a killed run pick
 * :mod:`mtlkit.training.loop` -- :func:`train`, the custom loop (DST gates, weighting methods);
 * :mod:`mtlkit.training.runs` -- run folders: seeds, checkpoints, histories.
 
+The loop runs on Keras's TensorFlow and JAX backends (:mod:`mtlkit.backend`).
+
 The names below are the package's public API; each one lives in the module named beside it.
 """
 
-from mtlkit.training.fit import (
+from mtlkit import backend
+
+backend.check_supported()  # before anything is traced on a backend the loop cannot run on
+
+from mtlkit.training.fit import (  # noqa: E402
     FINAL_WEIGHTS,
     CountWork,
     EvaluateEachEpoch,
@@ -22,8 +28,8 @@ from mtlkit.training.fit import (
     restart,
     speed_options_label,
 )
-from mtlkit.training.loop import train
-from mtlkit.training.runs import set_seed
+from mtlkit.training.loop import train  # noqa: E402
+from mtlkit.training.runs import set_seed  # noqa: E402
 
 __all__ = [
     "FINAL_WEIGHTS",

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtlkit import work
+from mtlkit import backend, work
 from mtlkit.data.celeba_images import damaged_images_named
 from mtlkit.methods import weighting as weighting_methods
 from mtlkit.models import graph, sharing
@@ -160,6 +160,7 @@ def train(
     if method is not None and method.kind == "gradient" and len(names) < 2:
         raise ValueError(f"{method.name!r} combines the gradients of several tasks; the model "
                          f"has one ({names}). Train it without a weighting method.")  # fmt: skip
+    _check_backend(model, method)
     if method is not None and seed is not None and getattr(method, "seed", 0) is None:
         method.reseed(seed)
     _check_first_batch(model, data_for(0), losses, names)
@@ -235,6 +236,23 @@ data specs and options, :func:`train` reuses the steps it traced before (loss we
 differ: they are a variable's value, as DST's gates are); the
 caller puts the objects' values back to a fresh run's (:func:`mtlkit.training.restart`),
 and the run is then the same, bit for bit, as one with new objects."""
+
+
+def _check_backend(model: keras.Model, method) -> None:
+    """Refuse, before any step is traced, what the loop does not run on this backend yet."""
+    here = backend.name()
+    if method is not None and here not in method.backends:
+        runs_on = [m for m, kind in weighting_methods.METHODS.items() if here in kind.backends]
+        raise ValueError(
+            f"The weighting method {method.name!r} runs on the TensorFlow backend only so far; "
+            f"on {here!r} the loop runs {runs_on} and DST. Set KERAS_BACKEND=tensorflow for "
+            f"{method.name!r}."
+        )
+    if here == "jax" and model.dtype_policy.name == "mixed_float16":
+        raise ValueError(
+            "Mixed precision in the kit's loop runs on the TensorFlow backend only so far: "
+            "train in float32 on JAX (keras.mixed_precision.set_global_policy('float32'))."
+        )
 
 
 def _steps_key(optimizer, method, losses, specs, jit_compile, layer) -> tuple:
@@ -371,14 +389,18 @@ class _Loop:
         self.binary = [task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in self.tasks]
         self.loss_weights = [float(loss_weights.get(t, 1.0)) for t in self.tasks]
         # gate_j * w_j * loss_weight_j, changed once per epoch without retracing
-        self.coefficients = tf.Variable(self.loss_weights, trainable=False, dtype=tf.float32)
+        self.coefficients = _variable(self.loss_weights, "float32")
         # the loss weights alone (validation's total), changed per run without retracing
-        self.weights = tf.Variable(self.loss_weights, trainable=False, dtype=tf.float32)
+        self.weights = _variable(self.loss_weights, "float32")
         self.train_meters = task_utils.TaskMeters(self.tasks, losses)
         self.val_meters = task_utils.TaskMeters(self.tasks, losses, prefix="val_")
         # the step (1-based, within the epoch) at which each task's loss was first not finite
-        self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
-        self.first_non_finite = tf.Variable([0] * len(self.tasks), trainable=False, dtype=tf.int64)
+        self.steps = _variable(0, "int32")
+        self.first_non_finite = _variable([0] * len(self.tasks), "int32")
+        self.jax = backend.name() == "jax"
+        if self.jax:
+            self._compile_jax()
+            return
         # one trace per step function: the datasets' specs (batch dimension None) fix the
         # input signature, so a smaller last batch does not trigger a second trace. The steps
         # use no Python control flow on tensors, so AutoGraph is off: a ResNet18 step then
@@ -392,35 +414,54 @@ class _Loop:
         self.measure_step = compile_(self._measure_step, train_spec)
         self.eval_step = compile_(self._eval_step, val_spec)
 
+    def _compile_jax(self) -> None:
+        """The three steps as :class:`mtlkit.backend.JaxStep` functions (``jax.jit``
+        compiles each once per batch shape; ``jit_compile`` has no other choice on JAX)."""
+        meters = [v for m in (self.train_meters, self.val_meters) for v in m.variables]
+        extra = list(self.weighting.variables) if self.weighting is not None else []
+        method_state = list(self.weighting.state_variables.values()) if self.weighting else []
+        loop_state = [self.coefficients, self.weights, self.steps, self.first_non_finite]
+        state = [*self.model.variables, *loop_state, *meters, *method_state]
+        trainable = self.model.trainable_variables + extra
+        self.train_step = backend.JaxStep(self._loss_terms, trainable, state, self.optimizer)
+        self.measure_step = backend.JaxStep(self._no_total(self._measure_step), [], state)
+        self.eval_step = backend.JaxStep(self._no_total(self._eval_step), [], state)
+
+    @staticmethod
+    def _no_total(step):
+        return lambda x, y: (None, step(x, y))
+
     def _train_step(self, x, y):
         if self.weighting is not None and self.weighting.kind == "gradient":
             y_pred, task_losses, counts, total = self._gradient_step(x, y)
-        else:
-            y_pred, task_losses, counts, total = self._loss_step(x, y)
+            self._record(total, y_pred, task_losses, counts, x, y)
+            return self.train_meters.results()
+        extra = list(self.weighting.variables) if self.weighting is not None else []
+        variables = self.model.trainable_variables + extra
+        compute = lambda: self._loss_terms(x, y)  # noqa: E731
+        return backend.tensorflow_step(compute, variables, self.optimizer)[1]
+
+    def _loss_terms(self, x, y):
+        """The step of ``fit``, without its update: the (gated, weighted) total loss, which
+        :mod:`mtlkit.backend` differentiates, and the running values to log."""
+        y_pred, task_losses, counts = self._forward(x, y, training=True)
+        coefficients = keras.ops.unstack(self.coefficients.value)
+        if self.weighting is None:
+            total = self._total(task_losses, coefficients)
+        else:  # UW, DWA, RLW, FAMO combine the gated, weighted losses
+            weighted = [c * loss for c, loss in zip(coefficients, task_losses)]
+            if self.weighting.wants_active:  # FAMO leaves out tasks without labels
+                combined = self.weighting.combine(weighted, self._active(counts))
+            else:
+                combined = self.weighting.combine(weighted)
+            total = self._total([combined], [1.0])
+        self._record(total, y_pred, task_losses, counts, x, y)
+        return total, self.train_meters.results()
+
+    def _record(self, total, y_pred, task_losses, counts, x, y) -> None:
+        """Watch the losses for NaN and add the batch to the running means."""
         self._watch(task_losses)
         self.train_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
-        return self.train_meters.results()
-
-    def _loss_step(self, x, y):
-        """The step of ``fit``: one gradient of the (gated, weighted) total loss."""
-        extra = self.weighting.variables if self.weighting is not None else []
-        with tf.GradientTape() as tape:
-            y_pred, task_losses, counts = self._forward(x, y, training=True)
-            coefficients = tf.unstack(self.coefficients)
-            if self.weighting is None:
-                total = self._total(task_losses, coefficients)
-            else:  # UW, DWA, RLW, FAMO combine the gated, weighted losses
-                weighted = [c * loss for c, loss in zip(coefficients, task_losses)]
-                if self.weighting.wants_active:  # FAMO leaves out tasks without labels
-                    combined = self.weighting.combine(weighted, self._active(counts))
-                else:
-                    combined = self.weighting.combine(weighted)
-                total = self._total([combined], [1.0])
-            scaled = self.optimizer.scale_loss(total)  # loss scaling under mixed_float16
-        variables = self.model.trainable_variables + list(extra)
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
-        return y_pred, task_losses, counts, total
 
     # -- gradient methods (PCGrad, MGDA-UB, GradNorm, IMTL-G, CAGrad, Nash-MTL, Aligned-MTL) -
     def _method_sources(self, method, data, layer: str | None) -> tuple[list, object]:
@@ -492,15 +533,15 @@ class _Loop:
 
     def _eval_step(self, x, y):
         y_pred, task_losses, counts = self._forward(x, y, training=False)
-        total = self._total(task_losses, tf.unstack(self.weights))
+        total = self._total(task_losses, keras.ops.unstack(self.weights.value))
         self.val_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
+        return ()
 
     def _measure_step(self, x, y):
         """DST's epoch 0: the training-mode losses, and no update of any trainable weight."""
         y_pred, task_losses, counts = self._forward(x, y, training=True)
-        self._watch(task_losses)
-        total = tf.add_n(task_losses)
-        self.train_meters.update(total, task_losses, counts, y, y_pred, _batch_size(x))
+        self._record(_add_n(task_losses), y_pred, task_losses, counts, x, y)
+        return ()
 
     def _forward(self, x, y, training: bool):
         """Predictions, each task's mean loss over its labelled examples, and their counts."""
@@ -509,9 +550,9 @@ class _Loop:
 
     def _total(self, task_losses, weights):
         """The weighted sum of the task losses, plus the model's regularisation penalties."""
-        total = tf.add_n([w * loss for w, loss in zip(weights, task_losses)])
+        total = _add_n([w * loss for w, loss in zip(weights, task_losses)])
         if self.model.losses:  # regularisation penalties, as fit adds them
-            total = total + tf.add_n(self.model.losses)
+            total = total + _add_n(self.model.losses)
         return total
 
     def tracing_count(self) -> int:
@@ -532,14 +573,16 @@ class _Loop:
     def reset_epoch(self) -> None:
         self.train_meters.reset()
         self.steps.assign(0)
-        self.first_non_finite.assign(tf.zeros_like(self.first_non_finite))
+        self.first_non_finite.assign(np.zeros(len(self.tasks), "int32"))
 
     def _watch(self, task_losses) -> None:
         """Remember the first step at which each task's loss was NaN or infinite."""
-        step = self.steps.assign_add(1)
-        bad = tf.logical_not(tf.math.is_finite(tf.stack(task_losses)))
-        first = self.first_non_finite
-        first.assign(tf.where(tf.logical_and(bad, tf.equal(first, 0)), step, first))
+        ops = keras.ops
+        self.steps.assign_add(1)
+        bad = ops.logical_not(ops.isfinite(ops.stack(task_losses)))
+        first = self.first_non_finite.value
+        at_step = ops.where(ops.logical_and(bad, ops.equal(first, 0)), self.steps.value, first)
+        self.first_non_finite.assign(at_step)
 
     def check_finite(self, epoch: int) -> None:
         """Raise if a loss was not finite in this epoch, naming the task that went first."""
@@ -571,18 +614,31 @@ def _use_xla(model: keras.Model, jit_compile: bool | str) -> bool:
 
 
 def _guarded(loop: _Loop, x, y):
-    """Run the training step; turn the label check's graph error into a clear ValueError."""
+    """Run the training step; turn the label check's graph error into a clear ValueError.
+    (On JAX, whose compiled steps cannot raise, the labels are checked on the host first.)"""
+    if loop.jax:
+        for message in (*_LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
+            _raise_label_error(loop, y, message)
+        return loop.train_step(x, y)
     try:
         return loop.train_step(x, y)
     except tf.errors.InvalidArgumentError as err:
-        for message, fix in _LABEL_ERRORS.items():
+        for message in (*_LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
             if message in str(err):
-                bad = [t for t in loop.tasks if not _labels_ok(y[t], message, loop, t)]
-                raise ValueError(f"Task(s) {bad}: {message}. {fix}") from None
-        if task_utils.BAD_BINARY_LABELS not in str(err):
-            raise
-        binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
-        bad = [t for t in binary if not task_utils.binary_labels_ok(y[t])]
+                _raise_label_error(loop, y, message)
+        raise
+
+
+def _raise_label_error(loop: _Loop, y, message: str) -> None:
+    """Raise a ValueError naming the tasks whose labels fail the check ``message`` names."""
+    if message in _LABEL_ERRORS:
+        bad = [t for t in loop.tasks if not _labels_ok(y[t], message, loop, t)]
+        if bad:
+            raise ValueError(f"Task(s) {bad}: {message}. {_LABEL_ERRORS[message]}") from None
+        return
+    binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
+    bad = [t for t in binary if not task_utils.binary_labels_ok(y[t])]
+    if bad:
         raise ValueError(
             f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}. Map the labels to 0/1 (CelebA's "
             "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
@@ -617,14 +673,27 @@ def _labels_ok(labels, message: str, loop: _Loop, task: str) -> bool:
     return loop.binary[loop.tasks.index(task)] or not (values >= width).any()
 
 
-def _batch_size(x) -> tf.Tensor:
-    first = tf.nest.flatten(x)[0]
-    return tf.cast(tf.shape(first)[0], tf.float32)
+def _variable(value, dtype: str) -> keras.Variable:
+    """One of the loop's own non-trainable variables (a Keras variable on every backend)."""
+    return keras.Variable(np.asarray(value, dtype), trainable=False, dtype=dtype)
+
+
+def _add_n(values):
+    """The sum of a list of tensors, left to right (``tf.add_n`` in ``keras.ops``)."""
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
+def _batch_size(x):
+    first = keras.tree.flatten(x)[0]
+    return keras.ops.cast(keras.ops.shape(first)[0], "float32")
 
 
 def _static_batch_size(x) -> int:
     """The batch size of an eager batch, read from its shape (no device round trip)."""
-    return int(tf.nest.flatten(x)[0].shape[0])
+    return int(keras.tree.flatten(x)[0].shape[0])
 
 
 def _steps(data: tf.data.Dataset) -> int | None:
@@ -705,6 +774,7 @@ def _settings(optimizer, loss_weights: dict, seed, method, scheduler) -> dict:
         "seed": seed,
         "weighting": None if method is None else [method.name, repr(method.options())],
         "dst_alpha": None if scheduler is None else scheduler.alpha,
+        "backend": backend.name(),  # (a run resumes on the backend it was started on)
     }
 
 
@@ -730,6 +800,7 @@ def _resume_settings(run_dir: Path, record: dict, settings: dict, optimizer) -> 
     if stored is None or stored is settings:
         record["settings"] = settings
         return
+    stored = {"backend": "tensorflow", **stored}  # (runs from before JAX was supported)
     changed = [
         k
         for k in settings
@@ -737,6 +808,13 @@ def _resume_settings(run_dir: Path, record: dict, settings: dict, optimizer) -> 
         and stored.get(k) != settings[k]
         and not (k == "seed" and settings[k] is None)
     ]  # fmt: skip  (None: not reseeded)
+    if "backend" in changed:
+        raise ValueError(
+            f"{run_dir} was trained on Keras's {stored['backend']!r} backend, and this is "
+            f"{settings['backend']!r}: a run resumes on the backend it started on (their "
+            "random streams and last digits differ). Set KERAS_BACKEND="
+            f"{stored['backend']} to resume it, or use a fresh run_dir."
+        )
     if changed:
         detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings[k]!r}" for k in changed)
         raise ValueError(
