@@ -58,6 +58,55 @@ def tensorflow_step(compute: Callable, variables: Sequence, optimizer) -> tuple:
     return total, aux
 
 
+def task_gradients(fn: Callable, values: Sequence, watched: Sequence[int] | None = None):
+    """Differentiate each of the K scalars ``fn(values)`` returns (one per task) on its own.
+
+    Returns ``(the K scalars stacked, rows)``: ``rows[j][k]`` is the gradient of scalar ``j``
+    with respect to ``values[watched[k]]`` (every value when ``watched`` is None), zeros where
+    scalar ``j`` does not depend on it. Each scalar is differentiated alone, so one task's
+    NaN (a NaN label) cannot leak into another task's gradient through a zero times NaN.
+    TensorFlow: one persistent tape, one backward pass per task; JAX: one ``jax.grad`` per
+    task (under ``jax.jit`` XLA computes the shared forward pass once).
+    """
+    values = list(values)
+    watched = list(range(len(values))) if watched is None else list(watched)
+
+    def of_chosen(chosen):
+        full = list(values)
+        for i, value in zip(watched, chosen):
+            full[i] = value
+        return list(fn(full))
+
+    chosen = [values[i] for i in watched]
+    if name() == "jax":
+        import jax
+
+        out = of_chosen(chosen)
+        rows = [jax.grad(lambda c, j=j: of_chosen(c)[j])(chosen) for j in range(len(out))]
+        return keras.ops.stack(out), rows
+    import tensorflow as tf
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(chosen)
+        out = of_chosen(chosen)
+    zero = tf.UnconnectedGradients.ZERO
+    rows = [tape.gradient(entry, chosen, unconnected_gradients=zero) for entry in out]
+    return tf.stack(out), rows
+
+
+def compile_function(fn: Callable) -> Callable:
+    """``fn`` compiled for the backend: ``tf.function`` (no AutoGraph: the kit's functions
+    have no Python control flow on tensors) or ``jax.jit``. It must take every variable
+    value it reads as an argument (``jax.jit`` would freeze values it reads itself)."""
+    if name() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn, autograph=False)
+
+
 class JaxStep:
     """``compute(x, y)`` on JAX, compiled once with ``jax.jit``, as a stateless function.
 
@@ -128,3 +177,82 @@ def _unique(variables: Sequence) -> list:
             seen.add(id(v))
             unique.append(v)
     return unique
+
+
+class JaxGradientStep(JaxStep):
+    """A gradient method's step on JAX (the loop's ``_gradient_step`` on TensorFlow).
+
+    ``losses(x, y)`` -- or ``losses(x, y, z)`` with a ``trunk(x) -> z`` -- returns the vector
+    of the K weighted task losses followed by the regularisation penalty, and ``aux``.
+    ``finish(vector, G, aux)`` gets the (K, D) matrix of the K losses' gradients w.r.t. the
+    ``sources`` (indices into ``trainable``: the shared variables) or w.r.t. ``z`` (the
+    shared representation), and returns ``(coefficients (K,), shared (D,) or None,
+    outputs)``. Every variable then gets the gradient of ``sum_j coefficient_j L_j +
+    penalty``, except the sources when ``shared`` is given (PCGrad, IMTL-G, ...: they take
+    ``shared``, plus the penalty's gradient). One ``jax.vjp`` gives the losses and their
+    pullback; the pullback mapped over K rows of the identity gives the K gradients (K
+    backward passes), and once more over the coefficients gives the update.
+    """
+
+    def __init__(self, losses: Callable, finish: Callable, trainable: Sequence,
+                 state: Sequence, optimizer, sources: Sequence[int] = (),
+                 trunk: Callable | None = None):  # fmt: skip
+        super().__init__(losses, trainable, state, optimizer)
+        self.finish, self.sources, self.trunk = finish, list(sources), trunk
+
+    def _scoped(self, fn, trainable, state, *args):
+        """``fn(*args)`` with the variables holding the given values; its result and the
+        state values after it."""
+        mapping = [*zip(self.trainable, trainable), *zip(self.state, state)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            result = fn(*args)
+        return result, [scope.get_current_value(v) for v in self.state]
+
+    def _step(self, trainable, state, optimizer_values, x, y):
+        import jax
+        import jax.numpy as jnp
+
+        self.traces += 1
+
+        def losses(state, *args):  # -> (vector, (aux, state after))
+            (vector, aux), state = self._scoped(self.compute, *args[:1], state, x, y, *args[1:])
+            return vector, (aux, state)
+
+        if self.trunk is None:
+            vector, pullback, (aux, state) = jax.vjp(
+                lambda t: losses(state, t), trainable, has_aux=True
+            )
+        else:
+            z, trunk_pullback, state = jax.vjp(
+                lambda t: self._scoped(self.trunk, t, state, x), trainable, has_aux=True
+            )
+            vector, pullback, (aux, state) = jax.vjp(
+                lambda t, z: losses(state, t, z), trainable, z, has_aux=True
+            )
+        K = vector.shape[0] - 1
+        rows = jax.vmap(pullback)(jnp.eye(K + 1, dtype=vector.dtype)[:K])
+        if self.trunk is None:
+            G = jnp.concatenate([rows[0][i].reshape(K, -1) for i in self.sources], axis=1)
+        else:
+            G = rows[1].reshape(K, -1)
+        (coefficients, shared, outputs), state = self._scoped(
+            self.finish, trainable, state, vector, G, aux
+        )
+        cotangent = jax.lax.stop_gradient(
+            jnp.concatenate([coefficients.astype(vector.dtype), jnp.ones(1, vector.dtype)])
+        )
+        if self.trunk is None:
+            grads = list(pullback(cotangent)[0])
+        else:  # the heads' part, plus the trunk's through z
+            head_grads, z_grad = pullback(cotangent)
+            grads = [a + b for a, b in zip(head_grads, trunk_pullback(z_grad)[0])]
+        if shared is not None:  # the sources take `shared`, plus the penalty's gradient
+            penalty = pullback(jnp.eye(K + 1, dtype=vector.dtype)[K])[0]
+            sizes = [int(np.prod(trainable[i].shape)) for i in self.sources]
+            parts = jnp.split(shared, np.cumsum(sizes)[:-1])
+            for i, part in zip(self.sources, parts):
+                grads[i] = part.reshape(trainable[i].shape).astype(grads[i].dtype) + penalty[i]
+        trainable, optimizer_values = self.optimizer.stateless_apply(
+            optimizer_values, grads, trainable
+        )
+        return trainable, state, optimizer_values, outputs

@@ -21,9 +21,25 @@ import numpy as np
 import tensorflow as tf
 
 from mtlkit import training
+from mtlkit.analysis import diagnostics
 from mtlkit.methods import dst
+from mtlkit.models import sharing
 
-ARMS = ("ew", "dst", "uw", "dwa")
+ARMS = (
+    "ew",
+    "dst",
+    "uw",
+    "dwa",
+    "rlw",
+    "pcgrad",
+    "mgda",
+    "gradnorm",
+    "famo",
+    "imtl_g",
+    "cagrad",
+    "nash_mtl",
+    "aligned_mtl",
+)
 
 
 def model() -> keras.Model:
@@ -81,11 +97,19 @@ def resumed(net, initial: Path, runs: Path) -> dict:
     return out
 
 
+def mixed_precision_run() -> dict:
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return fit(model(), "ew", epochs=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def refused(net, runs: Path) -> dict:
-    """The messages a JAX user gets for PCGrad and for a TensorFlow run folder."""
+    """The messages a JAX user gets for mixed precision and for a TensorFlow run folder."""
     messages = {}
     for what, call in {
-        "pcgrad": lambda: fit(net, "pcgrad", epochs=1),
+        "mixed": mixed_precision_run,
         "other_backend": lambda: fit(net, "ew", epochs=2, run_dir=runs / "started"),
     }.items():
         try:
@@ -96,6 +120,21 @@ def refused(net, runs: Path) -> dict:
     return messages
 
 
+def measured(net, initial: Path) -> dict:
+    """The interference diagnostics at the initial weights: shared variables, cosines."""
+    net.load_weights(initial)
+    x, y = next(iter(data()))
+    losses = {"kind": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              "flag": keras.losses.BinaryCrossentropy(from_logits=True)}  # fmt: skip
+    stats = diagnostics.gradient_stats(net, x, y, losses)
+    grads = diagnostics.task_gradients(net, x, y, losses)
+    return {
+        "diagnostics/shared": np.asarray(sharing.shared_paths(net, x, y, losses)),
+        "diagnostics/gram": stats.gram,
+        "diagnostics/kind_kernel": np.asarray(grads["kind"]["shared/kernel"]),
+    }
+
+
 def main(initial: Path, out: Path, runs: Path) -> None:
     net = model()
     if not initial.exists():
@@ -104,6 +143,7 @@ def main(initial: Path, out: Path, runs: Path) -> None:
     for arm in ARMS:
         results.update(train(arm, net, initial))
     results.update(resumed(net, initial, runs))
+    results.update(measured(net, initial))
     if keras.backend.backend() == "tensorflow":
         fit(net, "ew", epochs=1, run_dir=runs / "started")
     else:

@@ -1,9 +1,11 @@
 """The loop on Keras's TensorFlow and JAX backends: same weights, same batches, same results.
 
 Each backend runs in its own process (Keras picks its backend once, at import):
-``tests/_backend_run.py`` trains a small two-task model from one ``.weights.h5`` file -- with
-equal weights, DST (a gate drops a task), UW and DWA, a task with partial labels -- and the
-test compares the final weights and histories.
+``tests/_backend_run.py`` trains a small two-task model from one ``.weights.h5`` file --
+equal weights, DST (a gate drops a task) and every weighting method, with a task whose labels
+are partly unknown -- measures the interference diagnostics, and the test compares the final
+weights, histories and measurements. RLW draws its weights from each backend's own random
+stream, so only its form is compared.
 """
 
 import os
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _backend_run import ARMS as RUN_ARMS
 
 SCRIPT = Path(__file__).with_name("_backend_run.py")
-ARMS = ("ew", "dst", "uw", "dwa")
+ARMS = tuple(a for a in RUN_ARMS if a != "rlw")  # (RLW draws from each backend's own stream)
 
 
 def _run(backend: str, tmp: Path) -> dict:
@@ -55,9 +58,9 @@ def test_tensorflow_and_jax_end_at_the_same_weights(results, arm):
 
 
 def test_the_tolerance_tells_methods_apart(results):
-    """The comparison can fail: UW's, DWA's and DST's weights are not EW's within it."""
+    """The comparison can fail: every other arm's weights are not EW's within it."""
     ew = _weights(results["jax"], "ew")
-    for arm in ("uw", "dwa", "dst"):
+    for arm in ARMS[1:]:
         with pytest.raises(AssertionError):
             for a, b in zip(ew, _weights(results["jax"], arm)):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -67,7 +70,8 @@ def test_dst_dropped_a_task_and_partial_labels_counted(results):
     jax = results["jax"]
     assert 0.0 in jax["dst/history/kind_gate"]
     assert np.isfinite(jax["ew/history/kind_loss"]).all()  # the batch without labels adds 0
-    assert "uw/history/kind_weight" in jax and "dwa/history/flag_weight" in jax
+    for arm in ("uw", "dwa", "pcgrad", "mgda", "gradnorm", "famo", "nash_mtl"):
+        assert f"{arm}/history/kind_weight" in jax, arm
 
 
 def test_a_resumed_jax_run_is_the_straight_run_bit_for_bit(results):
@@ -78,11 +82,25 @@ def test_a_resumed_jax_run_is_the_straight_run_bit_for_bit(results):
 
 
 def test_jax_refuses_what_it_does_not_run_yet_with_a_clear_message(results):
-    pcgrad = str(results["jax"]["message/pcgrad"])
-    assert "'pcgrad' runs on the TensorFlow backend only" in pcgrad
-    assert "['ew', 'uw', 'dwa']" in pcgrad and "KERAS_BACKEND=tensorflow" in pcgrad
+    mixed = str(results["jax"]["message/mixed"])
+    assert "Mixed precision in the kit's loop runs on the TensorFlow backend only" in mixed
     other = str(results["jax"]["message/other_backend"])
     assert "trained on Keras's 'tensorflow' backend" in other and "KERAS_BACKEND" in other
+
+
+def test_rlw_runs_on_both_and_draws_from_each_backends_stream(results):
+    for backend in results:
+        weights = results[backend]["rlw/history/kind_weight"]
+        assert np.isfinite(weights).all() and (0 < weights).all() and (weights < 1).all()
+
+
+def test_the_diagnostics_agree_across_backends(results):
+    tf_, jax_ = results["tensorflow"], results["jax"]
+    assert list(tf_["diagnostics/shared"]) == list(jax_["diagnostics/shared"])
+    assert "shared/kernel" in list(jax_["diagnostics/shared"])
+    np.testing.assert_allclose(tf_["diagnostics/gram"], jax_["diagnostics/gram"], rtol=1e-4)
+    np.testing.assert_allclose(tf_["diagnostics/kind_kernel"], jax_["diagnostics/kind_kernel"],
+                               rtol=1e-4, atol=1e-7)  # fmt: skip
 
 
 def test_an_unsupported_backend_is_refused_at_import():

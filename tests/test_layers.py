@@ -1,6 +1,6 @@
 """The package's layers: a module imports only from its own layer or the layers below it.
 
-Low to high: config, work and checks; data; models; methods; training; analysis; plots;
+Low to high: config, work, checks and backend; data; models; methods; training; analysis; plots;
 studies and exercises.
 Plots draw what models and analysis give and may import only those (and config). Every
 import is read from the source (``ast``), including imports inside functions.
@@ -13,10 +13,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mtlkit"
 
-RANK = {"": 0, "config": 0, "work": 0, "checks": 0, "data": 1, "models": 2, "methods": 3,
-        "training": 4, "analysis": 5, "plots": 6, "studies": 7, "exercises": 7}  # fmt: skip
-"""Each top-level part of the package and its layer (config, work and checks share the
-lowest)."""
+RANK = {"": 0, "config": 0, "work": 0, "checks": 0, "backend": 0, "data": 1, "models": 2,
+        "methods": 3, "training": 4, "analysis": 5, "plots": 6, "studies": 7,
+        "exercises": 7}  # fmt: skip
+"""Each top-level part of the package and its layer (config, work, checks and backend share
+the lowest)."""
 
 PLOTS_MAY_IMPORT = {"", "config", "models", "analysis", "plots"}
 

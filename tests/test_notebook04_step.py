@@ -1,4 +1,5 @@
-"""Notebook 04's gated-step cell is the step ``mtlkit.training.train`` runs.
+"""Notebook 04's gated-step cells are the step ``mtlkit.training.train`` runs, on TensorFlow
+(the cell tagged ``gated-step``) and on JAX (the cells tagged ``gated-step-jax``).
 
 The test reads the notebook, takes the cell tagged ``gated-step``, runs its source with a
 small model, optimizer, losses and loss weights in its namespace (the names the notebook
@@ -8,7 +9,11 @@ says it expects), and trains a copy of the same model from the same start with
 
 from __future__ import annotations
 
+import json
 import linecache
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -61,7 +66,7 @@ def losses() -> dict:
 def notebook_step(model: keras.Model, optimizer) -> dict:
     """Run the cell's source with the names the notebook says it expects; return its namespace."""
     optimizer.build(model.trainable_variables)  # as the notebook's set-up cell does
-    namespace = {"tf": tf, "tasks": tasks, "model": model, "optimizer": optimizer,
+    namespace = {"tf": tf, "keras": keras, "tasks": tasks, "model": model, "optimizer": optimizer,
                  "losses": losses(), "loss_weights": dict(LOSS_WEIGHTS)}  # fmt: skip
     source, filename = gated_step_source(), f"<{NOTEBOOK.name} cell {TAG}>"
     # let AutoGraph read the source back, as it can from a notebook cell
@@ -141,3 +146,19 @@ def test_the_cell_returns_each_tasks_loss_over_its_labelled_examples():
     )
     assert set(returned) == set(TASKS)
     np.testing.assert_allclose(float(returned["c"]), float(expected), rtol=1e-6)
+
+
+def test_the_jax_cells_step_is_the_loops_step_on_jax():
+    """The cells tagged ``gated-step-jax`` against ``training.train`` with the same gates, in
+    a process on Keras's JAX backend (``tests/_notebook04_jax.py``)."""
+    script = Path(__file__).with_name("_notebook04_jax.py")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "jax" and result["step"] == "jax_gated_step"
+    assert result["trained"] > 1e-2  # both really trained
+    assert result["to_loop"] <= 1e-6
+    assert result["head_kept"]  # the dropped task's head kept its start
+    assert result["returned"] == sorted(TASKS)

@@ -14,6 +14,7 @@ from mtlkit.methods import weighting
 from mtlkit.methods.weighting import (
     METHODS,
     dwa_weights,
+    gradnorm_gradient,
     gradnorm_loss,
     mgda_weights,
     pcgrad,
@@ -53,18 +54,25 @@ def exact_min_norm(G):
     return best
 
 
-def copy_of(rng: tf.random.Generator) -> tf.random.Generator:
-    return tf.random.Generator.from_state(rng.state.numpy(), rng.algorithm)
+def copy_of(rng: keras.random.SeedGenerator) -> keras.random.SeedGenerator:
+    """A second generator in ``rng``'s state: it draws what ``rng`` draws next."""
+    twin = keras.random.SeedGenerator(0)
+    twin.state.assign(rng.state.value)
+    return twin
+
+
+def generator(seed: int) -> keras.random.SeedGenerator:
+    return keras.random.SeedGenerator(seed)
 
 
 # ------------------------------------------------------------------------------- PCGrad
 def test_pcgrad_two_tasks_exactly():
     g1, g2 = np.array([1.0, 0.0, 2.0]), np.array([-2.0, 1.0, 0.5])  # g1 . g2 = -1: a conflict
     expected = (g1 - (g1 @ g2) / (g2 @ g2) * g2) + (g2 - (g2 @ g1) / (g1 @ g1) * g1)
-    result = pcgrad(np.stack([g1, g2]), tf.random.Generator.from_seed(0)).numpy()
+    result = pcgrad(np.stack([g1, g2]), generator(0)).numpy()
     np.testing.assert_allclose(result, expected, rtol=1e-12)
     agree = np.stack([g1, np.array([1.0, 1.0, 0.0])])  # no conflict: the plain sum
-    np.testing.assert_allclose(pcgrad(agree, tf.random.Generator.from_seed(0)), agree.sum(0))
+    np.testing.assert_allclose(pcgrad(agree, generator(0)), agree.sum(0))
 
 
 def test_pcgrad_three_tasks_follow_the_order_drawn():
@@ -73,7 +81,7 @@ def test_pcgrad_three_tasks_follow_the_order_drawn():
     assert not np.allclose(
         numpy_pcgrad(G, [[1, 2], [0, 2], [0, 1]]), numpy_pcgrad(G, [[2, 1], [0, 2], [0, 1]])
     )
-    rng = tf.random.Generator.from_seed(7)
+    rng = generator(7)
     for _ in range(5):
         orders = pcgrad_orders(3, copy_of(rng)).numpy()
         for i, order in enumerate(orders):
@@ -82,7 +90,7 @@ def test_pcgrad_three_tasks_follow_the_order_drawn():
 
 
 def test_pcgrad_really_shuffles():
-    rng = tf.random.Generator.from_seed(1)
+    rng = generator(1)
     firsts = {tuple(pcgrad_orders(3, rng).numpy()[0]) for _ in range(40)}
     assert firsts == {(1, 2), (2, 1)}
 
@@ -95,7 +103,7 @@ def test_pcgrad_random_many_tasks_and_inside_tf_function():
     np.testing.assert_allclose(
         project_conflicts(G, orders), numpy_pcgrad(G, orders), rtol=1e-4, atol=1e-5
     )
-    rng = tf.random.Generator.from_seed(3)
+    rng = generator(3)
     expected = numpy_pcgrad(G, pcgrad_orders(5, copy_of(rng)).numpy())
     compiled = tf.function(lambda G: pcgrad(G, rng))
     np.testing.assert_allclose(compiled(tf.constant(G)), expected, rtol=1e-4, atol=1e-5)
@@ -192,9 +200,9 @@ def test_uw_object_trains_its_log_variances():
 
 # ------------------------------------------------------------------------------------ RLW
 def test_rlw_weights_on_the_simplex_and_reproducible():
-    a, b = tf.random.Generator.from_seed(5), tf.random.Generator.from_seed(5)
+    a, b = generator(5), generator(5)
     for _ in range(10):
-        z = copy_of(a).normal([4]).numpy()
+        z = keras.random.normal((4,), seed=copy_of(a)).numpy()
         w = rlw_weights(4, a).numpy()
         np.testing.assert_allclose(w, np.exp(z) / np.exp(z).sum(), rtol=1e-6)
         assert (w > 0).all() and math.isclose(w.sum(), 1.0, rel_tol=1e-6)
@@ -213,7 +221,37 @@ def test_gradnorm_loss_by_hand():
     assert math.isclose(float(value), abs(3 - targets[0]) + abs(1 - targets[1]), rel_tol=1e-6)
     # targets held constant: dL/dw_j = sign(G_j - target_j) * n_j
     expected = [np.sign(3 - targets[0]) * 3.0, np.sign(1 - targets[1]) * 1.0]
-    np.testing.assert_allclose(tape.gradient(value, w), expected, rtol=1e-6)
+    taped = tape.gradient(value, w)
+    np.testing.assert_allclose(taped, expected, rtol=1e-6)
+    np.testing.assert_array_equal(gradnorm_gradient(w, norms, losses, initial, 1.5), taped)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gradnorm_closed_form_gradient_is_the_tapes(seed):
+    """GradNorm's step uses gradnorm_gradient, not a nested tape: on random weights (some
+    negative, one 0), losses, counted tasks and exact ties G_j = target_j (where the
+    derivative of |x| is taken as 0), it equals TensorFlow's autodiff of gradnorm_loss bit
+    for bit."""
+    rng = np.random.default_rng(seed)
+    K = 4
+    weights = rng.normal(size=K).astype("float32")
+    weights[0] = 0.0
+    norms = rng.uniform(0.1, 3.0, K).astype("float32")
+    losses = rng.uniform(0.2, 2.0, K).astype("float32")
+    initial = rng.uniform(0.5, 2.0, K).astype("float32")
+    counted = rng.uniform(size=K) > 0.3 if seed % 2 else None
+    if seed == 4:  # every task at its target: equal ratios, equal G_j
+        weights, norms = np.ones(K, "float32"), np.full(K, 2.0, "float32")
+        losses, initial = np.ones(K, "float32"), np.ones(K, "float32")
+    w = tf.Variable(weights)
+    with tf.GradientTape() as tape:
+        value = gradnorm_loss(w, norms, losses, initial, 1.5, counted)
+    taped = tape.gradient(value, w).numpy()
+    closed = gradnorm_gradient(weights, norms, losses, initial, 1.5, counted).numpy()
+    np.testing.assert_array_equal(closed, taped)
+    assert closed[0] == 0.0  # sign(w_0) = 0
+    if seed == 4:
+        assert not closed.any()
 
 
 def test_gradnorm_step_balances_the_gradient_norms():
@@ -264,6 +302,36 @@ def test_state_round_trip_continues_identically(name):
     other = weighting.get(name, TASKS, **({"seed": 99} if options else {}))
     other.set_state(state)
     assert run_steps(other, 3, seed=2) == straight
+
+
+@pytest.mark.parametrize("name", ["rlw", "pcgrad"])
+def test_reseed_restarts_the_generator_as_a_new_object(name):
+    """reseed(s) draws what a new object seeded with s draws; seed None draws from the
+    operating system's entropy (two such objects differ), and reseed makes it reproducible."""
+    used = weighting.get(name, TASKS, seed=3)
+    run_steps(used, 2)
+    used.reseed(8)
+    assert run_steps(used, 3, seed=4) == run_steps(weighting.get(name, TASKS, seed=8), 3, seed=4)
+    free = [weighting.get(name, TASKS) for _ in range(2)]
+    assert free[0].get_state()["rng"] != free[1].get_state()["rng"]
+    free[0].reseed(8)
+    assert run_steps(free[0], 3, seed=4) == run_steps(weighting.get(name, TASKS, seed=8), 3, seed=4)
+
+
+@pytest.mark.parametrize("name", ["rlw", "pcgrad"])
+def test_a_state_from_an_earlier_version_is_refused_clearly(name):
+    """Earlier versions kept a tf.random.Generator's state, three numbers: a run folder
+    with one asks to be recomputed, instead of failing somewhere in Keras."""
+    method = weighting.get(name, TASKS, seed=0)
+    state = json.loads(json.dumps(method.get_state()))
+    state["rng"] = [0, 0, 12345]
+    with pytest.raises(ValueError, match="earlier version.*fresh run_dir, or recompute=True"):
+        method.set_state(state)
+
+
+def test_every_method_runs_on_tensorflow_and_jax():
+    for cls in METHODS.values():
+        assert cls.backends == ("tensorflow", "jax"), cls
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -534,9 +602,7 @@ def test_gradnorm_leaves_an_inactive_task_weight_as_it_was():
 NAN_CASES = {
     "mgda_weights 2": lambda: mgda_weights(np.array([[1.0, 0.0], [np.nan, 1.0]])),
     "mgda_weights 3": lambda: mgda_weights(np.array([[1.0, 0.0], [0.0, 1.0], [np.inf, 1.0]])),
-    "pcgrad": lambda: pcgrad(
-        np.array([[1.0, 0.0], [np.nan, 1.0]]), tf.random.Generator.from_seed(0)
-    ),
+    "pcgrad": lambda: pcgrad(np.array([[1.0, 0.0], [np.nan, 1.0]]), generator(0)),
     "gradnorm_loss": lambda: gradnorm_loss([1.0, 1.0], [1.0, np.nan], [1.0, 1.0], [1.0, 1.0]),
 }
 

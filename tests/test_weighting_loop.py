@@ -120,7 +120,7 @@ def test_pcgrad_step_is_the_surgery_on_the_trunk_and_plain_gradients_on_the_head
     trunk = [i for i, v in enumerate(variables) if v.path.startswith("trunk")]
     G = tf.stack([tf.concat([tf.reshape(grads[t][i], [-1]) for i in trunk], 0) for t in "ab"])
     assert float(tf.reduce_sum(G[0] * G[1])) < 0  # they conflict on this batch
-    surgery = weighting.pcgrad(G, tf.random.Generator.from_seed(0)).numpy()  # 2 tasks: no order
+    surgery = weighting.pcgrad(G, keras.random.SeedGenerator(0)).numpy()  # 2 tasks: no order
     train(
         model,
         dataset().take(1),

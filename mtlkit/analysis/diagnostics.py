@@ -33,9 +33,10 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
+from mtlkit import backend
 from mtlkit.models import sharing
+from mtlkit.models import tasks as task_utils
 from mtlkit.training import runs
 
 DEFAULT_EVERY = 100
@@ -110,11 +111,11 @@ def _measure(model, x, y, losses, variables) -> SimpleNamespace:
     )
 
 
-def _gradient_or_nan(gradient, variable, labelled: bool) -> tf.Tensor:
+def _gradient_or_nan(gradient, variable, labelled: bool):
     """A task's gradient on a variable: zeros where it does not reach, NaN without labels."""
     if not labelled:
-        return tf.fill(tf.shape(variable), tf.constant(np.nan, variable.dtype))
-    return gradient if gradient is not None else tf.zeros_like(variable)
+        return keras.ops.full(variable.shape, np.nan, dtype=variable.dtype)
+    return gradient if gradient is not None else keras.ops.zeros_like(variable.value)
 
 
 def task_gradients(model: keras.Model, x, y, losses=None, variables=None) -> dict[str, dict]:
@@ -242,31 +243,30 @@ def convergence(history: Mapping, tasks: Sequence[str], initial: Mapping | None 
 
 # --------------------------------------------------------------------- the callback
 def _compiled_probe(model: keras.Model, loss_fns: Mapping, indices: Sequence[int]):
-    """A tf.function ``(x, y) -> (task losses (K,), per-variable Gram matrices (V, K, K))``;
-    a task without a labelled example gets NaN for its loss and its rows of the Grams."""
+    """A compiled ``(trainable, non-trainable values, x, y) -> (task losses (K,),
+    per-variable Gram matrices (V, K, K))`` (:func:`mtlkit.backend.compile_function`); a
+    task without a labelled example gets NaN for its loss and its rows of the Grams."""
+    ops = keras.ops
 
-    @tf.function(autograph=False)  # Python loops over lists only: nothing to convert
-    def probe(x, y):
-        trainable = sharing.variable_values(model.trainable_variables)
-        chosen = [trainable[i] for i in indices]
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(chosen)  # only these: no gradient is computed for the other weights
-            fixed = sharing.variable_values(model.non_trainable_variables)
-            outputs = sharing.forward(model, trainable, fixed, x)
-            values, counts = sharing.masked_losses(loss_fns, y, outputs)
-        zero = tf.UnconnectedGradients.ZERO
-        grads = [tape.gradient(values[t], chosen, unconnected_gradients=zero) for t in loss_fns]
+    def probe(trainable, fixed, x, y):
+        def losses_of(values):
+            outputs = sharing.forward(model, values, fixed, x)
+            values = sharing.masked_losses(loss_fns, y, outputs)[0]
+            return [values[t] for t in loss_fns]
+
+        # only the chosen variables are differentiated: no gradient for the other weights
+        values, rows = backend.task_gradients(losses_of, trainable, watched=indices)
         grams = []
-        for per_variable in zip(*grads):
-            rows = tf.stack([tf.reshape(tf.cast(g, "float32"), [-1]) for g in per_variable])
-            grams.append(tf.matmul(rows, rows, transpose_b=True))
-        labelled = tf.stack([counts[t] > 0 for t in loss_fns])
-        both = labelled[:, None] & labelled[None, :]
-        nan = tf.constant(np.nan, tf.float32)
-        losses = tf.where(labelled, tf.stack([values[t] for t in loss_fns]), nan)
-        return losses, tf.where(both[None], tf.stack(grams), nan)
+        for per_variable in zip(*rows):
+            flat = ops.stack([ops.reshape(ops.cast(g, "float32"), (-1,)) for g in per_variable])
+            grams.append(ops.matmul(flat, ops.transpose(flat)))
+        counts = [ops.sum(task_utils.label_mask(y[t])) for t in loss_fns]
+        labelled = ops.stack([c > 0 for c in counts])
+        both = ops.logical_and(labelled[:, None], labelled[None, :])
+        nan = ops.convert_to_tensor(np.nan, "float32")
+        return ops.where(labelled, values, nan), ops.where(both[None], ops.stack(grams), nan)
 
-    return probe
+    return backend.compile_function(probe)
 
 
 class GradientProbe(keras.callbacks.Callback):
@@ -302,8 +302,8 @@ class GradientProbe(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         m = _measure(self.model, self.x, self.y, self.losses, self.variables)
         self.tasks, self.paths = m.tasks, m.paths
-        self._x = tf.nest.map_structure(tf.convert_to_tensor, self.x)
-        self._y = {t: tf.convert_to_tensor(self.y[t]) for t in self.tasks}
+        self._x = keras.tree.map_structure(keras.ops.convert_to_tensor, self.x)
+        self._y = {t: keras.ops.convert_to_tensor(self.y[t]) for t in self.tasks}
         self._fn = _compiled_probe(self.model, m.fns, m.indices)
         self.layers, grams = _by_layer(self.paths, _variable_grams(m.gradients))
         self._initial = self._record(0, 0, [m.losses[t] for t in self.tasks], grams, 0.0)
@@ -339,9 +339,12 @@ class GradientProbe(keras.callbacks.Callback):
 
     # ---- measuring and storing
     def _probe(self, batch: int) -> dict:
-        losses, grams = self._fn(self._x, self._y)
-        grams = _by_layer(self.paths, grams.numpy())[1]
-        return self._record(self._epoch, batch, losses.numpy().tolist(), grams)
+        model = self.model
+        trainable = sharing.variable_values(model.trainable_variables)
+        fixed = sharing.variable_values(model.non_trainable_variables)
+        losses, grams = self._fn(trainable, fixed, self._x, self._y)
+        grams = _by_layer(self.paths, np.asarray(grams))[1]
+        return self._record(self._epoch, batch, np.asarray(losses).tolist(), grams)
 
     def _record(self, epoch, batch, losses, grams, position=None) -> dict:
         step = sum(self.epoch_steps[:epoch]) + batch

@@ -45,7 +45,10 @@ _INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _inference(model: keras.Model):
-    """``model(x, training=False)`` as a traced function, made once per model."""
+    """``model(x, training=False)`` as a traced function, made once per model (on JAX,
+    Keras's own compiled ``predict_on_batch``)."""
+    if keras.backend.backend() == "jax":
+        return lambda x: model.predict_on_batch(np.asarray(x))
     if model not in _INFERENCE:
         ref = weakref.ref(model)  # (a strong reference would keep the model alive forever)
         _INFERENCE[model] = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import keras
 import tensorflow as tf
 
 from mtlkit.checks import positive_int
@@ -69,5 +70,15 @@ def batched(
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x, training=True), y))
+        ds = ds.map(lambda x, y: (_in_pipeline(augment, x), y))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _in_pipeline(augment, x):
+    """``augment(x, training=True)`` inside ``tf.data``, layer by layer: Keras's preprocessing
+    layers run there in TensorFlow on every Keras backend, but a ``keras.Sequential`` of them
+    runs on the backend's own ops (JAX's cannot take a ``tf.data`` tensor)."""
+    layers = augment.layers if isinstance(augment, keras.Sequential) else [augment]
+    for layer in layers:
+        x = layer(x, training=True)
+    return x

@@ -1,8 +1,11 @@
 """Loss weighting and gradient surgery: the classic remedies for task interference.
 
-Each method's core is a pure function of TensorFlow ops (it runs inside a compiled training
-step, and can be checked on NumPy arrays on its own); a small method object drives it. Loss
-methods (``kind == "loss"``: EW, UW, DWA, RLW, FAMO) give the total loss, inside the tape::
+Each method's core is a pure function of ``keras.ops`` (it runs inside a compiled training
+step on Keras's TensorFlow backend, in ``tf.function``, and on its JAX backend, in
+``jax.jit``, and can be checked on NumPy arrays on its own); a small method object drives it,
+keeping its state in Keras variables (on JAX the step reads and assigns them under a
+``keras.StatelessScope``, :class:`mtlkit.backend.JaxStep`). Loss methods (``kind ==
+"loss"``: EW, UW, DWA, RLW, FAMO) give the total loss, inside the tape::
 
     total = method.combine(task_losses)   # K scalars in method.tasks order; + regularisation
     grads = tape.gradient(total, model.trainable_variables + method.variables)
@@ -12,7 +15,7 @@ Gradient methods (``kind == "gradient"``: PCGrad, MGDA-UB, GradNorm, IMTL-G, CAG
 Aligned-MTL) first see the per-task gradients w.r.t. ``method.needs`` --
 ``"shared_variables"`` (every trainable variable reached by two or more tasks),
 ``"last_shared_layer"`` (:func:`last_shared_kernel` of those) or ``"representation"`` (the
-shared trunk's output tensor) -- from a persistent tape::
+shared trunk's output tensor) -- from a persistent tape (on TensorFlow)::
 
     G = task_gradient_matrix(tape, task_losses, sources)           # (K, D)
     c, shared = method.combine_gradients(task_losses, G, active)   # c: (K,) coefficients
@@ -27,9 +30,11 @@ is a loss method: its task logits learn from the losses' decrease between steps,
 equal weighting. IMTL-G, CAGrad and Aligned-MTL give the shared variables a combination of the
 task gradients (heads keep their plain gradients, as in the authors' code and LibMTL); Nash-MTL
 trains on ``sum_j alpha_j L_j`` and clips the shared gradient. Their small K x K problems (a
-linear system, a simplex problem, a fixed point, an eigen-decomposition) are solved in float64
-with TensorFlow ops, CAGrad's and Nash-MTL's by loops with a fixed budget of iterations where
-the authors call scipy or cvxpy.
+linear system, a simplex problem, a fixed point, an eigen-decomposition) are solved with
+``keras.ops`` in float64 where the backend computes in it -- TensorFlow, and JAX with
+``jax_enable_x64`` -- and in float32 otherwise (JAX's default: :func:`_solver_dtype`);
+CAGrad's and Nash-MTL's by loops with a fixed budget of iterations where the authors call
+scipy or cvxpy.
 
 **Tasks without labels.** ``active`` (K booleans, or the per-task counts of labelled
 examples) says which tasks have a loss in this batch. A task without labelled examples has
@@ -43,54 +48,84 @@ Gram matrix singular); FAMO leaves the task out of its softmax and does not move
 
 **Non-finite input.** Called eagerly, the pure functions and the methods raise a
 ``ValueError`` naming the task (row) whose loss or gradient is NaN or infinite. Inside a
-compiled step a Python raise is impossible, so there the result is NaN instead: the custom
-loop's finiteness check then stops training and names the task whose loss went bad.
+compiled step (``tf.function``, ``jax.jit``) a Python raise is impossible, so there the
+result is NaN instead: the custom loop's finiteness check then stops training and names the
+task whose loss went bad.
+
+**Random draws** (PCGrad's task orders, RLW's weights) come from a
+``keras.random.SeedGenerator``, whose state variable is saved with the method's state. The
+same seed gives the same draws on one backend; TensorFlow and JAX draw different numbers
+from it.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import secrets
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+Tensor = Any
+"""A tensor of the Keras backend in use (``tf.Tensor`` on TensorFlow, ``jax.Array`` on JAX)."""
 
 FIX = "check that task's labels and inputs for NaNs, or lower the learning rate"
 """What to do about a NaN or infinite loss or gradient (the end of the error messages)."""
 
 
 # ------------------------------------------------------------------- the pure functions
-def _matrix(G) -> tf.Tensor:
+def _matrix(G) -> Tensor:
     """``G`` as a floating (K, D) tensor with a known K, or a clear error."""
-    G = tf.convert_to_tensor(G)
-    if not G.dtype.is_floating:
-        G = tf.cast(G, tf.float32)
-    if G.shape.rank != 2 or G.shape[0] is None:
+    G = ops.convert_to_tensor(G)
+    if not keras.backend.is_float_dtype(G.dtype):
+        G = ops.cast(G, "float32")
+    if len(G.shape) != 2 or G.shape[0] is None:
         raise ValueError(f"G must be a (tasks, parameters) matrix, got shape {G.shape}.")
     return G
 
 
-def _active_mask(active, num_tasks: int) -> tf.Tensor:
+def _active_mask(active, num_tasks: int) -> Tensor:
     """``active`` as (K,) booleans: ``None`` means every task; numbers (the counts of
     labelled examples) mean ``count > 0``."""
     if active is None:
-        return tf.ones([num_tasks], tf.bool)
-    active = tf.convert_to_tensor(active)
-    if active.dtype != tf.bool:
-        active = active > tf.zeros([], active.dtype)
-    if active.shape.rank != 1 or active.shape[0] != num_tasks:
+        return ops.ones((num_tasks,), "bool")
+    active = ops.convert_to_tensor(active)
+    if keras.backend.standardize_dtype(active.dtype) != "bool":
+        active = ops.greater(active, 0)
+    if len(active.shape) != 1 or active.shape[0] != num_tasks:
         raise ValueError(f"active must hold one entry per task ({num_tasks}), got {active.shape}.")
     return active
+
+
+def _numbers(values) -> np.ndarray | None:
+    """``values`` as a NumPy array when they hold numbers now (eagerly), ``None`` while a
+    step is being traced.
+
+    The same test on every backend: a traced value has no numbers yet, and NumPy cannot
+    read it -- TensorFlow's symbolic tensor inside ``tf.function`` raises
+    ``NotImplementedError``, a JAX tracer inside ``jax.jit`` a
+    ``TracerArrayConversionError`` (a ``TypeError``) -- while an eager tensor, a concrete
+    JAX array or a NumPy array converts."""
+    try:
+        return np.asarray(values)
+    except (NotImplementedError, TypeError):
+        return None
 
 
 def _refuse_non_finite(values, what: str, names: Sequence[str] | None = None) -> None:
     """Eagerly, raise a ValueError naming the tasks whose entries (rows) of ``values`` are
     NaN or infinite; inside a traced function do nothing (the callers return NaN there)."""
-    if not tf.executing_eagerly():
+    known = _numbers(values)
+    if known is None:
         return
-    rows = np.asarray(values, dtype=float)
+    rows = known.astype(float)
     rows = rows.reshape(rows.shape[0], -1) if rows.ndim else rows.reshape(1, 1)
     bad = [i for i, row in enumerate(rows) if not np.isfinite(row).all()]
     if bad:
@@ -98,24 +133,42 @@ def _refuse_non_finite(values, what: str, names: Sequence[str] | None = None) ->
         raise ValueError(f"{what} of task(s) {named} is NaN or infinite: {FIX}.")
 
 
-def _nan_unless(finite, values) -> tf.Tensor:
+def _nan_unless(finite, values) -> Tensor:
     """``values``, or NaN everywhere when ``finite`` (a scalar boolean tensor) is false."""
-    return tf.where(finite, values, tf.constant(np.nan, values.dtype))
+    return ops.where(finite, values, ops.full_like(values, np.nan))
 
 
-def _all_finite(*tensors) -> tf.Tensor:
-    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+def _all_finite(*tensors) -> Tensor:
+    return ops.all(ops.stack([ops.all(ops.isfinite(t)) for t in tensors]))
 
 
-def pcgrad_orders(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
+def _read(variable) -> Tensor:
+    """A Keras variable's value as a tensor, taken now: a later ``assign`` leaves it as it
+    is. (On TensorFlow, ``convert_to_tensor`` of a variable gives the variable itself, which
+    an assignment changes, so this copies; on JAX a raw variable cannot go into every op.)"""
+    return ops.copy(variable)
+
+
+def _solver_dtype() -> str:
+    """The dtype of the K x K problems: ``"float64"`` where the backend computes in it --
+    TensorFlow, and JAX with ``jax_enable_x64`` (off by default) -- else ``"float32"``."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "float64" if jax.config.read("jax_enable_x64") else "float32"
+    return "float64"
+
+
+def pcgrad_orders(num_tasks: int, rng: keras.random.SeedGenerator) -> Tensor:
     """For each task i, a random order of the other tasks, (K, K-1), drawn from ``rng`` (a
-    ``tf.random.Generator``: its state is a variable, checkpointed so that a resumed run draws
-    the same orders as a straight one)."""
-    keys = rng.uniform([num_tasks, num_tasks]) + 2.0 * tf.eye(num_tasks)  # own task sorts last
-    return tf.argsort(keys, axis=1)[:, : num_tasks - 1]
+    ``keras.random.SeedGenerator``: its state is a variable, checkpointed so that a resumed
+    run draws the same orders as a straight one)."""
+    keys = keras.random.uniform((num_tasks, num_tasks), seed=rng)
+    keys = keys + 2.0 * ops.eye(num_tasks, dtype=keys.dtype)  # own task sorts last
+    return ops.argsort(keys, axis=1)[:, : num_tasks - 1]
 
 
-def project_conflicts(G, orders, active=None) -> tf.Tensor:
+def project_conflicts(G, orders, active=None) -> Tensor:
     """PCGrad's surgery in given orders -> the (D,) sum of the projected task gradients: task
     i's copy g_i' visits the tasks ``orders[i]`` in turn; when g_i' . g_j < 0 it loses its
     component along the *original* g_j: g_i' <- g_i' - (g_i' . g_j / |g_j|^2) g_j. Each g_i'
@@ -129,24 +182,24 @@ def project_conflicts(G, orders, active=None) -> tf.Tensor:
     """
     G = _matrix(G)
     k = G.shape[0]
-    gram = tf.matmul(G, G, transpose_b=True)
-    _refuse_non_finite(tf.linalg.diag_part(gram), "project_conflicts: the gradient (row of G)")
+    gram = ops.matmul(G, ops.transpose(G))
+    _refuse_non_finite(ops.diagonal(gram), "project_conflicts: the gradient (row of G)")
     if active is not None:
         on = _active_mask(active, k)
-        G = tf.where(on[:, None], G, tf.zeros_like(G))
-        gram = tf.where(on[:, None] & on[None, :], gram, tf.zeros_like(gram))
-    squared = tf.linalg.diag_part(gram)
-    coefficients = tf.eye(k, dtype=G.dtype)  # row i: g_i' in terms of the original g's
-    orders = tf.convert_to_tensor(orders, tf.int32)
+        G = ops.where(on[:, None], G, ops.zeros_like(G))
+        gram = ops.where(_outer_mask(on), gram, ops.zeros_like(gram))
+    squared = ops.diagonal(gram)
+    coefficients = ops.eye(k, dtype=G.dtype)  # row i: g_i' in terms of the original g's
+    orders = ops.cast(ops.convert_to_tensor(orders), "int32")
     for step in range(k - 1):  # all tasks take their step-th partner at once
         partner = orders[:, step]
-        dot = tf.reduce_sum(coefficients * tf.gather(gram, partner), axis=1)  # g_i' . g_j
-        scale = tf.math.divide_no_nan(tf.minimum(dot, 0.0), tf.gather(squared, partner))
-        coefficients -= scale[:, None] * tf.one_hot(partner, k, dtype=G.dtype)
-    return tf.linalg.matvec(G, tf.reduce_sum(coefficients, axis=0), transpose_a=True)
+        dot = ops.sum(coefficients * ops.take(gram, partner, axis=0), axis=1)  # g_i' . g_j
+        scale = ops.divide_no_nan(ops.minimum(dot, 0.0), ops.take(squared, partner))
+        coefficients = coefficients - scale[:, None] * ops.one_hot(partner, k, dtype=G.dtype)
+    return ops.matmul(ops.sum(coefficients, axis=0), G)
 
 
-def pcgrad(G, rng: tf.random.Generator, active=None) -> tf.Tensor:
+def pcgrad(G, rng: keras.random.SeedGenerator, active=None) -> Tensor:
     """PCGrad (Yu et al., "Gradient Surgery for Multi-Task Learning", NeurIPS 2020): ``G``
     (K, D) shared-weight gradients -> (D,) ``sum_i g_i'``, :func:`project_conflicts` in orders
     drawn from ``rng`` (:func:`pcgrad_orders`; with two tasks the order does not matter), over
@@ -155,7 +208,7 @@ def pcgrad(G, rng: tf.random.Generator, active=None) -> tf.Tensor:
     return project_conflicts(G, pcgrad_orders(G.shape[0], rng), active)
 
 
-def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6, active=None) -> tf.Tensor:
+def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6, active=None) -> Tensor:
     """MGDA (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018).
 
     ``G`` (K, D) -> ``alpha`` (K,) on the simplex minimising ``|sum_j alpha_j g_j|^2``. Two
@@ -164,7 +217,7 @@ def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6, active=None)
     away step, which converges linearly: Lacoste-Julien & Jaggi, NeurIPS 2015). From the
     uniform point, weight moves from the support vertex with the largest (M alpha)_t to the
     vertex with the smallest, by the exact line search; at most ``iterations`` steps, stopping
-    once alpha moves less than ``tolerance``.
+    once alpha moves less than ``tolerance``. Computed in G's dtype.
 
     ``active`` (K booleans or counts, default all): the problem is solved over the active
     tasks only; an inactive task gets alpha 0 (a task without labels has a zero gradient,
@@ -173,39 +226,52 @@ def mgda_weights(G, iterations: int = 250, tolerance: float = 1e-6, active=None)
     """
     G = _matrix(G)
     K = G.shape[0]
-    M = tf.matmul(G, G, transpose_b=True)
-    _refuse_non_finite(tf.linalg.diag_part(M), "mgda_weights: the gradient (row of G)")
+    M = ops.matmul(G, ops.transpose(G))
+    _refuse_non_finite(ops.diagonal(M), "mgda_weights: the gradient (row of G)")
     on = _active_mask(active, K)
-    share = tf.cast(on, G.dtype)
+    share = ops.cast(on, G.dtype)
     return _nan_unless(_all_finite(M), _min_norm(M, share, iterations, tolerance))
 
 
-def _min_norm(M, share, iterations: int, tolerance: float) -> tf.Tensor:
+def _entry(M, i, j) -> Tensor:
+    """``M[i, j]`` for scalar index tensors ``i`` and ``j``."""
+    return ops.take(ops.take(M, i, axis=0), j)
+
+
+def _min_norm(M, share, iterations: int, tolerance: float) -> Tensor:
     """:func:`mgda_weights` on the Gram matrix ``M`` over the tasks where ``share`` is 1."""
     K, dtype = M.shape[0], M.dtype
     if K == 1:
         return share
     if K == 2:
         denominator = M[0, 0] + M[1, 1] - 2.0 * M[0, 1]
-        a1 = tf.clip_by_value(tf.math.divide_no_nan(M[1, 1] - M[0, 1], denominator), 0.0, 1.0)
-        a1 = tf.where(denominator > 0, a1, tf.constant(0.5, dtype))
-        both = tf.reduce_all(share > 0)
-        return tf.where(both, tf.stack([a1, 1.0 - a1]), share)  # one active: all on it
-    start = share / tf.maximum(tf.reduce_sum(share), 1.0)  # uniform over the active tasks
-    barred = tf.where(share > 0, tf.zeros_like(share), tf.constant(np.inf, dtype))
+        a1 = ops.clip(ops.divide_no_nan(M[1, 1] - M[0, 1], denominator), 0.0, 1.0)
+        a1 = ops.where(denominator > 0, a1, ops.full_like(a1, 0.5))
+        both = ops.all(share > 0)
+        return ops.where(both, ops.stack([a1, 1.0 - a1]), share)  # one active: all on it
+    start = share / ops.maximum(ops.sum(share), 1.0)  # uniform over the active tasks
+    barred = ops.where(share > 0, ops.zeros_like(share), ops.full_like(share, np.inf))
 
     def step(i, alpha, change):
-        m_alpha = tf.linalg.matvec(M, alpha)
-        toward = tf.argmin(m_alpha + barred)  # the vertex the gradient points at (active)
-        away = tf.argmax(tf.where(alpha > 0, m_alpha, tf.constant(-np.inf, dtype)))
-        curvature = M[toward, toward] + M[away, away] - 2.0 * M[toward, away]
-        gamma = tf.math.divide_no_nan(m_alpha[away] - m_alpha[toward], curvature)
-        gamma = tf.clip_by_value(gamma, 0.0, alpha[away])  # exact line search, kept feasible
-        move = gamma * (tf.one_hot(toward, K, dtype=dtype) - tf.one_hot(away, K, dtype=dtype))
+        m_alpha = ops.matmul(M, alpha)
+        toward = ops.argmin(m_alpha + barred)  # the vertex the gradient points at (active)
+        away = ops.argmax(ops.where(alpha > 0, m_alpha, ops.full_like(m_alpha, -np.inf)))
+        across = _entry(M, toward, away)
+        curvature = _entry(M, toward, toward) + _entry(M, away, away) - 2.0 * across
+        gain = ops.take(m_alpha, away) - ops.take(m_alpha, toward)
+        gamma = ops.divide_no_nan(gain, curvature)
+        gamma = ops.clip(gamma, 0.0, ops.take(alpha, away))  # exact line search, kept feasible
+        move = gamma * (ops.one_hot(toward, K, dtype=dtype) - ops.one_hot(away, K, dtype=dtype))
         return i + 1, alpha + move, 2.0 * gamma
 
-    go_on = lambda i, alpha, change: tf.logical_and(i < iterations, change > tolerance)  # noqa: E731
-    return tf.while_loop(go_on, step, (0, start, tf.constant(np.inf, dtype)))[1]
+    go_on = lambda i, alpha, change: (i < iterations) & (change > tolerance)  # noqa: E731
+    start_values = (_counter(), start, ops.convert_to_tensor(np.inf, dtype))
+    return ops.while_loop(go_on, step, start_values)[1]
+
+
+def _counter() -> Tensor:
+    """A loop counter's start, 0 (int32: a loop variable keeps its dtype on JAX)."""
+    return ops.convert_to_tensor(0, "int32")
 
 
 def dwa_weights(loss_history, temperature: float = 2.0) -> np.ndarray:
@@ -234,23 +300,24 @@ def _check_temperature(temperature) -> None:
         raise ValueError(f"DWA's temperature must be a finite number above 0, got {temperature!r}.")
 
 
-def uncertainty_total(losses, log_vars) -> tf.Tensor:
+def uncertainty_total(losses, log_vars) -> Tensor:
     """UW (Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses",
     CVPR 2018): ``sum_j exp(-s_j) L_j + s_j`` with ``s_j = log sigma_j^2`` trainable."""
-    losses = keras.ops.convert_to_tensor(losses)
-    log_vars = keras.ops.cast(keras.ops.convert_to_tensor(log_vars), losses.dtype)
-    return keras.ops.sum(keras.ops.exp(-log_vars) * losses + log_vars)
+    losses = ops.convert_to_tensor(losses)
+    log_vars = ops.cast(ops.convert_to_tensor(log_vars), losses.dtype)
+    return ops.sum(ops.exp(-log_vars) * losses + log_vars)
 
 
-def rlw_weights(num_tasks: int, rng: tf.random.Generator) -> tf.Tensor:
+def rlw_weights(num_tasks: int, rng: keras.random.SeedGenerator) -> Tensor:
     """RLW (Lin et al., "Reasonable Effectiveness of Random Weighting", TMLR 2022):
-    ``w = softmax(z)``, ``z ~ N(0, I)`` drawn from ``rng``; the weights sum to 1."""
-    return tf.nn.softmax(rng.normal([num_tasks]))
+    ``w = softmax(z)``, ``z ~ N(0, I)`` drawn from ``rng`` (a ``keras.random.SeedGenerator``);
+    the weights sum to 1."""
+    return ops.softmax(keras.random.normal((num_tasks,), seed=rng))
 
 
 def gradnorm_loss(
     weights, norms, losses, initial_losses, alpha: float = 1.5, counted=None
-) -> tf.Tensor:
+) -> Tensor:
     """GradNorm's ``L_grad`` (Chen et al., "GradNorm", ICML 2018): ``G_j = |w_j| n_j`` (``n_j``
     the norm of task j's unweighted loss gradient on the chosen layer), ``r_j = Ltilde_j /
     mean_k Ltilde_k`` with ``Ltilde_j = L_j / L_j(0)``, and ``L_grad = sum_j |G_j - mean_k(G_k)
@@ -259,43 +326,63 @@ def gradnorm_loss(
     Sums and means run over the ``counted`` tasks (K booleans; default: those with
     ``L_j(0) > 0``): a task that has had no loss yet has no ratio, and is left out.
     """
-    weights = tf.convert_to_tensor(weights)
-    cast = lambda x: tf.cast(x, weights.dtype)  # noqa: E731
+    _, _, G, target, on = _gradnorm_terms(weights, norms, losses, initial_losses, alpha, counted)
+    return ops.sum(ops.where(on, ops.abs(G - target), ops.zeros_like(G)))
+
+
+def gradnorm_gradient(
+    weights, norms, losses, initial_losses, alpha: float = 1.5, counted=None
+) -> Tensor:
+    """``d L_grad / d w`` of :func:`gradnorm_loss` (same arguments) in closed form, no
+    autodiff: ``counted_j sign(G_j - target_j) sign(w_j) n_j``, the target held constant
+    and ``sign(0) = 0`` -- what TensorFlow's autodiff of ``abs`` gives, bit for bit."""
+    terms = _gradnorm_terms(weights, norms, losses, initial_losses, alpha, counted)
+    weights, norms, G, target, on = terms
+    slope = ops.sign(G - target) * ops.sign(weights) * norms
+    return ops.where(on, slope, ops.zeros_like(slope))
+
+
+def _gradnorm_terms(weights, norms, losses, initial_losses, alpha, counted) -> tuple:
+    """GradNorm's parts: ``(w, n, G, target, counted)``, in the weights' dtype, refusing
+    non-finite norms and losses eagerly."""
+    weights = ops.convert_to_tensor(weights)
+    cast = lambda x: ops.cast(x, weights.dtype)  # noqa: E731
     norms, losses, initial = cast(norms), cast(losses), cast(initial_losses)
     for what, values in (("norm", norms), ("loss", losses), ("L_j(0)", initial)):
         _refuse_non_finite(values, f"gradnorm_loss: the {what}")
     on = initial > 0 if counted is None else _active_mask(counted, weights.shape[0])
-    zero = tf.zeros_like(weights)
-    n = tf.maximum(tf.reduce_sum(tf.cast(on, weights.dtype)), 1.0)
-    G = tf.abs(weights) * norms
-    relative = tf.where(on, tf.math.divide_no_nan(losses, initial), zero)
-    mean_g, mean_r = tf.reduce_sum(tf.where(on, G, zero)) / n, tf.reduce_sum(relative) / n
-    target = tf.stop_gradient(mean_g * tf.math.divide_no_nan(relative, mean_r) ** alpha)
-    return tf.reduce_sum(tf.where(on, tf.abs(G - target), zero))
+    zero = ops.zeros_like(weights)
+    n = ops.maximum(ops.sum(ops.cast(on, weights.dtype)), 1.0)
+    G = ops.abs(weights) * norms
+    relative = ops.where(on, ops.divide_no_nan(losses, initial), zero)
+    mean_g, mean_r = ops.sum(ops.where(on, G, zero)) / n, ops.sum(relative) / n
+    target = ops.stop_gradient(mean_g * ops.divide_no_nan(relative, mean_r) ** alpha)
+    return weights, norms, G, target, on
 
 
 # ------------------------------------------------- recent methods (2021-2023): the cores
-def _gram(G, what: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """``G`` (K, D) -> (``G``, its Gram matrix ``G G^T`` in float64), refusing NaN eagerly.
-    The K x K problems below are solved in float64: they are tiny, and the methods divide by
-    small eigenvalues and norms."""
+def _gram(G, what: str) -> tuple[Tensor, Tensor]:
+    """``G`` (K, D) -> (``G``, its Gram matrix ``G G^T`` in :func:`_solver_dtype`), refusing
+    NaN eagerly. The K x K problems below are solved in float64 where the backend offers it
+    (TensorFlow; JAX with ``jax_enable_x64``), else in float32: they are tiny, and the
+    methods divide by small eigenvalues and norms."""
     G = _matrix(G)
-    M = tf.matmul(G, G, transpose_b=True)
-    _refuse_non_finite(tf.linalg.diag_part(M), f"{what}: the gradient (row of G)")
-    return G, tf.cast(M, tf.float64)
+    M = ops.matmul(G, ops.transpose(G))
+    _refuse_non_finite(ops.diagonal(M), f"{what}: the gradient (row of G)")
+    return G, ops.cast(M, _solver_dtype())
 
 
-def _in_play(active, M) -> tf.Tensor:
+def _in_play(active, M) -> Tensor:
     """The tasks a gradient method combines: ``active`` ones with a gradient that is not 0
     (a zero row has no direction to align, project on or bargain with)."""
-    return _active_mask(active, M.shape[0]) & (tf.linalg.diag_part(M) > 0)
+    return _active_mask(active, M.shape[0]) & (ops.diagonal(M) > 0)
 
 
-def _outer_mask(on) -> tf.Tensor:
+def _outer_mask(on) -> Tensor:
     return on[:, None] & on[None, :]
 
 
-def famo_total(losses, logits, min_losses=0.0, active=None) -> tuple[tf.Tensor, tf.Tensor]:
+def famo_total(losses, logits, min_losses=0.0, active=None) -> tuple[Tensor, Tensor]:
     """FAMO's objective (Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive Multitask
     Optimization", NeurIPS 2023): ``(total, coefficients)``.
 
@@ -305,14 +392,15 @@ def famo_total(losses, logits, min_losses=0.0, active=None) -> tuple[tf.Tensor, 
     ``coefficients`` (K,) are those effective weights ``z_j / (c D_j)`` (they sum to 1). An
     inactive task (no labels in the batch) has coefficient 0 and no part in ``z`` or ``c``.
     """
-    losses = tf.convert_to_tensor(losses)
+    losses = ops.convert_to_tensor(losses)
     on = _active_mask(active, losses.shape[0])
-    z = tf.stop_gradient(tf.cast(_masked_softmax(logits, on), losses.dtype))
-    gap = losses - tf.cast(min_losses, losses.dtype) + 1e-8
-    gap = tf.where(on, gap, tf.ones_like(gap))  # (an inactive loss of 0 would give log 0)
-    c = tf.stop_gradient(tf.reduce_sum(tf.where(on, z / gap, tf.zeros_like(z))))
-    total = tf.math.divide_no_nan(tf.reduce_sum(tf.where(on, z * tf.math.log(gap), 0.0)), c)
-    coefficients = tf.stop_gradient(tf.where(on, tf.math.divide_no_nan(z / gap, c), 0.0))
+    z = ops.stop_gradient(ops.cast(_masked_softmax(logits, on), losses.dtype))
+    zero = ops.zeros_like(z)
+    gap = losses - ops.cast(min_losses, losses.dtype) + 1e-8
+    gap = ops.where(on, gap, ops.ones_like(gap))  # (an inactive loss of 0 would give log 0)
+    c = ops.stop_gradient(ops.sum(ops.where(on, z / gap, zero)))
+    total = ops.divide_no_nan(ops.sum(ops.where(on, z * ops.log(gap), zero)), c)
+    coefficients = ops.stop_gradient(ops.where(on, ops.divide_no_nan(z / gap, c), zero))
     return total, coefficients
 
 
@@ -321,24 +409,25 @@ def famo_logit_gradient(logits, previous_losses, losses, min_losses=0.0, active=
     (each loss's log-decrease over one step), ``d = J_softmax(logits)^T delta = z * (delta -
     z . delta)``, ``z`` the softmax over the ``active`` tasks; 0 for the others. Descending
     ``d`` raises the weight of the tasks whose loss fell the least."""
-    losses = tf.convert_to_tensor(losses)
+    losses = ops.convert_to_tensor(losses)
     on = _active_mask(active, losses.shape[0])
-    dtype = tf.convert_to_tensor(logits).dtype
-    low = tf.cast(min_losses, dtype)
-    before = tf.cast(previous_losses, dtype) - low + 1e-8
-    after = tf.cast(losses, dtype) - low + 1e-8
-    one = tf.ones_like(after)
-    delta = tf.math.log(tf.where(on, before, one)) - tf.math.log(tf.where(on, after, one))
+    dtype = ops.convert_to_tensor(logits).dtype
+    low = ops.cast(min_losses, dtype)
+    before = ops.cast(previous_losses, dtype) - low + 1e-8
+    after = ops.cast(losses, dtype) - low + 1e-8
+    one = ops.ones_like(after)
+    delta = ops.log(ops.where(on, before, one)) - ops.log(ops.where(on, after, one))
     z = _masked_softmax(logits, on)
-    return tf.where(on, z * (delta - tf.reduce_sum(z * delta)), tf.zeros_like(z))
+    return ops.where(on, z * (delta - ops.sum(z * delta)), ops.zeros_like(z))
 
 
-def _masked_softmax(logits, on) -> tf.Tensor:
+def _masked_softmax(logits, on) -> Tensor:
     """softmax over the entries where ``on`` is true; 0 elsewhere (all 0 when none is)."""
-    logits = tf.convert_to_tensor(logits)
-    top = tf.reduce_max(tf.where(on, logits, tf.constant(-np.inf, logits.dtype)))
-    e = tf.where(on, tf.exp(logits - tf.where(tf.reduce_any(on), top, 0.0)), 0.0)
-    return tf.math.divide_no_nan(e, tf.reduce_sum(e))
+    logits = ops.convert_to_tensor(logits)
+    top = ops.max(ops.where(on, logits, ops.full_like(logits, -np.inf)))
+    shift = ops.where(ops.any(on), top, ops.zeros_like(top))
+    e = ops.where(on, ops.exp(logits - shift), ops.zeros_like(logits))
+    return ops.divide_no_nan(e, ops.sum(e))
 
 
 def adam_l2_step(params, grad, m, v, t, lr, weight_decay, moving=None,
@@ -346,26 +435,27 @@ def adam_l2_step(params, grad, m, v, t, lr, weight_decay, moving=None,
     """One step of PyTorch's ``Adam(lr, weight_decay)`` (decay added to the gradient, L2
     style, not AdamW's) with a step count ``t`` per entry; entries where ``moving`` is false
     keep their value, moments and count. -> ``(params, m, v, t)``."""
-    params = tf.convert_to_tensor(params)
-    moving = tf.ones_like(params, tf.bool) if moving is None else moving
+    params = ops.convert_to_tensor(params)
+    moving = ops.ones_like(params, dtype="bool") if moving is None else moving
     b1, b2 = betas
     grad = grad + weight_decay * params
     m_new = b1 * m + (1.0 - b1) * grad
     v_new = b2 * v + (1.0 - b2) * grad * grad
     t_new = t + 1.0
-    denominator = tf.sqrt(v_new) / tf.sqrt(1.0 - b2**t_new) + eps
+    denominator = ops.sqrt(v_new) / ops.sqrt(1.0 - b2**t_new) + eps
     stepped = params - lr / (1.0 - b1**t_new) * m_new / denominator
-    keep = lambda new, old: tf.where(moving, new, old)  # noqa: E731
+    keep = lambda new, old: ops.where(moving, new, old)  # noqa: E731
     return keep(stepped, params), keep(m_new, m), keep(v_new, v), keep(t_new, t)
 
 
-def imtl_g_weights(G, active=None) -> tf.Tensor:
+def imtl_g_weights(G, active=None) -> Tensor:
     """IMTL-G (Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021): ``alpha`` (K,)
     with ``sum alpha = 1`` such that ``g = sum_j alpha_j g_j`` has the same projection on
     every task's unit gradient ``u_j``: ``g . u_j = t`` for all j.
 
     On the Gram matrix ``M``, with ``n_j = |g_j|``: ``(M alpha)_j / n_j = t`` and ``1^T alpha
-    = 1``, one (K+1) linear system, solved by pseudo-inverse. With independent gradients this
+    = 1``, one (K+1) linear system, solved by pseudo-inverse (``keras.ops.pinv``, in
+    float64 where the backend offers it, :func:`_gram`). With independent gradients this
     is LibMTL's ``alpha = g_1 U^T (D U^T)^-1`` (rows ``D_j = g_1 - g_j``, ``U_j = u_1 - u_j``)
     exactly; with dependent ones (parallel gradients: many alphas do it) the pseudo-inverse
     picks the smallest solution where LibMTL's inverse gives inf or NaN. Tasks not ``active``,
@@ -373,24 +463,23 @@ def imtl_g_weights(G, active=None) -> tf.Tensor:
     """
     G, M = _gram(G, "imtl_g_weights")
     on = _in_play(active, M)
-    K, onf = M.shape[0], tf.cast(on, tf.float64)
-    n = tf.sqrt(tf.linalg.diag_part(M))
-    projections = tf.math.divide_no_nan(M, n[:, None])  # row j: (M alpha)_j / n_j
-    eye = tf.eye(K, dtype=tf.float64)
-    top = tf.where(_outer_mask(on), projections, eye)  # an inactive task: alpha_j = 0
-    system = tf.concat(
-        [tf.concat([top, -onf[:, None]], axis=1),
-         tf.concat([onf[None, :], tf.zeros([1, 1], tf.float64)], axis=1)],
+    K, dtype = M.shape[0], M.dtype
+    onf = ops.cast(on, dtype)
+    n = ops.sqrt(ops.diagonal(M))
+    projections = ops.divide_no_nan(M, n[:, None])  # row j: (M alpha)_j / n_j
+    top = ops.where(_outer_mask(on), projections, ops.eye(K, dtype=dtype))  # inactive: alpha_j = 0
+    system = ops.concatenate(
+        [ops.concatenate([top, -onf[:, None]], axis=1),
+         ops.concatenate([onf[None, :], ops.zeros((1, 1), dtype)], axis=1)],
         axis=0,
     )  # fmt: skip
-    right = tf.one_hot(K, K + 1, dtype=tf.float64)
-    solution = tf.linalg.matvec(tf.linalg.pinv(system), right)
-    alpha = tf.where(on, solution[:K], 0.0)
-    return tf.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
+    solution = ops.pinv(system)[:, K]  # the system times the right-hand side (0, ..., 0, 1)
+    alpha = ops.where(on, solution[:K], ops.zeros_like(onf))
+    return ops.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
 
 
 def cagrad_weights(G, c: float = 0.4, rescale: int = 1, iterations: int = 200,
-                   active=None) -> tf.Tensor:  # fmt: skip
+                   active=None) -> Tensor:  # fmt: skip
     """CAGrad (Liu, Liu, Jin, Stone & Liu, "Conflict-Averse Gradient Descent for Multi-task
     Learning", NeurIPS 2021): coefficients ``a`` (K,) of the shared update ``sum_j a_j g_j``.
 
@@ -401,79 +490,84 @@ def cagrad_weights(G, c: float = 0.4, rescale: int = 1, iterations: int = 200,
     scale of the sum of the losses' gradients. The authors' constants are kept (``|g_0| =
     sqrt(mean(G G^T) + 1e-8)``, ``c' + 1e-8``, ``|g_w| + 1e-8``).
 
-    The authors minimise F with ``scipy.optimize.minimize`` (SLSQP). Here, inside the graph:
-    accelerated projected gradient descent on the simplex from the uniform point, each step
-    trying 40 step lengths (1, 1/2, ..., 2^-39 along the gradient scaled to a largest entry
-    of 1) at once and keeping the best; at most ``iterations`` steps, stopping once no step
-    lowers F. Tasks not ``active`` (or with a zero gradient) are left out: g_0,
-    K and the simplex are over the others, and their coefficient is 0.
+    The authors minimise F with ``scipy.optimize.minimize`` (SLSQP). Here, inside the graph
+    (``keras.ops``, in float64 where the backend offers it, :func:`_gram`): accelerated
+    projected gradient descent on the simplex from the uniform point, each step trying 40
+    step lengths (1, 1/2, ..., 2^-39 along the gradient scaled to a largest entry of 1) at
+    once and keeping the best; at most ``iterations`` steps, stopping once no step lowers F.
+    Tasks not ``active`` (or with a zero gradient) are left out: g_0, K and the simplex are
+    over the others, and their coefficient is 0.
     """
     G, M = _gram(G, "cagrad_weights")
     on = _in_play(active, M)
-    onf = tf.cast(on, tf.float64)
-    A = tf.where(_outer_mask(on), M, 0.0)
-    count = tf.reduce_sum(onf)
-    b = tf.math.divide_no_nan(onf, count)  # uniform over the tasks in play
-    g0_norm = tf.sqrt(tf.math.divide_no_nan(tf.reduce_sum(A), count**2) + 1e-8)
+    onf = ops.cast(on, M.dtype)
+    A = ops.where(_outer_mask(on), M, ops.zeros_like(M))
+    count = ops.sum(onf)
+    b = ops.divide_no_nan(onf, count)  # uniform over the tasks in play
+    g0_norm = ops.sqrt(ops.divide_no_nan(ops.sum(A), count**2) + 1e-8)
     cc = c * g0_norm + 1e-8
     w = _cagrad_simplex(A, b, cc, on, iterations)
-    gw_norm = tf.sqrt(tf.maximum(tf.tensordot(w, tf.linalg.matvec(A, w), 1), 0.0))
+    gw_norm = ops.sqrt(ops.maximum(ops.tensordot(w, ops.matmul(A, w), 1), 0.0))
     scale = {0: 1.0, 1: 1.0 + c**2, 2: 1.0 + c}[rescale]
-    a = tf.where(on, count * (b + cc / (gw_norm + 1e-8) * w) / scale, 0.0)
-    return tf.cast(_nan_unless(_all_finite(M), a), G.dtype)
+    a = ops.where(on, count * (b + cc / (gw_norm + 1e-8) * w) / scale, ops.zeros_like(onf))
+    return ops.cast(_nan_unless(_all_finite(M), a), G.dtype)
 
 
-def cagrad_objective(w, A, b, cc) -> tf.Tensor:
+def cagrad_objective(w, A, b, cc) -> Tensor:
     """CAGrad's ``F(w) = w^T A b + cc sqrt(w^T A w + 1e-8)`` for a batch of rows ``w``."""
-    w = tf.convert_to_tensor(w)
-    Aw = tf.matmul(w, A)  # (S, K): rows w^T A (A symmetric)
-    return tf.linalg.matvec(Aw, b) + cc * tf.sqrt(tf.reduce_sum(Aw * w, axis=1) + 1e-8)
+    w = ops.convert_to_tensor(w)
+    Aw = ops.matmul(w, ops.cast(A, w.dtype))  # (S, K): rows w^T A (A symmetric)
+    return ops.matmul(Aw, ops.cast(b, w.dtype)) + cc * ops.sqrt(ops.sum(Aw * w, axis=1) + 1e-8)
 
 
-def _simplex_projection(V, on) -> tf.Tensor:
+def _simplex_projection(V, on) -> Tensor:
     """Euclidean projection of each row of ``V`` (S, K) onto the simplex of the ``on``
     coordinates (the others are 0): sort, find the threshold, clip."""
     K = V.shape[1]
-    count = tf.reduce_sum(tf.cast(on, tf.int32))
-    u = tf.sort(tf.where(on[None, :], V, tf.constant(-np.inf, V.dtype)), direction="DESCENDING")
-    inside = tf.range(K) < count  # the first `count` sorted entries are the on ones
-    u = tf.where(inside[None, :], u, 0.0)
-    positions = tf.cast(tf.range(1, K + 1), V.dtype)
-    thresholds = (tf.cumsum(u, axis=1) - 1.0) / positions
+    count = ops.sum(ops.cast(on, "int32"))
+    masked = ops.where(on[None, :], V, ops.full_like(V, -np.inf))
+    u = -ops.sort(-masked, axis=1)  # descending
+    positions = ops.arange(K, dtype="int32")
+    inside = positions < count  # the first `count` sorted entries are the on ones
+    u = ops.where(inside[None, :], u, ops.zeros_like(u))
+    thresholds = (ops.cumsum(u, axis=1) - 1.0) / ops.cast(positions + 1, V.dtype)
     fits = inside[None, :] & (u - thresholds > 0)
-    last = tf.reduce_max(tf.where(fits, tf.range(K)[None, :], 0), axis=1)
-    theta = tf.gather(thresholds, last, batch_dims=1)
-    return tf.where(on[None, :], tf.maximum(V - theta[:, None], 0.0), 0.0)
+    last = ops.max(ops.where(fits, positions[None, :], 0), axis=1)
+    theta = ops.take_along_axis(thresholds, last[:, None], axis=1)[:, 0]
+    return ops.where(on[None, :], ops.maximum(V - theta[:, None], 0.0), ops.zeros_like(V))
 
 
-def _cagrad_simplex(A, b, cc, on, iterations: int) -> tf.Tensor:
+def _cagrad_simplex(A, b, cc, on, iterations: int) -> Tensor:
     """:func:`cagrad_weights`' minimiser of F over the simplex of the ``on`` tasks: projected
     gradient steps from a look-ahead point ``y`` (Nesterov's momentum, restarted whenever a
     step fails to lower F), the best of 40 step lengths each time."""
-    lengths = tf.constant(0.5 ** np.arange(40), A.dtype)[:, None]
-    Ab = tf.linalg.matvec(A, b)
+    lengths = ops.convert_to_tensor(0.5 ** np.arange(40), A.dtype)[:, None]
+    Ab = ops.matmul(A, b)
 
     def step(i, w, y, k, value, go):
-        Ay = tf.linalg.matvec(A, y)
-        gradient = tf.where(on, Ab + cc * Ay / tf.sqrt(tf.tensordot(y, Ay, 1) + 1e-8), 0.0)
-        gradient = tf.math.divide_no_nan(gradient, tf.reduce_max(tf.abs(gradient)))
+        Ay = ops.matmul(A, y)
+        gradient = Ab + cc * Ay / ops.sqrt(ops.tensordot(y, Ay, 1) + 1e-8)
+        gradient = ops.where(on, gradient, ops.zeros_like(gradient))
+        gradient = ops.divide_no_nan(gradient, ops.max(ops.abs(gradient)))
         tries = _simplex_projection(y[None, :] - lengths * gradient[None, :], on)
         values = cagrad_objective(tries, A, b, cc)
-        best = tf.argmin(values)
-        better = values[best] < value
-        w_new = tf.where(better, tries[best], w)
-        y_new = tf.where(better, w_new + (k - 1.0) / (k + 2.0) * (w_new - w), w_new)
-        k_new = tf.where(better, k + 1.0, tf.ones_like(k))  # a failed step: restart
-        return i + 1, w_new, y_new, k_new, tf.minimum(values[best], value), better | (k > 1.0)
+        best = ops.argmin(values)
+        lowest = ops.take(values, best)
+        better = lowest < value
+        w_new = ops.where(better, ops.take(tries, best, axis=0), w)
+        y_new = ops.where(better, w_new + (k - 1.0) / (k + 2.0) * (w_new - w), w_new)
+        k_new = ops.where(better, k + 1.0, ops.ones_like(k))  # a failed step: restart
+        return i + 1, w_new, y_new, k_new, ops.minimum(lowest, value), better | (k > 1.0)
 
-    one = tf.constant(1.0, A.dtype)
-    start = (0, b, b, one, cagrad_objective(b[None, :], A, b, cc)[0], tf.constant(True))
+    one = ops.ones((), A.dtype)
+    value = cagrad_objective(b[None, :], A, b, cc)[0]
+    start = (_counter(), b, b, one, value, ops.convert_to_tensor(True))
     go_on = lambda i, w, y, k, value, go: (i < iterations) & go  # noqa: E731
-    return tf.while_loop(go_on, step, start)[1]
+    return ops.while_loop(go_on, step, start)[1]
 
 
 def nash_mtl_weights(G, iterations: int = 100, tolerance: float = 1e-10,
-                     active=None) -> tf.Tensor:  # fmt: skip
+                     active=None) -> Tensor:  # fmt: skip
     """Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022):
     ``alpha > 0`` (K,) solving ``G G^T alpha = 1 / alpha`` -- each task's share of the update
     ``g = sum_j alpha_j g_j`` satisfies ``alpha_j (g_j . g) = 1``, the Nash bargaining
@@ -484,11 +578,12 @@ def nash_mtl_weights(G, iterations: int = 100, tolerance: float = 1e-10,
     damped Newton steps (``alpha <- alpha - H^-1 grad f / (1 + lambda)``, ``lambda`` the Newton
     decrement; a full step once ``lambda < 1/4``): f is self-concordant, so every step stays
     positive and the iteration converges from any start, here ``1 / |g_j|``; at most
-    ``iterations`` steps, stopping once ``lambda^2 < tolerance``. It runs on ``M / |M|_F`` and
-    rescales (as the authors normalise). The authors solve the same fixed point by a
-    sequence of convex problems (cvxpy/ECOS) warm-started from the previous batch's alpha,
-    at most 20 of them, and stop on tests that can end before the fixed point
-    (:class:`NashMTL`).
+    ``iterations`` steps, stopping once ``lambda^2 < tolerance`` (in float32, where the
+    backend has no float64 (:func:`_gram`), that test may never pass: the loop then runs all
+    ``iterations`` steps). It runs on ``M / |M|_F`` and rescales (as the authors normalise).
+    The authors solve the same fixed point by a sequence of convex problems (cvxpy/ECOS)
+    warm-started from the previous batch's alpha, at most 20 of them, and stop on tests
+    that can end before the fixed point (:class:`NashMTL`).
 
     Tasks not ``active`` (or with a zero gradient) are left out (alpha 0; a zero row would
     make f unbounded below). Gradients whose positive combination is 0 (exactly opposite
@@ -496,42 +591,44 @@ def nash_mtl_weights(G, iterations: int = 100, tolerance: float = 1e-10,
     """
     G, M = _gram(G, "nash_mtl_weights")
     on = _in_play(active, M)
-    A = tf.where(_outer_mask(on), M, 0.0)
-    norm = tf.norm(A)
-    beta = _nash_newton(tf.math.divide_no_nan(A, norm), on, iterations, tolerance)
-    alpha = tf.where(on, tf.math.divide_no_nan(beta, tf.sqrt(norm)), 0.0)
-    return tf.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
+    A = ops.where(_outer_mask(on), M, ops.zeros_like(M))
+    norm = ops.norm(A)  # Frobenius
+    beta = _nash_newton(ops.divide_no_nan(A, norm), on, iterations, tolerance)
+    alpha = ops.where(on, ops.divide_no_nan(beta, ops.sqrt(norm)), ops.zeros_like(beta))
+    return ops.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
 
 
-def _nash_newton(A, on, iterations: int, tolerance: float) -> tf.Tensor:
+def _nash_newton(A, on, iterations: int, tolerance: float) -> Tensor:
     """Damped Newton on ``1/2 b^T A b - sum_on log b_j`` (the entries off ``on`` stay 1)."""
-    onf = tf.cast(on, A.dtype)
-    diagonal = tf.linalg.diag_part(A)
-    start = tf.where(on, 1.0 / tf.sqrt(tf.where(on, diagonal, 1.0)), 1.0)
+    onf = ops.cast(on, A.dtype)
+    diagonal = ops.diagonal(A)
+    ones = ops.ones_like(diagonal)
+    start = ops.where(on, 1.0 / ops.sqrt(ops.where(on, diagonal, ones)), ones)
 
     def step(i, beta, decrement):
-        gradient = tf.linalg.matvec(A, beta) - onf / beta
-        hessian = A + tf.linalg.diag(tf.where(on, 1.0 / beta**2, 1.0))
-        direction = tf.linalg.solve(hessian, gradient[:, None])[:, 0]
-        squared = tf.maximum(tf.tensordot(gradient, direction, 1), 0.0)
-        size = tf.sqrt(squared)
-        damping = tf.where(size < 0.25, tf.ones_like(size), 1.0 / (1.0 + size))
+        gradient = ops.matmul(A, beta) - onf / beta
+        hessian = A + ops.diag(ops.where(on, 1.0 / beta**2, ones))
+        direction = ops.solve(hessian, gradient[:, None])[:, 0]
+        squared = ops.maximum(ops.tensordot(gradient, direction, 1), 0.0)
+        size = ops.sqrt(squared)
+        damping = ops.where(size < 0.25, ops.ones_like(size), 1.0 / (1.0 + size))
         return i + 1, beta - damping * direction, squared
 
     go_on = lambda i, beta, decrement: (i < iterations) & (decrement > tolerance)  # noqa: E731
-    start_values = (0, start, tf.constant(np.inf, A.dtype))
-    return tf.while_loop(go_on, step, start_values)[1]
+    start_values = (_counter(), start, ops.convert_to_tensor(np.inf, A.dtype))
+    return ops.while_loop(go_on, step, start_values)[1]
 
 
 ALIGNED_SCALES = ("min", "median", "rmse")
 
 
-def aligned_mtl_weights(G, scale_mode: str = "min", active=None) -> tf.Tensor:
+def aligned_mtl_weights(G, scale_mode: str = "min", active=None) -> Tensor:
     """Aligned-MTL (Senushkin et al., "Independent Component Alignment for Multi-Task
     Learning", CVPR 2023): ``alpha`` (K,), the shared update being ``sum_j alpha_j g_j``.
 
-    The Gram matrix ``M = G G^T = V diag(lambda) V^T``; eigenvalues up to ``max(lambda) K
-    eps_float32`` count as 0 (the authors' rank test). ``B = V diag(sqrt(lambda_ref /
+    The Gram matrix ``M = G G^T = V diag(lambda) V^T`` (``keras.ops.eigh``, in float64 where
+    the backend offers it, :func:`_gram`); eigenvalues up to ``max(lambda) K eps_float32``
+    count as 0 (the authors' rank test). ``B = V diag(sqrt(lambda_ref /
     lambda)) V^T`` over the others makes the task gradients ``G^T B`` orthogonal with equal
     norms sqrt(lambda_ref) (``scale_mode``: the smallest kept eigenvalue, "min", the
     authors' default; their lower median, "median"; their mean, "rmse"); the update is their
@@ -542,37 +639,43 @@ def aligned_mtl_weights(G, scale_mode: str = "min", active=None) -> tf.Tensor:
         raise ValueError(f"scale_mode={scale_mode!r}: use one of {ALIGNED_SCALES}.")
     G, M = _gram(G, "aligned_mtl_weights")
     on = _in_play(active, M)
-    K = M.shape[0]
-    values, vectors = tf.linalg.eigh(tf.where(_outer_mask(on), M, 0.0))  # ascending
-    tol = tf.reduce_max(values) * K * float(np.finfo(np.float32).eps)
+    K, dtype = M.shape[0], M.dtype
+    values, vectors = ops.eigh(ops.where(_outer_mask(on), M, ops.zeros_like(M)))  # ascending
+    zero = ops.zeros_like(values)
+    tol = ops.max(values) * K * float(np.finfo(np.float32).eps)
     kept = values > tol
-    count = tf.reduce_sum(tf.cast(kept, tf.int32))
+    count = ops.sum(ops.cast(kept, "int32"))
     if scale_mode == "min":
-        reference = tf.reduce_min(tf.where(kept, values, tf.constant(np.inf, tf.float64)))
+        reference = ops.min(ops.where(kept, values, ops.full_like(values, np.inf)))
     elif scale_mode == "median":  # torch.median: the lower of the two middle ones
-        reference = tf.gather(values, K - count + (count - 1) // 2)
+        reference = ops.take(values, K - count + (count - 1) // 2)
     else:
-        reference = tf.math.divide_no_nan(
-            tf.reduce_sum(tf.where(kept, values, 0.0)), tf.cast(count, tf.float64)
-        )
-    scales = tf.where(kept, tf.sqrt(tf.math.divide_no_nan(reference, values)), 0.0)
-    B = tf.matmul(vectors * scales[None, :], vectors, transpose_b=True)
-    alpha = tf.where(on & (count > 0), tf.reduce_sum(B, axis=1), 0.0)
-    return tf.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
+        total = ops.sum(ops.where(kept, values, zero))
+        reference = ops.divide_no_nan(total, ops.cast(count, dtype))
+    scales = ops.where(kept, ops.sqrt(ops.divide_no_nan(reference, values)), zero)
+    B = ops.matmul(vectors * scales[None, :], ops.transpose(vectors))
+    alpha = ops.where(on & (count > 0), ops.sum(B, axis=1), zero)
+    return ops.cast(_nan_unless(_all_finite(M), alpha), G.dtype)
 
 
 # ------------------------------------------------------------------ helpers for the loop
 def task_gradient_matrix(tape: tf.GradientTape, task_losses: Sequence, sources: Sequence):
     """The (K, D) matrix of every task loss's gradient w.r.t. ``sources`` (variables or
-    watched tensors), from a persistent tape; a source a task does not reach counts as 0."""
+    watched tensors), from a persistent tape; a source a task does not reach counts as 0.
+
+    TensorFlow only, by nature: it takes a ``tf.GradientTape`` (on JAX the per-task
+    gradients come from ``jax.jacrev`` or one ``jax.grad`` per task instead)."""
+    import tensorflow as tf
+
     rows = [tape.gradient(L, sources, unconnected_gradients="zero") for L in task_losses]
     return tf.stack([tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0) for grads in rows])
 
 
-def split_gradient(vector, variables: Sequence) -> list[tf.Tensor]:
+def split_gradient(vector, variables: Sequence) -> list[Tensor]:
     """A (D,) gradient back into one tensor per variable (the inverse of one row above)."""
-    parts = tf.split(vector, [int(np.prod(v.shape)) for v in variables])
-    return [tf.reshape(p, v.shape) for p, v in zip(parts, variables)]
+    ends = np.cumsum([int(np.prod(v.shape)) for v in variables]).tolist()
+    starts = [0, *ends[:-1]]
+    return [ops.reshape(vector[a:b], tuple(v.shape)) for a, b, v in zip(starts, ends, variables)]
 
 
 def last_shared_kernel(shared_variables: Sequence) -> list:
@@ -592,11 +695,29 @@ def epoch_losses(history: Mapping[str, Sequence[float]], tasks: Sequence[str]) -
     return np.array(columns, dtype=float).reshape(len(tasks), -1).T
 
 
-def _generator(seed: int | None) -> tf.random.Generator:
-    """A generator seeded by ``seed`` (``None``: from the operating system's entropy)."""
+_SEED_RANGE = 2**31
+"""Seeds are taken modulo this (a ``keras.random.SeedGenerator``'s state is an int32 or
+uint32 pair on some backends)."""
+
+
+def _seed_number(seed: int | None) -> int:
+    """``seed`` folded into ``[0, _SEED_RANGE)``; ``None``: a number from the operating
+    system's entropy (a non-deterministic generator, independent of Python's ``random``)."""
     if seed is None:
-        return tf.random.Generator.from_non_deterministic_state()
-    return tf.random.Generator.from_seed(seed)
+        return secrets.randbelow(_SEED_RANGE)
+    return int(seed) % _SEED_RANGE
+
+
+def _generator(seed: int | None) -> keras.random.SeedGenerator:
+    """A generator seeded by ``seed`` (``None``: from the operating system's entropy). Its
+    state, ``[seed, draws so far]``, is a Keras variable."""
+    return keras.random.SeedGenerator(_seed_number(seed))
+
+
+def _restart(generator: keras.random.SeedGenerator, seed: int | None) -> None:
+    """Put ``generator`` where ``_generator(seed)`` starts: state ``[seed, 0]``."""
+    dtype = keras.backend.standardize_dtype(generator.state.dtype)
+    generator.state.assign(np.array([_seed_number(seed), 0], dtype))
 
 
 # -------------------------------------------------------------------- the method objects
@@ -606,7 +727,7 @@ class Weighting:
     name, kind, needs = "base", "loss", None  # kind: "loss" (combine) or "gradient"
     needs_epoch_losses = False  # True: weighs tasks by their epoch losses (every task needs one)
     wants_active = False  # True (FAMO): combine(task_losses, active) -- the loop passes active
-    backends = ("tensorflow",)  # the Keras backends its step runs on (keras.ops: every one)
+    backends = ("tensorflow", "jax")  # the Keras backends its step runs on (keras.ops)
 
     def __init__(self, tasks: Sequence[str], seed: int | None = None):
         self.tasks = list(tasks)
@@ -620,7 +741,7 @@ class Weighting:
     def on_epoch_start(self, epoch: int, loss_history) -> None:
         """Host side, before epoch ``epoch`` (0-based); ``loss_history`` (epoch, K)."""
 
-    def combine(self, task_losses: Sequence) -> tf.Tensor:
+    def combine(self, task_losses: Sequence) -> Tensor:
         """Loss methods: the total loss (call it inside the tape). A method with
         ``wants_active`` also takes ``active`` (as :meth:`combine_gradients` does)."""
         raise TypeError(f"{self.name!r} is a gradient method: call combine_gradients().")
@@ -645,10 +766,11 @@ class Weighting:
             )
 
     def reseed(self, seed: int) -> None:
-        """Start the method's random generator again from ``seed`` (no-op without one)."""
+        """Start the method's random generator again from ``seed``, exactly where a new
+        object with that seed starts (no-op without one)."""
         self.seed = seed
         if hasattr(self, "generator"):
-            self.generator.reset_from_seed(seed)
+            _restart(self.generator, seed)
 
     def weights_for_logging(self) -> dict[str, float]:
         """The per-task weights in use, ``{task: float}`` (host side, once an epoch)."""
@@ -676,15 +798,21 @@ class Weighting:
                 f"{self.name!r} on {self.tasks}: build the same method to resume."
             )
         for key, variable in self.state_variables.items():
-            dtype = keras.backend.standardize_dtype(variable.dtype)
-            variable.assign(np.asarray(state[key]).astype(dtype))
+            value = np.asarray(state[key])
+            if value.shape != tuple(variable.shape):
+                raise ValueError(
+                    f"The saved state of {self.name!r} holds {key!r} with shape {value.shape}; "
+                    f"this version of mtlkit keeps shape {tuple(variable.shape)}. The run folder "
+                    "was written by an earlier version (its random generator kept another "
+                    "state): recompute it -- use a fresh run_dir, or recompute=True."
+                )
+            variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
 
     def _refuse(self, what: str, values) -> None:
         """Eagerly, raise a ValueError naming the tasks whose ``values`` are not finite."""
         _refuse_non_finite(values, f"{self.name}: the {what}", self.tasks)
 
     def _stack(self, task_losses):
-        ops = keras.ops
         losses = task_losses if ops.is_tensor(task_losses) else ops.stack(list(task_losses))
         if losses.shape[0] != self.num_tasks:
             raise ValueError(f"Got {losses.shape[0]} task losses for tasks {self.tasks}.")
@@ -693,18 +821,17 @@ class Weighting:
     def _weighted_sum(self, weights, task_losses):
         """``sum_j weights_j L_j``."""
         losses = self._stack(task_losses)
-        weights = keras.ops.cast(keras.ops.convert_to_tensor(weights), losses.dtype)
-        return keras.ops.tensordot(weights, losses, 1)
+        weights = ops.cast(ops.convert_to_tensor(weights), losses.dtype)
+        return ops.tensordot(weights, losses, 1)
 
 
 class EqualWeighting(Weighting):
     """EW: ``sum_j L_j``, the baseline every remedy is compared with."""
 
     name = "ew"
-    backends = ("tensorflow", "jax")
 
     def combine(self, task_losses):
-        return keras.ops.sum(self._stack(task_losses))
+        return ops.sum(self._stack(task_losses))
 
 
 class UncertaintyWeighting(Weighting):
@@ -721,7 +848,6 @@ class UncertaintyWeighting(Weighting):
     earlier runs stay comparable."""
 
     name = "uw"
-    backends = ("tensorflow", "jax")
 
     def __init__(self, tasks):
         super().__init__(tasks)
@@ -740,7 +866,6 @@ class DynamicWeightAverage(Weighting):
 
     name = "dwa"
     needs_epoch_losses = True
-    backends = ("tensorflow", "jax")
 
     def __init__(self, tasks, temperature: float = 2.0):
         super().__init__(tasks)
@@ -781,18 +906,22 @@ class DynamicWeightAverage(Weighting):
 
 
 class RandomLossWeighting(Weighting):
-    """RLW (Lin et al., TMLR 2022): new :func:`rlw_weights` every step; logs the last ones."""
+    """RLW (Lin et al., TMLR 2022): new :func:`rlw_weights` every step; logs the last ones.
+
+    The draws come from a ``keras.random.SeedGenerator`` seeded with ``seed`` (``None``: from
+    the operating system's entropy); its state is saved with the method's (``"rng"``)."""
 
     name = "rlw"
 
     def __init__(self, tasks, seed: int | None = None):
         super().__init__(tasks, seed)
         self.generator = _generator(seed)
-        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.logged = _uniform_weights(self.num_tasks)
         self.state_variables = {"rng": self.generator.state, "last": self.logged}
 
     def combine(self, task_losses):
-        weights = self.logged.assign(rlw_weights(self.num_tasks, self.generator))
+        weights = rlw_weights(self.num_tasks, self.generator)
+        self.logged.assign(weights)
         return self._weighted_sum(weights, task_losses)
 
 
@@ -801,7 +930,8 @@ class PCGrad(Weighting):
     gradients; everything else its plain gradient of ``sum_j L_j`` (coefficients 1, and 0
     for a task that is not ``active`` in the batch). An inactive task's gradient row is 0
     (no labels, or a DST gate of 0), which the surgery already leaves out: it is not
-    masked again, so the step costs no more than before."""
+    masked again, so the step costs no more than before. The task orders come from a
+    ``keras.random.SeedGenerator`` seeded with ``seed`` (as :class:`RandomLossWeighting`)."""
 
     name, kind, needs = "pcgrad", "gradient", "shared_variables"
 
@@ -814,7 +944,7 @@ class PCGrad(Weighting):
         losses, G = self._stack(task_losses), _matrix(gradients)
         self._refuse("gradient", G)
         on = _active_mask(active, self.num_tasks)
-        return tf.cast(on, losses.dtype), pcgrad(G, self.generator)
+        return ops.cast(on, losses.dtype), pcgrad(G, self.generator)
 
 
 class MGDA(Weighting):
@@ -837,23 +967,25 @@ class MGDA(Weighting):
             raise ValueError(f"iterations must be a positive whole number, got {iterations!r}.")
         self.normalization, self.iterations = normalization, int(iterations)
         self.needs = "representation" if upper_bound else "shared_variables"
-        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.logged = _uniform_weights(self.num_tasks)
         self.state_variables = {"last": self.logged}
 
     def combine_gradients(self, task_losses, gradients, active=None):
         losses, G = self._stack(task_losses), _matrix(gradients)
         self._refuse("loss", losses)
         self._refuse("gradient", G)
-        scale = tf.ones_like(G[:, 0])
+        scale = ops.ones_like(G[:, 0])
         if self.normalization in ("l2", "loss+"):
-            scale *= tf.norm(G, axis=1)
+            scale = scale * ops.norm(G, axis=1)
         if self.normalization in ("loss", "loss+"):
-            scale *= tf.cast(losses, G.dtype)
+            scale = scale * ops.cast(losses, G.dtype)
         on = _active_mask(active, self.num_tasks)
-        alpha = mgda_weights(tf.math.divide_no_nan(G, scale[:, None]), self.iterations, active=on)
+        alpha = mgda_weights(ops.divide_no_nan(G, scale[:, None]), self.iterations, active=on)
         if self.normalization in ("loss", "loss+"):  # (an infinite loss would scale g_j to 0)
             alpha = _nan_unless(_all_finite(losses), alpha)
-        return tf.cast(self.logged.assign(tf.cast(alpha, tf.float32)), losses.dtype), None
+        alpha = ops.cast(alpha, "float32")
+        self.logged.assign(alpha)
+        return ops.cast(alpha, losses.dtype), None
 
 
 class GradNorm(Weighting):
@@ -868,6 +1000,9 @@ class GradNorm(Weighting):
     * A task that is not ``active`` in a batch gets coefficient 0 there, takes no part in
       ``L_grad``, and its weight stays as it was (an optimizer's momentum does not move it);
       the others are renormalised to sum to K minus its weight.
+    * The gradient of ``L_grad`` w.r.t. the weights is :func:`gradnorm_gradient`'s closed
+      form (the one autodiff gives), so the step needs no nested tape; ``optimizer`` applies
+      it (on JAX inside the step's ``keras.StatelessScope``, as ``stateless_apply`` does).
     * After the optimizer's step the weights are clipped at ``min_weight`` (default 1e-3)
       before renormalising: a large step can push a weight below 0 (one SGD(0.1) step gave
       ``[-0.02, -0.13, 3.15]``), which would make the network climb that task's loss. 1e-3
@@ -895,39 +1030,40 @@ class GradNorm(Weighting):
             raise ValueError(f"min_weight must be a number in (0, 1), got {min_weight!r}.")
         self.alpha, self.needs, self.min_weight = float(alpha), on, float(min_weight)
         self.logged = keras.Variable(np.ones(self.num_tasks, "float32"), name="gradnorm_weights")
-        self.initial = tf.Variable(tf.zeros([self.num_tasks]), trainable=False)  # 0: not yet
+        self.initial = _zeros_variable(self.num_tasks)  # 0: not yet
         self.optimizer = optimizer or keras.optimizers.Adam(1e-3)
         self.optimizer.build([self.logged])
         moments = {f"optimizer_{i}": v for i, v in enumerate(self.optimizer.variables)}
         self.state_variables = {"weights": self.logged, "initial": self.initial, **moments}
 
     def combine_gradients(self, task_losses, gradients, active=None):
-        dtype, losses = self._stack(task_losses).dtype, tf.cast(self._stack(task_losses), "float32")
+        stacked = self._stack(task_losses)
+        dtype, losses = stacked.dtype, ops.cast(stacked, "float32")
         G = _matrix(gradients)
         self._refuse("loss", losses)
         self._refuse("gradient", G)
-        norms = tf.cast(tf.norm(G, axis=1), tf.float32)
+        norms = ops.cast(ops.norm(G, axis=1), "float32")
         on = _active_mask(active, self.num_tasks)
-        weights = self.logged.value
-        in_use = tf.identity(weights)  # the network's coefficients: before the update
+        in_use = _read(self.logged)  # the network's coefficients: before the update
         started = on & (losses > 0)  # L_j(0): the first step with a positive loss
-        initial = self.initial.assign(tf.where(started & (self.initial <= 0), losses, self.initial))
+        before = _read(self.initial)
+        initial = ops.where(started & (before <= 0), losses, before)
+        self.initial.assign(initial)
         counted = on & (initial > 0)
-        with tf.GradientTape() as tape:
-            loss = gradnorm_loss(weights, norms, losses, initial, self.alpha, counted)
-        self.optimizer.apply_gradients([(tape.gradient(loss, weights), self.logged)])
-        self.logged.assign(self._renormalised(self.logged.value, in_use, counted))
-        coefficients = tf.where(on, in_use, tf.zeros_like(in_use))
-        return tf.cast(_nan_unless(_all_finite(losses, norms), coefficients), dtype), None
+        gradient = gradnorm_gradient(in_use, norms, losses, initial, self.alpha, counted)
+        self.optimizer.apply_gradients([(gradient, self.logged)])
+        self.logged.assign(self._renormalised(_read(self.logged), in_use, counted))
+        coefficients = ops.where(on, in_use, ops.zeros_like(in_use))
+        return ops.cast(_nan_unless(_all_finite(losses, norms), coefficients), dtype), None
 
-    def _renormalised(self, stepped, before, counted) -> tf.Tensor:
+    def _renormalised(self, stepped, before, counted) -> Tensor:
         """The weights after a step: the counted ones clipped at ``min_weight`` and scaled so
         that all sum to K; the others as they were ``before`` the step."""
-        zero = tf.zeros_like(before)
-        kept = tf.reduce_sum(tf.where(counted, zero, before))
-        clipped = tf.where(counted, tf.maximum(stepped, self.min_weight), zero)
-        scaled = tf.math.divide_no_nan((self.num_tasks - kept) * clipped, tf.reduce_sum(clipped))
-        return tf.where(counted, scaled, before)
+        zero = ops.zeros_like(before)
+        kept = ops.sum(ops.where(counted, zero, before))
+        clipped = ops.where(counted, ops.maximum(stepped, self.min_weight), zero)
+        scaled = ops.divide_no_nan((self.num_tasks - kept) * clipped, ops.sum(clipped))
+        return ops.where(counted, scaled, before)
 
 
 class FAMO(Weighting):
@@ -979,11 +1115,11 @@ class FAMO(Weighting):
                              f"{min_losses!r}.")  # fmt: skip
         self.w_lr, self.gamma = float(w_lr), float(gamma)
         self.min_losses = float(low[0]) if np.ndim(min_losses) == 0 else tuple(low.tolist())
-        self._low = tf.constant(low, tf.float32)
-        zeros = lambda: tf.Variable(tf.zeros([self.num_tasks]), trainable=False)  # noqa: E731
+        self._low = low.astype("float32")
+        zeros = lambda: _zeros_variable(self.num_tasks)  # noqa: E731
         self.logits, self.m, self.v, self.t = zeros(), zeros(), zeros(), zeros()
         self.previous, self.previous_on = zeros(), zeros()  # last step's losses; 1: measured
-        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.logged = _uniform_weights(self.num_tasks)
         self.state_variables = {"logits": self.logits, "adam_m": self.m, "adam_v": self.v,
                                 "adam_t": self.t, "previous": self.previous,
                                 "previous_on": self.previous_on, "last": self.logged}  # fmt: skip
@@ -991,26 +1127,29 @@ class FAMO(Weighting):
     def combine(self, task_losses, active=None):
         losses = self._stack(task_losses)
         self._refuse("loss", losses)
-        current = tf.cast(losses, tf.float32)
+        current = ops.cast(losses, "float32")
         on = _active_mask(active, self.num_tasks)
-        above = tf.where(on, current - self._low + 1e-8 > 0, True)  # (inactive: loss 0)
-        if tf.executing_eagerly() and not bool(tf.reduce_all(above)):
+        above = ops.logical_not(on) | (current - self._low + 1e-8 > 0)  # (inactive: loss 0)
+        known = _numbers(above)  # None while traced: then the result is NaN instead
+        if known is not None and not known.all():
             raise ValueError(
                 f"FAMO takes the log of L_j - min_losses_j: the losses "
-                f"{current.numpy().tolist()} must be above {self.min_losses}."
+                f"{_numbers(current).tolist()} must be above {self.min_losses}."
             )
-        finite = _all_finite(current) & tf.reduce_all(above)
-        both = on & (self.previous_on > 0) & finite  # a decrease measured over the last step
-        d = famo_logit_gradient(self.logits, self.previous, current, self._low, both)
-        logits, m, v, t = adam_l2_step(self.logits, d, self.m, self.v, self.t, self.w_lr,
-                                       self.gamma, moving=both)  # fmt: skip
+        finite = _all_finite(current) & ops.all(above)
+        logits, previous = _read(self.logits), _read(self.previous)
+        both = on & (_read(self.previous_on) > 0) & finite  # a decrease measured last step
+        d = famo_logit_gradient(logits, previous, current, self._low, both)
+        logits, m, v, t = adam_l2_step(logits, d, _read(self.m), _read(self.v), _read(self.t),
+                                       self.w_lr, self.gamma, moving=both)  # fmt: skip
         for variable, value in ((self.logits, logits), (self.m, m), (self.v, v), (self.t, t)):
             variable.assign(value)
         keep = on & finite
-        self.previous.assign(tf.where(keep, current, self.previous))
-        self.previous_on.assign(tf.cast(keep, tf.float32))
-        total, coefficients = famo_total(losses, logits, tf.cast(self._low, losses.dtype), on)
-        self.logged.assign(tf.where(finite, tf.cast(coefficients, tf.float32), self.logged))
+        self.previous.assign(ops.where(keep, current, previous))
+        self.previous_on.assign(ops.cast(keep, "float32"))
+        total, coefficients = famo_total(losses, logits, ops.cast(self._low, losses.dtype), on)
+        logged = ops.where(finite, ops.cast(coefficients, "float32"), _read(self.logged))
+        self.logged.assign(logged)
         return _nan_unless(finite, total)
 
 
@@ -1024,10 +1163,10 @@ class _SharedCombination(Weighting):
 
     def __init__(self, tasks):
         super().__init__(tasks)
-        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
+        self.logged = _uniform_weights(self.num_tasks)
         self.state_variables = {"last": self.logged}
 
-    def weights(self, G, active) -> tf.Tensor:
+    def weights(self, G, active) -> Tensor:
         raise NotImplementedError
 
     def combine_gradients(self, task_losses, gradients, active=None):
@@ -1035,8 +1174,8 @@ class _SharedCombination(Weighting):
         self._refuse("gradient", G)
         on = _active_mask(active, self.num_tasks)
         a = self.weights(G, on)
-        self.logged.assign(tf.cast(a, tf.float32))
-        return tf.cast(on, losses.dtype), tf.linalg.matvec(G, a, transpose_a=True)
+        self.logged.assign(ops.cast(a, "float32"))
+        return ops.cast(on, losses.dtype), ops.matmul(a, G)
 
 
 class IMTLG(_SharedCombination):
@@ -1059,7 +1198,7 @@ class CAGrad(_SharedCombination):
     authors' NYU-v2 and Cityscapes runs) and ``rescale`` (1: divide by ``1 + c^2``, the
     authors' default in ``nyuv2/utils.py``). Reference: github.com/Cranial-XIX/CAGrad,
     ``cagrad`` and ``overwrite_grad`` in ``nyuv2/utils.py``. Difference: the inner problem is
-    solved by a fixed-budget projected gradient descent in TensorFlow instead of scipy's
+    solved by a fixed-budget projected gradient descent in ``keras.ops`` instead of scipy's
     SLSQP (:func:`cagrad_weights`); it reaches scipy's objective value or a lower one on the
     tests' matrices. LibMTL's ``CAGrad.py`` leaves out the factor K (its update is 1/K of
     the authors')."""
@@ -1110,7 +1249,7 @@ class NashMTL(Weighting):
     Reference: github.com/AvivNavon/nash-mtl, ``methods/weight_methods.py``, class NashMTL
     (defaults ``update_weights_every=1``, ``optim_niter=20``, ``max_norm=1.0``). Differences:
 
-    * the solver: damped Newton on the fixed point's convex potential, in TensorFlow, at
+    * the solver: damped Newton on the fixed point's convex potential, in ``keras.ops``, at
       most ``iterations`` (100) steps with a stopping test on the Newton decrement, started
       afresh each time; the authors run at most 20 convex sub-problems (cvxpy/ECOS), warm
       started from the previous alpha, and stop when ``|M' alpha - 1/alpha| < 1e-3`` for the
@@ -1134,25 +1273,46 @@ class NashMTL(Weighting):
             raise ValueError(f"max_norm must be a finite number >= 0 (0: no clipping), got "
                              f"{max_norm!r}.")  # fmt: skip
         self.max_norm, self.iterations = float(max_norm), _count(iterations)
-        self.logged = tf.Variable(tf.fill([self.num_tasks], 1.0 / self.num_tasks))
-        self.steps = tf.Variable(0, trainable=False, dtype=tf.int64)
+        self.logged = _uniform_weights(self.num_tasks)
+        # "int": int64 on TensorFlow, int32 on JAX (as Keras's optimizers count their steps)
+        self.steps = keras.Variable(0, dtype="int", trainable=False)
         self.state_variables = {"last": self.logged, "steps": self.steps}
 
     def combine_gradients(self, task_losses, gradients, active=None):
         losses, G = self._stack(task_losses), _matrix(gradients)
         self._refuse("gradient", G)
         on = _active_mask(active, self.num_tasks)
-        fresh = tf.equal(self.steps % self.update_weights_every, 0)
-        solve = lambda: tf.cast(nash_mtl_weights(G, self.iterations, active=on), tf.float32)  # noqa: E731
-        alpha = tf.cond(fresh, solve, lambda: tf.identity(self.logged))
-        alpha = tf.where(on, alpha, 0.0)
-        self.steps.assign_add(1)
+        steps = _read(self.steps)
+        fresh = ops.equal(steps % self.update_weights_every, 0)
+        solve = lambda: ops.cast(nash_mtl_weights(G, self.iterations, active=on), "float32")  # noqa: E731
+        alpha = ops.cond(fresh, solve, lambda: _read(self.logged))
+        alpha = ops.where(on, alpha, ops.zeros_like(alpha))
+        self.steps.assign(steps + 1)
         self.logged.assign(alpha)
-        alpha = tf.cast(alpha, G.dtype)
-        shared = tf.linalg.matvec(G, alpha, transpose_a=True)
+        alpha = ops.cast(alpha, G.dtype)
+        shared = ops.matmul(alpha, G)
         if self.max_norm > 0:
-            shared = tf.clip_by_norm(shared, self.max_norm)
-        return tf.cast(alpha, losses.dtype), shared
+            shared = _clip_by_norm(shared, self.max_norm)
+        return ops.cast(alpha, losses.dtype), shared
+
+
+def _clip_by_norm(vector, limit: float) -> Tensor:
+    """``vector`` scaled down to norm ``limit`` when it is longer (``tf.clip_by_norm``'s
+    formula: ``vector * limit / max(|vector|, limit)``, a zero vector kept as it is)."""
+    squared = ops.sum(vector * vector)
+    positive = squared > 0
+    norm = ops.where(positive, ops.sqrt(ops.where(positive, squared, ops.ones_like(squared))),
+                     squared)  # fmt: skip
+    return vector * limit / ops.maximum(norm, limit)
+
+
+def _uniform_weights(num_tasks: int) -> keras.Variable:
+    """A (K,) float32 variable holding ``1 / K`` (the weights logged before the first step)."""
+    return keras.Variable(np.full(num_tasks, 1.0 / num_tasks, "float32"), trainable=False)
+
+
+def _zeros_variable(num_tasks: int) -> keras.Variable:
+    return keras.Variable(np.zeros(num_tasks, "float32"), trainable=False)
 
 
 def _count(value, what: str = "iterations") -> int:

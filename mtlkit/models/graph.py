@@ -123,6 +123,21 @@ def shared_representation(model: keras.Model, layer: str | None = None) -> keras
     ``layer`` names the layer whose output is the shared representation; by default the
     last layer (in the model's order) on the path to every output.
     """
+    chosen = _representation_layer(model, layer)
+    return keras.Model(model.inputs, [chosen.output, model.output], name=f"{model.name}_with_z")
+
+
+def split_at_representation(model: keras.Model, layer: str | None = None) -> tuple:
+    """``(trunk, heads)``: two models over the same layers, ``inputs -> representation`` and
+    ``representation -> outputs`` (the representation chosen as in
+    :func:`shared_representation`). ``heads(trunk(x))`` is ``model(x)``."""
+    chosen = _representation_layer(model, layer)
+    trunk = keras.Model(model.inputs, chosen.output, name=f"{model.name}_trunk")
+    return trunk, keras.Model(chosen.output, model.output, name=f"{model.name}_heads")
+
+
+def _representation_layer(model: keras.Model, layer: str | None):
+    """The layer named ``layer``, or the last layer on the path to every output."""
     candidates = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
     if layer is None:
         common = [la for la in candidates if all(depends_on(o, la) for o in model.outputs)]
@@ -132,13 +147,12 @@ def shared_representation(model: keras.Model, layer: str | None = None) -> keras
                 "no representation. Use a method on the shared weights (pcgrad, gradnorm) or "
                 "a loss weighting, or name the layer with representation_layer=."
             )
-        chosen = common[-1]
-    else:
-        chosen = next((la for la in candidates if la.name == layer), None)
-        if chosen is None:
-            names = [la.name for la in candidates]
-            raise ValueError(f"The model has no layer {layer!r}; its layers are {names}.")
-    return keras.Model(model.inputs, [chosen.output, model.output], name=f"{model.name}_with_z")
+        return common[-1]
+    chosen = next((la for la in candidates if la.name == layer), None)
+    if chosen is None:
+        names = [la.name for la in candidates]
+        raise ValueError(f"The model has no layer {layer!r}; its layers are {names}.")
+    return chosen
 
 
 # --------------------------------------------------------------------------- diagrams

@@ -7,7 +7,8 @@ reaches through the reused logits. Each task's loss is the training loop's: its 
 the examples carrying its label (:func:`mtlkit.models.tasks.masked_loss`).
 
 The forward pass is a training-mode ``model.stateless_call`` whose new moving statistics
-and random states are thrown away, so looking changes nothing in the model. The gradient
+and random states are thrown away, so looking changes nothing in the model. The gradients
+come from :func:`mtlkit.backend.task_gradients`: the same search on TensorFlow and JAX. The gradient
 methods (:mod:`mtlkit.methods.weighting`) train on what :func:`shared_variables` finds; the
 interference measurements (:mod:`mtlkit.analysis.diagnostics`) build on :func:`task_reach`.
 """
@@ -19,8 +20,8 @@ from types import SimpleNamespace
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from mtlkit import backend
 from mtlkit.models import tasks as task_utils
 
 
@@ -77,51 +78,59 @@ def _is_binary(loss: keras.losses.Loss) -> bool:
     return task_utils.loss_kind(loss) == "binary_crossentropy"
 
 
-def _checked_losses(loss_fns: Mapping, y, outputs: Mapping) -> tuple[dict, dict]:
-    """:func:`masked_losses`, eagerly, with binary labels outside {-1, 0, 1} named."""
-    try:
-        return masked_losses(loss_fns, y, outputs)
-    except tf.errors.InvalidArgumentError as err:
-        if task_utils.BAD_BINARY_LABELS not in str(err):
-            raise
-        bad = [
-            t
-            for t, f in loss_fns.items()
-            if _is_binary(f) and not task_utils.binary_labels_ok(y[t])
-        ]
-        raise ValueError(f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}.") from None
+def _check_labels(loss_fns: Mapping, y) -> None:
+    """On the host, before any gradient: labels below -1, and binary labels outside
+    {-1, 0, 1}, get a ValueError naming the tasks (a compiled JAX step cannot raise)."""
+    negative = [t for t in loss_fns if (np.asarray(y[t], dtype=float) < -1).any()]
+    if negative:
+        raise ValueError(f"Task(s) {negative}: {task_utils.NEGATIVE_LABELS}.")
+    binary = [t for t, f in loss_fns.items() if _is_binary(f)]
+    bad = [t for t in binary if not task_utils.binary_labels_ok(y[t])]
+    if bad:
+        raise ValueError(f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}.")
 
 
-def _output_probe(output) -> tf.Tensor:
+def _output_probe(output):
     """A scalar that depends on every entry of a task's output (a projection on fixed random
     directions): what the task reaches when it has no labelled example to take a loss on."""
-    directions = tf.random.stateless_normal(tf.shape(output), seed=[0, 1], dtype=output.dtype)
-    return tf.reduce_sum(output * directions)
+    shape = tuple(output.shape)
+    dtype = keras.backend.standardize_dtype(output.dtype)
+    directions = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    return keras.ops.sum(output * directions)
 
 
 def variable_values(variables) -> list:
-    """The variables' current values as tensors (what a tape watches, a stateless call takes)."""
-    return [tf.identity(v.value) for v in variables]
+    """The variables' current values as tensors (what a stateless call takes)."""
+    return [keras.ops.convert_to_tensor(v.value) for v in variables]
+
+
+def labelled_tasks(loss_fns: Mapping, y) -> dict[str, bool]:
+    """Whether each task has at least one labelled example in the batch (host side)."""
+    return {t: bool(np.asarray(task_utils.label_mask(y[t])).sum() > 0) for t in loss_fns}
 
 
 def task_reach(model, x, y, losses) -> SimpleNamespace:
-    """Every task's gradient of its masked mean loss on every trainable variable (``None``:
+    """Every task's gradient of its masked mean loss on every trainable variable (zeros:
     not reached), and which variables each task reaches. A task with no labelled example
     in the batch has no gradient (``labelled`` is False); its reach is traced through its
     output instead, so the variables the tasks share do not depend on the labels at hand."""
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built: call it on a batch first.")
-    trainable = variable_values(model.trainable_variables)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(trainable)
-        x = tf.nest.map_structure(tf.convert_to_tensor, x)
-        outputs = forward(model, trainable, variable_values(model.non_trainable_variables), x)
-        loss_fns = loss_functions(model, losses, outputs, y)
-        values, counts = _checked_losses(loss_fns, y, outputs)
-        labelled = {t: bool(counts[t] > 0) for t in loss_fns}
-        targets = {t: values[t] if labelled[t] else _output_probe(outputs[t]) for t in loss_fns}
-    raw = {t: tape.gradient(targets[t], trainable) for t in loss_fns}
-    reach = {t: [g is not None and bool(tf.reduce_any(g != 0)) for g in raw[t]] for t in raw}
+    loss_fns = loss_functions(model, losses, dict.fromkeys(model.output_names), y)
+    _check_labels(loss_fns, y)
+    labelled = labelled_tasks(loss_fns, y)
+    x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+    fixed = variable_values(model.non_trainable_variables)
+
+    def targets(trainable):
+        outputs = forward(model, trainable, fixed, x)
+        values = masked_losses(loss_fns, y, outputs)[0]
+        return [values[t] if labelled[t] else _output_probe(outputs[t]) for t in loss_fns]
+
+    out, rows = backend.task_gradients(targets, variable_values(model.trainable_variables))
+    values = dict(zip(loss_fns, keras.ops.unstack(out)))
+    raw = dict(zip(loss_fns, rows))
+    reach = {t: [bool(keras.ops.any(g != 0)) for g in raw[t]] for t in raw}
     paths = [v.path for v in model.trainable_variables]
     return SimpleNamespace(
         fns=loss_fns, values=values, labelled=labelled, raw=raw, reach=reach, paths=paths

@@ -10,8 +10,14 @@ one; :class:`_Loop` holds the compiled steps. One training step is::
     gradients = tape.gradient(total, model.trainable_variables)
     optimizer.apply_gradients(zip(gradients, model.trainable_variables))
 
-with ``coefficient_j = gate_j * w_j * loss_weight_j`` held in a ``tf.Variable``: new gates
+with ``coefficient_j = gate_j * w_j * loss_weight_j`` held in a Keras variable: new gates
 each epoch are a variable assignment, not a new trace of the step function.
+
+**Backends.** That is the TensorFlow step. On Keras's JAX backend the same losses, meters
+and counters (all ``keras.ops`` and Keras variables) run inside a stateless ``jax.jit`` step
+that differentiates them with ``jax.value_and_grad``; :mod:`mtlkit.backend` holds the
+difference. From the same weights and batches both end at the same weights within float32
+rounding (``tests/test_backends.py``).
 
 **Partial labels.** A label below 0 (CelebA's ``-1``) means "unknown": each task's loss
 and accuracy average over the examples that carry its label, and a batch in which no
@@ -385,6 +391,7 @@ class _Loop:
         # what a gradient method differentiates: the shared variables, or the output of a
         # model that also returns the shared representation
         self.sources, self.with_representation = self._method_sources(method, data, layer)
+        self.layer = layer
         self.tasks = list(model.output_names)
         self.binary = [task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in self.tasks]
         self.loss_weights = [float(loss_weights.get(t, 1.0)) for t in self.tasks]
@@ -423,9 +430,47 @@ class _Loop:
         loop_state = [self.coefficients, self.weights, self.steps, self.first_non_finite]
         state = [*self.model.variables, *loop_state, *meters, *method_state]
         trainable = self.model.trainable_variables + extra
-        self.train_step = backend.JaxStep(self._loss_terms, trainable, state, self.optimizer)
+        if self.weighting is not None and self.weighting.kind == "gradient":
+            self.train_step = self._jax_gradient_step(trainable, state)
+        else:
+            self.train_step = backend.JaxStep(self._loss_terms, trainable, state, self.optimizer)
         self.measure_step = backend.JaxStep(self._no_total(self._measure_step), [], state)
         self.eval_step = backend.JaxStep(self._no_total(self._eval_step), [], state)
+
+    def _jax_gradient_step(self, trainable, state) -> backend.JaxGradientStep:
+        """A gradient method's step on JAX: :meth:`_weighted_losses`, then the method's
+        combination of the task gradients (:meth:`_combined`)."""
+        where = {id(v): i for i, v in enumerate(trainable)}
+        if self.weighting.needs != "representation":
+            sources = [where[id(v)] for v in self.sources]
+            return backend.JaxGradientStep(self._weighted_losses, self._combined, trainable,
+                                           state, self.optimizer, sources=sources)  # fmt: skip
+        trunk, heads = graph.split_at_representation(self.model, self.layer)
+        return backend.JaxGradientStep(
+            lambda x, y, z: self._weighted_losses(x, y, heads(z, training=True)),
+            self._combined, trainable, state, self.optimizer,
+            trunk=lambda x: trunk(x, training=True),
+        )  # fmt: skip
+
+    def _weighted_losses(self, x, y, y_pred=None):
+        """The K gated, weighted task losses and the regularisation penalty, as one vector
+        (what a gradient method differentiates on JAX), and what :meth:`_combined` needs."""
+        y_pred = self.model(x, training=True) if y_pred is None else y_pred
+        task_losses, counts = self.task_losses(y, y_pred)
+        weighted = [c * loss for c, loss in zip(keras.ops.unstack(self.coefficients.value),
+                                                 task_losses)]  # fmt: skip
+        penalty = _add_n(self.model.losses) if self.model.losses else keras.ops.zeros(())
+        vector = keras.ops.stack([*weighted, keras.ops.cast(penalty, "float32")])
+        return vector, (y_pred, task_losses, counts, x, y)
+
+    def _combined(self, vector, G, aux):
+        """The method's coefficients (and shared gradient) from G; the batch recorded."""
+        y_pred, task_losses, counts, x, y = aux
+        weighted = [vector[j] for j in range(len(self.tasks))]
+        coefficients, shared = self.weighting.combine_gradients(weighted, G, self._active(counts))
+        total = _add_n([c * w for c, w in zip(keras.ops.unstack(coefficients), weighted)])
+        self._record(total, y_pred, task_losses, counts, x, y)
+        return coefficients, shared, self.train_meters.results()
 
     @staticmethod
     def _no_total(step):
@@ -520,7 +565,8 @@ class _Loop:
         """(K,) booleans: the tasks with a loss in this batch -- a labelled example, and a
         coefficient (DST gate x loss weight) that is not 0. The others have a zero gradient
         row, which a method must not mistake for a task that is already satisfied."""
-        return tf.logical_and(tf.stack(counts) > 0, tf.not_equal(self.coefficients, 0.0))
+        ops = keras.ops
+        return ops.logical_and(ops.stack(counts) > 0, ops.not_equal(self.coefficients.value, 0.0))
 
     # -- losses ---------------------------------------------------------------------------
     def task_losses(self, y, y_pred):
