@@ -256,3 +256,8 @@ class JaxGradientStep(JaxStep):
             optimizer_values, grads, trainable
         )
         return trainable, state, optimizer_values, outputs
+
+
+def describe() -> str:
+    """What the notebooks print beside their settings: ``"Keras 3.x, jax backend"``."""
+    return f"Keras {keras.__version__}, {name()} backend"

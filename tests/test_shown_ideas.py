@@ -2,13 +2,18 @@
 
 Each test takes a notebook's cell by its tag, runs its source (with fresh random inputs where
 the cell's own are fixed) and compares with ``mtlkit``: notebook 01's ``reuse_coarse`` by
-hand, notebook 06's two task gradients from one tape and their cosine, notebook 07's PCGrad
+hand, notebook 06's two task gradients and their cosine (one tape on TensorFlow, ``jax.grad``
+on JAX), notebook 07's PCGrad
 step and MGDA weights on a toy gradient matrix. (Notebook 04's gated step:
 tests/test_notebook04_step.py.)
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -85,16 +90,37 @@ def tiny_shared_conv(name, settings) -> keras.Model:
     return model
 
 
-def test_notebook06_cosine_from_one_tape_is_the_kits():
+def notebook06_cosine(tag: str) -> tuple[float, float]:
+    """Notebook 06's cosine by hand (the cell tagged ``tag``, then the cell that calls it)
+    and the kit's, on a small model; run on TensorFlow here, on JAX by _shown_jax.py."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 8, 8, 3)).astype("float32")
     y = {"fine": rng.integers(0, 5, 16), "coarse": rng.integers(0, 3, 16)}
     names = {"studies": types.SimpleNamespace(build_compiled=tiny_shared_conv),
-             "cifar": None, "x": x, "y": y}  # fmt: skip
-    exec(tagged("06", "shown-tape-cosine"), names)
+             "cifar": None, "x": x, "y": y, "keras": keras, "tape_cosine": None,
+             "jax_cosine": None}  # fmt: skip
+    exec(tagged("06", tag), names)
+    exec(tagged("06", "shown-cosine-call"), names)
     kit = diagnostics.gradient_stats(names["model"], x, y).cosine().loc["fine", "coarse"]
-    assert abs(kit - names["by_hand"]) < 1e-5
+    return float(kit), names["by_hand"]
+
+
+def test_notebook06_cosine_from_one_tape_is_the_kits():
+    kit, by_hand = notebook06_cosine("shown-tape-cosine")
+    assert abs(kit - by_hand) < 1e-5
+
+
+def test_notebook06_cosine_by_jax_grad_is_the_kits_on_jax():
+    script = Path(__file__).with_name("_shown_jax.py")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "jax"
+    assert abs(result["kit"] - result["by_hand"]) < 1e-5
+    assert abs(result["by_hand"]) > 1e-3  # a real cosine, not a zero that would match anything
 
 
 def test_notebook02_compile_written_out_trains_like_the_package():

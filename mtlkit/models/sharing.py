@@ -53,6 +53,12 @@ def loss_functions(model: keras.Model, losses, outputs: Mapping, y) -> dict:
         raise ValueError(f"{err} Give a keras.losses name, object or function.") from err
 
 
+def output_order(model: keras.Model) -> list[str]:
+    """The tasks in the order the model's dict of outputs was written (``model.output_names``
+    is sorted), the same on every backend: the order of the measured tasks."""
+    return list(model.output) if isinstance(model.output, Mapping) else list(model.output_names)
+
+
 def forward(model, trainable, non_trainable, x) -> Mapping:
     """Training-mode outputs computed from the given variable values; no state changes."""
     outputs, _ = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -116,7 +122,7 @@ def task_reach(model, x, y, losses) -> SimpleNamespace:
     output instead, so the variables the tasks share do not depend on the labels at hand."""
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built: call it on a batch first.")
-    loss_fns = loss_functions(model, losses, dict.fromkeys(model.output_names), y)
+    loss_fns = loss_functions(model, losses, dict.fromkeys(output_order(model)), y)
     _check_labels(loss_fns, y)
     labelled = labelled_tasks(loss_fns, y)
     x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
