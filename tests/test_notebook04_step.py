@@ -9,11 +9,7 @@ says it expects), and trains a copy of the same model from the same start with
 
 from __future__ import annotations
 
-import json
 import linecache
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -21,6 +17,7 @@ import nbformat
 import numpy as np
 import pytest
 import tensorflow as tf
+from _on_backend import run_json
 
 from mtlkit import training
 from mtlkit.methods import dst
@@ -151,12 +148,7 @@ def test_the_cell_returns_each_tasks_loss_over_its_labelled_examples():
 def test_the_jax_cells_step_is_the_loops_step_on_jax():
     """The cells tagged ``gated-step-jax`` against ``training.train`` with the same gates, in
     a process on Keras's JAX backend (``tests/_notebook04_jax.py``)."""
-    script = Path(__file__).with_name("_notebook04_jax.py")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_json(Path(__file__).with_name("_notebook04_jax.py"))
     assert result["backend"] == "jax" and result["step"] == "jax_gated_step"
     assert result["trained"] > 1e-2  # both really trained
     assert result["to_loop"] <= 1e-6

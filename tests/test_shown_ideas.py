@@ -10,10 +10,6 @@ tests/test_notebook04_step.py.)
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -21,6 +17,7 @@ import keras
 import nbformat
 import numpy as np
 import pytest
+from _on_backend import run_json
 
 from mtlkit.analysis import diagnostics
 from mtlkit.methods import weighting
@@ -112,12 +109,7 @@ def test_notebook06_cosine_from_one_tape_is_the_kits():
 
 
 def test_notebook06_cosine_by_jax_grad_is_the_kits_on_jax():
-    script = Path(__file__).with_name("_shown_jax.py")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_json(Path(__file__).with_name("_shown_jax.py"))
     assert result["backend"] == "jax"
     assert abs(result["kit"] - result["by_hand"]) < 1e-5
     assert abs(result["by_hand"]) > 1e-3  # a real cosine, not a zero that would match anything
