@@ -123,7 +123,8 @@ def run(args: argparse.Namespace, env: dict, expected: list[str]) -> int:
     info = machine()
     rows = {name: summarise(times[name], work[name]) for name in expected}
     print(f"\nQuick profile, {info['cpu']} ({', '.join(info['vector_extensions'])}), "
-          f"{info['cores']} cores; oneDNN {info['onednn']}")  # fmt: skip
+          f"{info['cores']} cores; oneDNN {info['onednn']}; "
+          f"Keras backend {env.get('KERAS_BACKEND', 'tensorflow')}")  # fmt: skip
     print(f"{'notebook':34s} {'wall s':>7s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'traces':>6s} "
           f"{'ckpts':>5s}")  # fmt: skip
     for name, row in rows.items():
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace, env: dict, expected: list[str]) -> int:
         payload = {
             "benchmark": "notebooks",
             "machine": info,
+            "keras_backend": env.get("KERAS_BACKEND", "tensorflow"),
             "started": started,
             "command": "python run_notebooks.py --profile quick --only NN (one notebook at a time)",
             "times": times,

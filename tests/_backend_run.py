@@ -13,6 +13,7 @@ The model has no dropout (the backends draw different random masks); one task ha
 of -1 (unknown) in part of every batch, and one batch where it has none at all.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,8 +23,9 @@ import tensorflow as tf
 
 from mtlkit import training
 from mtlkit.analysis import diagnostics
+from mtlkit.data import EIGHT
 from mtlkit.methods import dst
-from mtlkit.models import sharing
+from mtlkit.models import architectures, sharing
 
 ARMS = (
     "ew",
@@ -135,6 +137,16 @@ def measured(net, initial: Path) -> dict:
     }
 
 
+def preset_weights(folder: Path) -> dict:
+    """The ResNet18 of notebook 03 loaded from the local preset folder the TensorFlow process
+    wrote (as ``weights="imagenet"`` loads Kaggle's): its backbone weights' sums, by path."""
+    os.environ["MTLKIT_RESNET18_PRESET"] = str(folder)
+    net = architectures.build_celeba(EIGHT, weights="imagenet", image_size=32)
+    backbone = [w for w in net.weights if w.path.split("/")[0] not in EIGHT]
+    assert len(backbone) > 50, [w.path for w in net.weights][:5]
+    return {f"preset/{w.path}": np.abs(keras.ops.convert_to_numpy(w)).sum() for w in backbone}
+
+
 def main(initial: Path, out: Path, runs: Path) -> None:
     net = model()
     if not initial.exists():
@@ -146,8 +158,10 @@ def main(initial: Path, out: Path, runs: Path) -> None:
     results.update(measured(net, initial))
     if keras.backend.backend() == "tensorflow":
         fit(net, "ew", epochs=1, run_dir=runs / "started")
+        architectures.resnet18_backbone(None).save_to_preset(str(runs / "preset"))
     else:
         results.update(refused(net, runs))
+    results.update(preset_weights(runs / "preset"))
     np.savez(out, **results)
 
 

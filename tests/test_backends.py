@@ -54,7 +54,11 @@ def test_tensorflow_and_jax_end_at_the_same_weights(results, arm):
     keys = [k for k in results["tensorflow"] if k.startswith(f"{arm}/history/")]
     assert f"{arm}/history/val_kind_accuracy" in keys
     for key in keys:
-        np.testing.assert_allclose(results["tensorflow"][key], results["jax"][key], rtol=1e-4)
+        # GradNorm's weights step along sign(|w_j| n_j - target_j) with their own Adam(1e-3):
+        # where the two sides tie within rounding the sign can flip, moving a weight by ~1e-4
+        atol = 1e-3 if arm == "gradnorm" and key.endswith("_weight") else 0.0
+        np.testing.assert_allclose(results["tensorflow"][key], results["jax"][key], rtol=1e-4,
+                                   atol=atol)  # fmt: skip
 
 
 def test_the_tolerance_tells_methods_apart(results):
@@ -101,6 +105,15 @@ def test_the_diagnostics_agree_across_backends(results):
     np.testing.assert_allclose(tf_["diagnostics/gram"], jax_["diagnostics/gram"], rtol=1e-4)
     np.testing.assert_allclose(tf_["diagnostics/kind_kernel"], jax_["diagnostics/kind_kernel"],
                                rtol=1e-4, atol=1e-7)  # fmt: skip
+
+
+def test_the_pretrained_resnet18_preset_loads_the_same_weights_on_jax(results):
+    """``weights="imagenet"`` through a local preset folder (written on TensorFlow)."""
+    tf_, jax_ = results["tensorflow"], results["jax"]
+    keys = [k for k in tf_ if k.startswith("preset/")]
+    assert len(keys) > 50 and set(keys) == {k for k in jax_ if k.startswith("preset/")}
+    for key in keys:
+        np.testing.assert_allclose(tf_[key], jax_[key], rtol=1e-6)
 
 
 def test_an_unsupported_backend_is_refused_at_import():
