@@ -1,7 +1,11 @@
-"""Notebooks 04 (DST's gated step on both backends) and 07 (the remedies) run end to end on
-Keras's JAX backend in the quick profile, through ``run_notebooks.py`` in a process with
-``KERAS_BACKEND=jax`` (the rest of the suite runs them on TensorFlow, under nbval).
+"""Notebook 04 (DST's gated step, written out for both backends) runs end to end on Keras's
+JAX backend in the quick profile, through ``run_notebooks.py`` in a process with
+``KERAS_BACKEND=jax`` (the rest of the suite runs every notebook on TensorFlow, under nbval).
 
+Notebook 07 passes on JAX too (141 s on the 2-core AMD EPYC of benchmarks/README.md, section
+9, against 77 s on TensorFlow), but is left out here: it took 244 s with 04 inside CI, which
+the 20-minute budget cannot hold (``MTLKIT_JAX_NOTEBOOKS="04 07"`` runs both). Its methods'
+steps are compared with TensorFlow's in tests/test_backends.py.
 Their run folders are their own: a study's tag hashes the backend when it is not TensorFlow.
 """
 
@@ -13,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ("04", "07")
+NOTEBOOKS = tuple(os.environ.get("MTLKIT_JAX_NOTEBOOKS", "04").split())
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,7 @@ def jax_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     return done, tmp / "executed"
 
 
-def test_notebooks_04_and_07_run_on_jax(jax_run):
+def test_the_notebooks_run_on_jax(jax_run):
     done, _ = jax_run
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert done.stdout.count(" ok") >= len(NOTEBOOKS), done.stdout[-2000:]

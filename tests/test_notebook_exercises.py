@@ -42,8 +42,10 @@ def exercise_cells(number: str) -> list[str]:
 
 
 def implement_it_cells(number: str) -> list[str]:
-    """The cells that define a student function or run an implement-it check."""
-    return [s for s in exercise_cells(number) if "def my_" in s or "exercises.check(" in s]
+    """The cells that define a student function, the random inputs of a check, or run an
+    implement-it check."""
+    marks = ("def my_", "def random_", "exercises.check(")
+    return [s for s in exercise_cells(number) if any(mark in s for mark in marks)]
 
 
 def namespace() -> dict:
