@@ -44,15 +44,134 @@ def check_supported() -> None:
         )
 
 
+# ------------------------------------------------------------------ several devices
+# On TensorFlow a ``tf.distribute`` strategy runs the step once per replica, each on its
+# share of the global batch; these three functions turn a replica's partial sums into the
+# global batch's values. On JAX (``keras.distribution.DataParallel``) the step is one
+# program over the global batch that XLA splits across the devices, so they change nothing.
+def replicas() -> int:
+    """How many replicas run the current step together (1 outside a strategy, and on JAX)."""
+    if name() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
+def global_sum(value):
+    """``value`` summed over the replicas (TensorFlow, inside ``strategy.run``). The gradient
+    of the sum reaches every replica's own part, so a loss computed from it is the global
+    batch's loss on every replica."""
+    if replicas() == 1:
+        return value
+    import tensorflow as tf
+
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def global_concat(value, axis: int):
+    """The replicas' ``value`` put side by side along ``axis``, in replica order (the order
+    of the global batch)."""
+    if replicas() == 1:
+        return value
+    import tensorflow as tf
+
+    whole = tf.distribute.get_replica_context().all_gather(value, axis=axis)
+    shape = list(value.shape)  # (all_gather forgets the static shape)
+    shape[axis] = None if shape[axis] is None else shape[axis] * replicas()
+    return tf.ensure_shape(whole, shape)
+
+
+def strategy_of(model):
+    """The ``tf.distribute`` strategy a model was built under (in ``strategy.scope()``, as
+    Keras's guide says), or None: one device, or the JAX backend. Raises when called inside
+    a strategy's scope with a model built outside it."""
+    if name() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    built_under = getattr(model, "_distribute_strategy", None)  # Keras notes it at build
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy() is not built_under:
+        raise ValueError(
+            f"The model {model.name!r} was built outside this tf.distribute strategy's scope, "
+            "so its variables live on one device. Build the model (and make its optimizer) "
+            "inside `with strategy.scope():`, then train it."
+        )
+    return built_under
+
+
+def jax_distribution(model=None):
+    """The ``keras.distribution`` in use on JAX (None without one, and on TensorFlow).
+    With ``model``: raises unless the model's variables were laid out by that distribution
+    (it must be set *before* the model is built, as Keras's guide says)."""
+    if name() != "jax":
+        return None
+    distribution = keras.distribution.distribution()
+    if model is None:
+        return distribution
+    wanted = set(distribution.device_mesh.backend_mesh.devices.flat) if distribution else set()
+    spread = {d for v in model.variables for d in v.value.sharding.device_set}
+    if distribution is not None and spread != wanted:
+        raise ValueError(
+            f"keras.distribution.set_distribution(...) was called after the model "
+            f"{model.name!r} was built: its variables live on {len(spread)} device(s), not on "
+            f"the distribution's {len(wanted)}. Set the distribution first, then build the "
+            "model (and its optimizer)."
+        )
+    if distribution is None and len(spread) > 1:
+        raise ValueError(
+            f"The model {model.name!r} was built under a keras.distribution over "
+            f"{len(spread)} devices that is no longer set: set it again "
+            "(keras.distribution.set_distribution) before training."
+        )
+    return distribution
+
+
+def device_count(model) -> int:
+    """How many devices train ``model`` together: a ``tf.distribute`` strategy's replicas
+    or a JAX ``keras.distribution``'s devices (1 without either)."""
+    strategy, distribution = strategy_of(model), jax_distribution()
+    if strategy is not None:
+        return int(strategy.num_replicas_in_sync)
+    return 1 if distribution is None else int(distribution.device_mesh.devices.size)
+
+
+def on_devices(batch):
+    """A batch (NumPy arrays) placed for JAX's ``keras.distribution``: split along the batch
+    axis across its devices; unchanged without one. A batch the devices cannot split
+    evenly (a smaller last batch) is left whole: every device then computes all of it,
+    with the same result."""
+    distribution = jax_distribution()
+    if distribution is None:
+        return batch
+    import jax
+
+    devices = distribution.device_mesh.devices.size
+
+    def put(array):
+        if array.ndim == 0 or array.shape[0] % devices:
+            return array
+        return jax.device_put(array, distribution.get_data_layout(array.shape).backend_layout)
+
+    return keras.tree.map_structure(put, batch)
+
+
 def tensorflow_step(compute: Callable, variables: Sequence, optimizer) -> tuple:
     """One TensorFlow update: ``compute() -> (total, aux)`` on a tape, then the gradient of
     ``total`` (scaled under mixed precision) applied to ``variables``. Returns
-    ``(total, aux)``. Call it inside a ``tf.function``."""
+    ``(total, aux)``. Call it inside a ``tf.function``.
+
+    Under a ``tf.distribute`` strategy ``total`` is the global batch's loss on every
+    replica (:func:`global_sum`); each replica differentiates ``total / replicas`` and the
+    optimizer sums the replicas' gradients, which gives the global batch's gradient (the
+    rule of Keras's own ``fit``)."""
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
         total, aux = compute()
-        scaled = optimizer.scale_loss(total)  # loss scaling under mixed_float16
+        shared = total / replicas() if replicas() > 1 else total
+        scaled = optimizer.scale_loss(shared)  # loss scaling under mixed_float16
     gradients = tape.gradient(scaled, list(variables))
     optimizer.apply_gradients(zip(gradients, variables))  # (unscales them first)
     return total, aux
@@ -155,7 +274,7 @@ class JaxStep:
 
     def __call__(self, x, y):
         """Run one step on a batch (TensorFlow tensors or NumPy arrays) and write back."""
-        x, y = keras.tree.map_structure(np.asarray, (x, y))
+        x, y = on_devices(keras.tree.map_structure(np.asarray, (x, y)))
         groups = (self.trainable, self.state, self.optimizer_variables)
         values = [[v.value for v in group] for group in groups]
         *new, outputs = self._jitted(*values, x, y)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 
-def run_json(script: Path, backend: str = "jax", timeout: int = 600) -> dict:
-    """``python script`` with ``KERAS_BACKEND=backend`` (JAX on the CPU); its last line, parsed."""
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+def run_json(script: Path, backend: str = "jax", timeout: int = 600, env=None) -> dict:
+    """``python script`` with ``KERAS_BACKEND=backend`` (JAX on the CPU) and ``env`` added;
+    its last line, parsed."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", **(env or {})}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -70,6 +70,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mtlkit import backend
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -1051,7 +1053,8 @@ class GradNorm(Weighting):
         self.initial.assign(initial)
         counted = on & (initial > 0)
         gradient = gradnorm_gradient(in_use, norms, losses, initial, self.alpha, counted)
-        self.optimizer.apply_gradients([(gradient, self.logged)])
+        # (on several devices the optimizer sums the replicas' identical gradients)
+        self.optimizer.apply_gradients([(gradient / backend.replicas(), self.logged)])
         self.logged.assign(self._renormalised(_read(self.logged), in_use, counted))
         coefficients = ops.where(on, in_use, ops.zeros_like(in_use))
         return ops.cast(_nan_unless(_all_finite(losses, norms), coefficients), dtype), None

@@ -106,8 +106,13 @@ def _output_probe(output):
 
 
 def variable_values(variables) -> list:
-    """The variables' current values as tensors (what a stateless call takes)."""
-    return [keras.ops.convert_to_tensor(v.value) for v in variables]
+    """The variables' current values as tensors (what a stateless call takes); of a
+    variable mirrored across devices (``tf.distribute``), its first copy's."""
+    if backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        return [tf.convert_to_tensor(v.value) for v in variables]  # (keras.ops would keep
+    return [keras.ops.convert_to_tensor(v.value) for v in variables]  # a tf.Variable)
 
 
 def labelled_tasks(loss_fns: Mapping, y) -> dict[str, bool]:

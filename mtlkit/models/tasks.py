@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtlkit import backend
+
 
 def check_names(
     given: Iterable[str], tasks: Iterable[str], what: str, *, every: bool = True
@@ -121,6 +123,14 @@ def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = 
     NaN labels are not "unknown": they make the loss NaN, which the loops report.
     Binary tasks must have labels in {-1, 0, 1}: anything else stops the step.
     """
+    total, count = masked_sum(loss, labels, predictions, binary=binary)
+    return keras.ops.divide_no_nan(total, count), count
+
+
+def masked_sum(loss: keras.losses.Loss, labels, predictions, *, binary: bool = False):
+    """One task's loss *summed* over the examples that carry a label, and how many do:
+    :func:`masked_loss` before its division. On several devices the loop adds both up over
+    the replicas first, so the mean is over the labelled examples of the global batch."""
     ops = keras.ops
     labels = ops.convert_to_tensor(labels)
     mask = label_mask(labels)
@@ -131,8 +141,7 @@ def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = 
         known = ops.cast(known, predictions.dtype)
     per_example = ops.cast(loss.call(known, predictions), "float32")
     per_example = ops.mean(ops.reshape(per_example, (ops.shape(labels)[0], -1)), axis=1)
-    count = ops.sum(mask)
-    return ops.divide_no_nan(ops.sum(per_example * mask), count), count
+    return ops.sum(per_example * mask), ops.sum(mask)
 
 
 def _checked_labels(labels, predictions, binary: bool):
@@ -170,9 +179,16 @@ class TaskMeters:
         self.accuracy = {t: m for t, m in accuracies.items() if m is not None}
 
     def update(self, total, task_losses, counts, y, y_pred, batch_size) -> None:
-        """Add one batch (called inside the compiled step)."""
+        """Add one batch (called inside the compiled step).
+
+        On several devices (TensorFlow) each replica adds its own share: the metrics' variables
+        are summed over the replicas when read. ``total``, ``task_losses`` and ``counts`` are
+        the global batch's there (the same on every replica), so each replica counts
+        ``counts / replicas`` of them; ``batch_size``, ``y`` and ``y_pred`` are its own."""
+        share = backend.replicas()
         self.total.update_state(total, sample_weight=batch_size)
         for t, value, count in zip(self.tasks, task_losses, counts):
+            count = count / share if share > 1 else count
             self.loss[t].update_state(value, sample_weight=count)
             self.labelled[t].update_state(count)
         for t, metric in self.accuracy.items():

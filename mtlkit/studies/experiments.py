@@ -37,6 +37,7 @@ from mtlkit.data import celeba
 from mtlkit.methods import dst, weighting
 from mtlkit.models import architectures, graph, tasks
 from mtlkit.models.architectures import build_celeba, build_cifar100
+from mtlkit.studies import devices
 from mtlkit.training import runs
 
 
@@ -65,6 +66,8 @@ class CifarSettings:
     # NaN in the history before it; not part of the tag: it changes no result)
     trunk_width: float = 1.0  # the convolutional trunks' filters, times the report's (quick:
     # 0.5, a quarter of the computation; the heads keep the report's sizes)
+    devices: int = 1  # data-parallel over that many devices; batch_size is the global batch
+    # (mtlkit.studies.devices; the full profile takes every visible device)
 
     @property
     def data_name(self) -> str:
@@ -84,7 +87,8 @@ class CifarSettings:
         bn = ", BatchNorm statistics recomputed before evaluation" if self.recalibrate_bn else ""
         narrow = self.trunk_width != 1
         width = f", trunks at {self.trunk_width:g}x the report's width" if narrow else ""
-        return f"{what}, {self.profile} profile{size}, {self.epochs} epochs{width}{bn}{options}"
+        on = devices.describe(self.devices)
+        return f"{what}, {self.profile} profile{size}, {self.epochs} epochs{width}{bn}{options}{on}"
 
     @property
     def tag(self) -> str:
@@ -96,8 +100,8 @@ UNTAGGED = ("seeds", "checkpoints", "test_each_epoch")
 """Settings that do not change a run's results, so not part of its folder's name."""
 
 OPTIONAL = {
-    "celeba": {"single_task": None, "recalibrate_bn": 0, "weight_decay": 0.0},
-    "cifar100": {"trunk_width": 1.0},
+    "celeba": {"single_task": None, "recalibrate_bn": 0, "weight_decay": 0.0, "devices": 1},
+    "cifar100": {"trunk_width": 1.0, "devices": 1},
 }
 """Settings hashed only when they differ from these values, so that the run folders made
 before they existed keep their names."""
@@ -125,7 +129,7 @@ CIFAR_PROFILES = {
                   seeds=(0, 1), recalibrate_bn=50, checkpoints=False, test_each_epoch=False,
                   trunk_width=0.5),
     "standard": dict(epochs=4, seeds=(0, 1, 2)),
-    "full": dict(epochs=100, seeds=(0, 1, 2)),
+    "full": dict(epochs=100, seeds=(0, 1, 2), devices="all"),
 }  # fmt: skip
 """What each profile changes in the report's protocol (:class:`CifarSettings`' defaults)."""
 
@@ -145,6 +149,8 @@ def cifar100_settings(profile: str, source: str | None = None, **overrides) -> C
     base.update(CIFAR_PROFILES[profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
     _check_epochs(base["epochs"])
+    batch = base.get("batch_size", CifarSettings.batch_size)
+    base["devices"] = devices.resolve(base.get("devices", 1), batch)
     settings = CifarSettings(**base)
     architectures.check_width(settings.trunk_width)
     return settings
@@ -238,6 +244,14 @@ def run_cifar100(
         shutil.rmtree(run_dir)
     if (run_dir / RESULTS).exists():
         return _read_run(run_dir)
+    with devices.scope(settings.devices):  # (one device: nothing changes)
+        return _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir, verbose,
+                               callbacks)  # fmt: skip
+
+
+def _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir, verbose,
+                    callbacks) -> Run:  # fmt: skip
+    """:func:`run_cifar100`'s training and evaluation, on the settings' devices."""
     stored = runs.read_history(run_dir)  # a fit run finished before results.json existed
     start = time.perf_counter()
     training.set_seed(seed)
@@ -390,6 +404,7 @@ class CelebaSettings:
     single_task: str | None = None  # an attribute: train its loss alone (a single-task baseline)
     recalibrate_bn: int = 0  # > 0: BatchNorm statistics recomputed on a training batch (at
     # most that many images) before each evaluation, as in the CIFAR-100 quick profile
+    devices: int = 1  # data-parallel over that many devices; batch_size is the global batch
 
     @property
     def data_label(self) -> str:
@@ -409,6 +424,7 @@ class CelebaSettings:
         alone += (
             ", BatchNorm statistics recomputed before evaluation" if self.recalibrate_bn else ""
         )
+        options += devices.describe(self.devices)
         return (f"{what}, {self.profile} profile{size}, {init} ResNet18 at {self.image_size} px, "
                 f"{self.epochs} epochs{hidden}{alone}{options}")  # fmt: skip
 
@@ -430,19 +446,19 @@ CELEBA_PROFILES = {
         "quick": dict(weights=None, image_size=40, epochs=2, train_limit=800, eval_limit=400,
                       seeds=(0,), checkpoints=False, recalibrate_bn=32),
         "standard": dict(epochs=2, seeds=(0,)),
-        "full": dict(epochs=5, seeds=(0,)),
+        "full": dict(epochs=5, seeds=(0,), devices="all"),
     },
     # notebook 05: the same model with and without DST, over seeds
     "comparison": {
         "quick": _QUICK_MANY_RUNS,
         "standard": dict(epochs=3, train_limit=40_000, seeds=(0, 1)),
-        "full": dict(epochs=5, seeds=(0, 1, 2)),
+        "full": dict(epochs=5, seeds=(0, 1, 2), devices="all"),
     },
     # notebook 07: eight methods and eight single-task baselines, over seeds
     "remedies": {
         "quick": _QUICK_MANY_RUNS,
         "standard": dict(epochs=2, train_limit=3_000, eval_limit=2_000, seeds=(0, 1)),
-        "full": dict(epochs=5, seeds=(0, 1, 2)),
+        "full": dict(epochs=5, seeds=(0, 1, 2), devices="all"),
     },
 }  # fmt: skip
 """What each profile changes in the 2023 report's protocol (:class:`CelebaSettings`), per
@@ -476,6 +492,8 @@ def celeba_settings(
     if alone is not None and alone not in base["attributes"]:
         raise ValueError(f"single_task={alone!r} is not one of the attributes "
                          f"{list(base['attributes'])}: name one of them.")  # fmt: skip
+    batch = base.get("batch_size", CelebaSettings.batch_size)
+    base["devices"] = devices.resolve(base.get("devices", 1), batch)
     settings = CelebaSettings(**base)
     _check_optimizer(settings.learning_rate, settings.weight_decay)  # the defaults included
     return settings
@@ -602,6 +620,12 @@ def run_celeba(
         shutil.rmtree(run_dir)
     if (run_dir / RESULTS).exists():
         return _read_run(run_dir)
+    with devices.scope(settings.devices):  # (one device: nothing changes)
+        return _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, callbacks)
+
+
+def _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, callbacks) -> Run:
+    """:func:`run_celeba`'s training and evaluation, on the settings' devices."""
     start = time.perf_counter()
     training.set_seed(seed)
     datasets = celeba_datasets(settings, seed)

@@ -13,6 +13,7 @@ halfway (a Colab disconnect, say) continues where it stopped when started again.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -275,10 +276,12 @@ def build_training_state(model: keras.Model, data: tf.data.Dataset) -> None:
         return tf.zeros([1, *s.shape[1:]], s.dtype)
 
     x, y = tf.nest.map_structure(zeros, x), tf.nest.map_structure(zeros, y)
-    y_pred = model(x, training=False)
-    model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
-    model.compute_metrics(x, y, y_pred, sample_weight=None)
-    model.optimizer.build(model.trainable_variables)
+    strategy = getattr(model, "distribute_strategy", None)  # (TensorFlow: tf.distribute)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        y_pred = model(x, training=False)
+        model.compute_loss(x=x, y=y, y_pred=y_pred, training=False)
+        model.compute_metrics(x, y, y_pred, sample_weight=None)
+        model.optimizer.build(model.trainable_variables)
     model.reset_metrics()
 
 

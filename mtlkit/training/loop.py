@@ -27,6 +27,7 @@ example carries it adds nothing for that task (no NaN, no gradient); a gradient 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -162,7 +163,10 @@ def train(
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"optimizer={optimizer!r}: pass a Keras optimizer, e.g. "
                         "keras.optimizers.Adam(1e-3), or its name.")  # fmt: skip
-    method = None if weighting is None else weighting_methods.get(weighting, names)
+    strategy = backend.strategy_of(model)  # several devices: the model's strategy
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        method = None if weighting is None else weighting_methods.get(weighting, names)
+    _check_devices(strategy, model, optimizer, method, data_for(0))
     if method is not None and method.kind == "gradient" and len(names) < 2:
         raise ValueError(f"{method.name!r} combines the gradients of several tasks; the model "
                          f"has one ({names}). Train it without a weighting method.")  # fmt: skip
@@ -175,9 +179,10 @@ def train(
     key = _steps_key(optimizer, method, losses, specs, jit_compile, representation_layer)
     loop = _traced_loop(model, key)
     if loop is None:
-        optimizer = _prepare_optimizer(model, optimizer, method)
-        loop = _Loop(model, losses, optimizer, weights, specs, jit_compile,
-                     method=method, data=data_for(0), layer=representation_layer)  # fmt: skip
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            optimizer = _prepare_optimizer(model, optimizer, method)
+            loop = _Loop(model, losses, optimizer, weights, specs, jit_compile,
+                         method=method, data=data_for(0), layer=representation_layer)  # fmt: skip
         _TRACED[model] = (key, loop)
     loop.set_loss_weights(weights)  # a variable's value: new weights need no new trace
     optimizer, traces = loop.optimizer, loop.tracing_count()
@@ -261,6 +266,39 @@ def _check_backend(model: keras.Model, method) -> None:
         )
 
 
+def _check_devices(strategy, model, optimizer, method, data) -> None:
+    """Under a ``tf.distribute`` strategy: the optimizer and the weighting method's variables
+    made in its scope too. Under a JAX ``keras.distribution``: set before the model was
+    built. On several devices: a batch they can split evenly."""
+    backend.jax_distribution(model)  # (raises for a distribution set after the build)
+    devices = backend.device_count(model)
+    if devices > 1:
+        batch = _static_batch_size(next(iter(data))[0])
+        if batch % devices:
+            raise ValueError(
+                f"The batch size {batch} does not split evenly across the {devices} devices: "
+                f"batch by a multiple of {devices} (the batch size is the global batch; each "
+                f"device trains on batch_size / {devices} examples)."
+            )
+    if strategy is None:
+        return
+    made_in = getattr(optimizer, "_distribution_strategy", None)
+    if made_in is not strategy:
+        raise ValueError(
+            f"The model {model.name!r} was built in a tf.distribute strategy's scope but the "
+            "optimizer was made outside it: make the optimizer inside the same "
+            "`with strategy.scope():` block."
+        )
+    outside = [v.path for v in (method.variables if method is not None else [])
+               if not strategy.extended.variable_created_in_scope(v.value)]  # fmt: skip
+    if outside:
+        raise ValueError(
+            f"The weighting method {method.name!r} was made outside the model's strategy "
+            f"scope (its variables {outside} live on one device): pass weighting="
+            f"{method.name!r} by name, or make the method inside `with strategy.scope():`."
+        )
+
+
 def _steps_key(optimizer, method, losses, specs, jit_compile, layer) -> tuple:
     """What a model's traced steps depend on besides the model itself."""
     configs = tuple((t, type(f).__name__, repr(_config(f))) for t, f in losses.items())
@@ -318,7 +356,7 @@ def _run_epoch(
     loop.reset_epoch()
     callback_list.on_epoch_begin(epoch)
     steps = images = 0
-    for steps, (x, y) in enumerate(data, start=1):
+    for steps, (x, y) in enumerate(loop.distribute(data), start=1):
         callback_list.on_train_batch_begin(steps - 1)
         step_logs = _guarded(loop, x, y)
         callback_list.on_train_batch_end(steps - 1, step_logs)
@@ -342,7 +380,7 @@ def _run_epoch(
         callback_list.on_test_begin()  # (as in fit: RecalibrateBatchNorm acts here)
         loop.val_meters.reset()
         images = 0
-        for x, y in validation_data:
+        for x, y in loop.distribute(validation_data):
             loop.eval_step(x, y)
             images += _static_batch_size(x)
         work.add_images(loop.model, images, training=False)
@@ -362,7 +400,7 @@ def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
     state = [v.numpy() for v in loop.model.non_trainable_variables]
     loop.reset_epoch()
     images = 0
-    for x, y in data:
+    for x, y in loop.distribute(data):
         loop.measure_step(x, y)
         images += _static_batch_size(x)
     for variable, value in zip(loop.model.non_trainable_variables, state):
@@ -405,6 +443,7 @@ class _Loop:
         self.steps = _variable(0, "int32")
         self.first_non_finite = _variable([0] * len(self.tasks), "int32")
         self.jax = backend.name() == "jax"
+        self.strategy = backend.strategy_of(model)  # TensorFlow on several devices
         if self.jax:
             self._compile_jax()
             return
@@ -414,12 +453,31 @@ class _Loop:
         # traces about 1 s faster (notebooks 05-07 trace one per method)
         jit = _use_xla(model, jit_compile)
 
-        def compile_(f, spec):
+        def compile_(f, spec, results=lambda: ()):
+            if self.strategy is not None:  # each replica runs f on its share of the batch
+                f = self._on_replicas(f, results)
+                spec = None  # (the distributed batches' specs: traced on the first one)
             return tf.function(f, input_signature=spec, jit_compile=jit, autograph=False)
 
-        self.train_step = compile_(self._train_step, train_spec)
+        self.train_step = compile_(self._train_step, train_spec, self.train_meters.results)
         self.measure_step = compile_(self._measure_step, train_spec)
         self.eval_step = compile_(self._eval_step, val_spec)
+
+    def _on_replicas(self, step, results):
+        """``step`` run by every replica of the strategy on its share of a distributed batch;
+        then ``results()`` read across the replicas (the meters' sums over them)."""
+
+        def on_replicas(x, y):
+            self.strategy.run(step, args=(x, y))
+            return results()
+
+        return on_replicas
+
+    def distribute(self, data):
+        """``data`` as the steps take it: split across the replicas under a strategy."""
+        if self.strategy is None:
+            return data
+        return self.strategy.experimental_distribute_dataset(data)
 
     def _compile_jax(self) -> None:
         """The three steps as :class:`mtlkit.backend.JaxStep` functions (``jax.jit``
@@ -543,6 +601,13 @@ class _Loop:
             penalty = tf.add_n(self.model.losses) if self.model.losses else None
         sources = [z] if method.needs == "representation" else self.sources
         G = weighting_methods.task_gradient_matrix(tape, weighted, sources)
+        replicas = backend.replicas()
+        if replicas > 1:  # the tape differentiates the global losses: each replica holds
+            # `replicas` x its share of G; G becomes the global batch's on every replica
+            if method.needs == "representation":  # a column per example: side by side
+                G = backend.global_concat(G, axis=1) / replicas
+            else:
+                G = backend.global_sum(G) / replicas
         coefficients, shared = method.combine_gradients(weighted, G, self._active(counts))
         given = {}  # PCGrad: the shared variables take the surgery's sum, no second backward
         if shared is not None:
@@ -557,6 +622,8 @@ class _Loop:
             gradients = [g if e is None else (e if g is None else g + e)
                          for g, e in zip(gradients, extra)]  # fmt: skip
         del tape
+        if replicas > 1:  # the optimizer sums the replicas' gradients
+            gradients = [None if g is None else g / replicas for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, variables))
         total = tf.add_n([c * w for c, w in zip(tf.unstack(coefficients), weighted)])
         return y_pred, task_losses, counts, total
@@ -570,12 +637,18 @@ class _Loop:
 
     # -- losses ---------------------------------------------------------------------------
     def task_losses(self, y, y_pred):
-        """Each task's mean loss over its labelled examples, and how many there were."""
+        """Each task's mean loss over its labelled examples, and how many there were -- in
+        the global batch: on several devices the replicas' sums and counts are added up first
+        (a replica whose share has no label for a task adds nothing to its mean)."""
         pairs = [
-            task_utils.masked_loss(self.losses[t], y[t], y_pred[t], binary=b)
+            task_utils.masked_sum(self.losses[t], y[t], y_pred[t], binary=b)
             for t, b in zip(self.tasks, self.binary)
         ]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+        sums, counts = [p[0] for p in pairs], [p[1] for p in pairs]
+        if backend.replicas() > 1:  # one all-reduce for every task's sum and count
+            both = keras.ops.unstack(backend.global_sum(keras.ops.stack(sums + counts)))
+            sums, counts = both[: len(sums)], both[len(sums) :]
+        return [keras.ops.divide_no_nan(s, c) for s, c in zip(sums, counts)], counts
 
     def _eval_step(self, x, y):
         y_pred, task_losses, counts = self._forward(x, y, training=False)
@@ -671,7 +744,7 @@ def _guarded(loop: _Loop, x, y):
     except tf.errors.InvalidArgumentError as err:
         for message in (*_LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
             if message in str(err):
-                _raise_label_error(loop, y, message)
+                _raise_label_error(loop, {t: _on_host(v) for t, v in y.items()}, message)
         raise
 
 
@@ -738,8 +811,18 @@ def _batch_size(x):
 
 
 def _static_batch_size(x) -> int:
-    """The batch size of an eager batch, read from its shape (no device round trip)."""
-    return int(keras.tree.flatten(x)[0].shape[0])
+    """The batch size of an eager batch, read from its shape (no device round trip); of
+    the global batch when it is split across replicas."""
+    first = _on_host(keras.tree.flatten(x)[0])
+    return int(first.shape[0])
+
+
+def _on_host(value):
+    """A batch's tensor; a distributed one (one part per replica) put back together."""
+    parts = getattr(value, "values", None)
+    if isinstance(parts, tuple):  # a tf.distribute PerReplica value
+        return tf.concat(parts, axis=0)
+    return value
 
 
 def _steps(data: tf.data.Dataset) -> int | None:
