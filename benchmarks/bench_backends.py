@@ -86,11 +86,19 @@ def measure(backend: str, model_name: str, steps: int, batch_size: int) -> dict:
     """One worker process on ``backend``; its JSON result."""
     env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": os.environ.get(
         "JAX_PLATFORMS", "")}  # fmt: skip
-    args = [sys.executable, __file__, "--worker", model_name, "--steps", str(steps),
+    return run_worker(__file__, ["--worker", model_name], steps, batch_size, env,
+                      f"{backend} {model_name}")  # fmt: skip
+
+
+def run_worker(script: str, worker: list, steps: int, batch_size: int, env: dict,
+               what: str) -> dict:  # fmt: skip
+    """``python script *worker --steps .. --batch-size ..`` in a process with ``env``; the
+    JSON line it prints last (``what`` names the case in an error)."""
+    args = [sys.executable, script, *worker, "--steps", str(steps),
             "--batch-size", str(batch_size)]  # fmt: skip
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{backend} {model_name} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -102,14 +110,19 @@ def cpu_model() -> str:
         return "unknown"
 
 
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size``, ``--repeats``, ``--json``: the options bench_devices.py shares."""
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--steps", type=int, default=None,
                         help="batches per epoch (default 20; 4 for resnet18_224)")  # fmt: skip
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None)
+    add_common_arguments(parser)
     parser.add_argument("--worker", choices=list(MODELS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

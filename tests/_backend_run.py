@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from _on_backend import message_of
 
 from mtlkit import training
 from mtlkit.analysis import diagnostics
@@ -114,11 +115,7 @@ def refused(net, runs: Path) -> dict:
         "mixed": mixed_precision_run,
         "other_backend": lambda: fit(net, "ew", epochs=2, run_dir=runs / "started"),
     }.items():
-        try:
-            call()
-            messages[f"message/{what}"] = np.asarray("no error")
-        except ValueError as err:
-            messages[f"message/{what}"] = np.asarray(str(err))
+        messages[f"message/{what}"] = np.asarray(message_of(call))
     return messages
 
 

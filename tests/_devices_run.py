@@ -26,6 +26,7 @@ if keras.backend.backend() == "tensorflow":
     tf.config.set_logical_device_configuration(CPU, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import numpy as np  # noqa: E402
+from _on_backend import message_of  # noqa: E402
 
 from mtlkit import training  # noqa: E402
 from mtlkit.methods import dst  # noqa: E402
@@ -147,14 +148,6 @@ def run_initial() -> list:
         return [keras.ops.convert_to_numpy(v.value) for v in model().weights]
 
 
-def message(call) -> str:
-    try:
-        call()
-    except ValueError as err:
-        return str(err)
-    return "no error"
-
-
 def refusals(strategy) -> dict:
     """The messages for a batch the devices cannot split, and for a model (or optimizer)
     made outside the strategy (TensorFlow) or before the distribution was set (JAX)."""
@@ -180,7 +173,7 @@ def refusals(strategy) -> dict:
     cases = {"uneven": uneven, "model_outside": model_outside}
     if not JAX:
         cases["optimizer_outside"] = optimizer_outside
-    return {what: message(call) for what, call in cases.items()}
+    return {what: message_of(call) for what, call in cases.items()}
 
 
 def study(runs: Path) -> dict:
@@ -199,8 +192,8 @@ def study(runs: Path) -> dict:
         "metadata_devices": json.loads((run.run_dir / "results.json").read_text())["metadata"].get(
             "devices"
         ),
-        "too_many": message(lambda: experiments.cifar100_settings("quick", devices=3)),
-        "uneven": message(
+        "too_many": message_of(lambda: experiments.cifar100_settings("quick", devices=3)),
+        "uneven": message_of(
             lambda: experiments.cifar100_settings("quick", devices=2, batch_size=99)
         ),  # fmt: skip
     }

@@ -16,3 +16,13 @@ def run_json(script: Path, backend: str = "jax", timeout: int = 600, env=None) -
                           text=True, timeout=timeout)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def message_of(call) -> str:
+    """The message of the ValueError ``call()`` raises, or ``"no error"`` (what the scripts
+    record for a test to read)."""
+    try:
+        call()
+    except ValueError as err:
+        return str(err)
+    return "no error"

@@ -107,7 +107,7 @@ def with_setup(notebook: Path, destination: Path, seeds: tuple[int, ...]) -> Pat
     return destination
 
 
-def execute(notebook: Path, output: Path, timeout: int = 600) -> None:
+def execute(notebook: Path, output: Path, timeout: int = 600, parameters=None) -> None:
     """Execute ``notebook`` in the standard profile, in notebooks/, as the CLI would.
 
     Raises papermill's ``PapermillExecutionError`` (the failing cell and its error) when a
@@ -116,7 +116,7 @@ def execute(notebook: Path, output: Path, timeout: int = 600) -> None:
     papermill.execute_notebook(
         str(notebook),
         str(output),
-        parameters={"PROFILE": "standard"},
+        parameters={"PROFILE": "standard", **(parameters or {})},
         cwd=str(NOTEBOOKS),
         kernel_name="python3",
         progress_bar=False,

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import keras
 import numpy as np
+from _on_backend import message_of
 from keras import ops
 
 from mtlkit.methods import weighting as w
@@ -276,11 +277,7 @@ def non_finite() -> dict:
     fresh = w.get("famo", TASKS, min_losses=1.0)
     eager = {"mgda": lambda: w.mgda_weights(G), "famo": lambda: fresh.combine(list(losses))}
     for name, call in eager.items():
-        try:
-            call()
-            out[f"non_finite/{name}/eager"] = np.asarray("no error")
-        except ValueError as err:
-            out[f"non_finite/{name}/eager"] = np.asarray(str(err))
+        out[f"non_finite/{name}/eager"] = np.asarray(message_of(call))
     return out
 
 

@@ -1,12 +1,9 @@
-"""Notebook 04 (DST's gated step, written out for both backends) runs end to end on Keras's
-JAX backend in the quick profile, through ``run_notebooks.py`` in a process with
-``KERAS_BACKEND=jax`` (the rest of the suite runs every notebook on TensorFlow, under nbval).
-
-Notebook 07 passes on JAX too (141 s on the 2-core AMD EPYC of benchmarks/README.md, section
-9, against 77 s on TensorFlow), but is left out here: it took 244 s with 04 inside CI, which
-the 20-minute budget cannot hold (``MTLKIT_JAX_NOTEBOOKS="04 07"`` runs both). Its methods'
-steps are compared with TensorFlow's in tests/test_backends.py.
-Their run folders are their own: a study's tag hashes the backend when it is not TensorFlow.
+"""Notebooks 04 (DST's gated step, written out for both backends) and 07 (the remedies side by
+side) run end to end on Keras's JAX backend in the quick profile, through
+``run_notebooks.py`` in a process with ``KERAS_BACKEND=jax`` (the rest of the suite runs every
+notebook on TensorFlow, under nbval). ``MTLKIT_JAX_NOTEBOOKS`` names others ("01 02 ... 07":
+all seven pass, benchmarks/results/notebooks_jax.json). Their run folders are their own: a
+study's tag hashes the backend when it is not TensorFlow.
 """
 
 import os
@@ -17,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = tuple(os.environ.get("MTLKIT_JAX_NOTEBOOKS", "04").split())
+NOTEBOOKS = tuple(os.environ.get("MTLKIT_JAX_NOTEBOOKS", "04 07").split())
 
 
 @pytest.fixture(scope="module")

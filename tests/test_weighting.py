@@ -329,11 +329,6 @@ def test_a_state_from_an_earlier_version_is_refused_clearly(name):
         method.set_state(state)
 
 
-def test_every_method_runs_on_tensorflow_and_jax():
-    for cls in METHODS.values():
-        assert cls.backends == ("tensorflow", "jax"), cls
-
-
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_in_a_compiled_step(name, jit):

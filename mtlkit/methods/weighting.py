@@ -729,7 +729,6 @@ class Weighting:
     name, kind, needs = "base", "loss", None  # kind: "loss" (combine) or "gradient"
     needs_epoch_losses = False  # True: weighs tasks by their epoch losses (every task needs one)
     wants_active = False  # True (FAMO): combine(task_losses, active) -- the loop passes active
-    backends = ("tensorflow", "jax")  # the Keras backends its step runs on (keras.ops)
 
     def __init__(self, tasks: Sequence[str], seed: int | None = None):
         self.tasks = list(tasks)

@@ -28,9 +28,7 @@ example carries it adds nothing for that task (no NaN, no gradient); a gradient 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +42,7 @@ from mtlkit.data.celeba_images import damaged_images_named
 from mtlkit.methods import weighting as weighting_methods
 from mtlkit.models import graph, sharing
 from mtlkit.models import tasks as task_utils
-from mtlkit.training import runs
+from mtlkit.training import checks, resume
 from mtlkit.training.runs import set_seed
 
 
@@ -166,14 +164,14 @@ def train(
     strategy = backend.strategy_of(model)  # several devices: the model's strategy
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         method = None if weighting is None else weighting_methods.get(weighting, names)
-    _check_devices(strategy, model, optimizer, method, data_for(0))
+    checks.check_devices(strategy, model, optimizer, method, data_for(0))
     if method is not None and method.kind == "gradient" and len(names) < 2:
         raise ValueError(f"{method.name!r} combines the gradients of several tasks; the model "
                          f"has one ({names}). Train it without a weighting method.")  # fmt: skip
-    _check_backend(model, method)
+    checks.check_backend(model)
     if method is not None and seed is not None and getattr(method, "seed", 0) is None:
         method.reseed(seed)
-    _check_first_batch(model, data_for(0), losses, names)
+    checks.check_first_batch(model, data_for(0), losses, names)
     val_spec = validation_data.element_spec if validation_data is not None else None
     specs = (data_for(0).element_spec, val_spec)
     key = _steps_key(optimizer, method, losses, specs, jit_compile, representation_layer)
@@ -187,13 +185,13 @@ def train(
     loop.set_loss_weights(weights)  # a variable's value: new weights need no new trace
     optimizer, traces = loop.optimizer, loop.tracing_count()
 
-    settings = _settings(optimizer, weights, seed, method, scheduler)
+    settings = resume.settings_of(optimizer, weights, seed, method, scheduler)
     record = {"epoch": 0, "history": {}, "stopped": False, "metadata": dict(metadata or {}),
               "settings": settings}  # fmt: skip
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
-        record = _restore(run_dir, model, optimizer, scheduler, method, epochs) or record
-        _resume_settings(run_dir, record, settings, optimizer)
+        record = resume.restore(run_dir, model, optimizer, scheduler, method, epochs) or record
+        resume.check_resume(run_dir, record, settings, optimizer)
     if record["epoch"] >= epochs or record["stopped"]:
         return _history(model, record["history"], loop.train_step)
 
@@ -228,12 +226,12 @@ def _run_epochs(loop, data_for, record, epochs, scheduler, method, validation_da
             callback.on_epoch_end(epoch, logs)  # what they add to logs joins the history
         for key, value in logs.items():
             record["history"].setdefault(key, []).append(float(value))
-        _check_progress(record["history"], names, epoch, start)
+        checks.check_progress(record["history"], names, epoch, start)
         record.update(epoch=epoch + 1, stopped=bool(model.stop_training))
         record["finished"] = record["epoch"] >= epochs or record["stopped"]
-        _check_weights(model, epoch + 1)  # before a checkpoint replaces the last good one
+        checks.check_weights(model, epoch + 1)  # before a checkpoint replaces the last good one
         if run_dir is not None and (checkpoints or record["finished"]):
-            _save(run_dir, model, optimizer, scheduler, method, record)
+            resume.save(run_dir, model, optimizer, scheduler, method, record)
         if model.stop_training:
             break
 
@@ -247,56 +245,6 @@ data specs and options, :func:`train` reuses the steps it traced before (loss we
 differ: they are a variable's value, as DST's gates are); the
 caller puts the objects' values back to a fresh run's (:func:`mtlkit.training.restart`),
 and the run is then the same, bit for bit, as one with new objects."""
-
-
-def _check_backend(model: keras.Model, method) -> None:
-    """Refuse, before any step is traced, what the loop does not run on this backend yet."""
-    here = backend.name()
-    if method is not None and here not in method.backends:
-        runs_on = [m for m, kind in weighting_methods.METHODS.items() if here in kind.backends]
-        raise ValueError(
-            f"The weighting method {method.name!r} runs on the TensorFlow backend only so far; "
-            f"on {here!r} the loop runs {runs_on} and DST. Set KERAS_BACKEND=tensorflow for "
-            f"{method.name!r}."
-        )
-    if here == "jax" and model.dtype_policy.name == "mixed_float16":
-        raise ValueError(
-            "Mixed precision in the kit's loop runs on the TensorFlow backend only so far: "
-            "train in float32 on JAX (keras.mixed_precision.set_global_policy('float32'))."
-        )
-
-
-def _check_devices(strategy, model, optimizer, method, data) -> None:
-    """Under a ``tf.distribute`` strategy: the optimizer and the weighting method's variables
-    made in its scope too. Under a JAX ``keras.distribution``: set before the model was
-    built. On several devices: a batch they can split evenly."""
-    backend.jax_distribution(model)  # (raises for a distribution set after the build)
-    devices = backend.device_count(model)
-    if devices > 1:
-        batch = _static_batch_size(next(iter(data))[0])
-        if batch % devices:
-            raise ValueError(
-                f"The batch size {batch} does not split evenly across the {devices} devices: "
-                f"batch by a multiple of {devices} (the batch size is the global batch; each "
-                f"device trains on batch_size / {devices} examples)."
-            )
-    if strategy is None:
-        return
-    made_in = getattr(optimizer, "_distribution_strategy", None)
-    if made_in is not strategy:
-        raise ValueError(
-            f"The model {model.name!r} was built in a tf.distribute strategy's scope but the "
-            "optimizer was made outside it: make the optimizer inside the same "
-            "`with strategy.scope():` block."
-        )
-    outside = [v.path for v in (method.variables if method is not None else [])
-               if not strategy.extended.variable_created_in_scope(v.value)]  # fmt: skip
-    if outside:
-        raise ValueError(
-            f"The weighting method {method.name!r} was made outside the model's strategy "
-            f"scope (its variables {outside} live on one device): pass weighting="
-            f"{method.name!r} by name, or make the method inside `with strategy.scope():`."
-        )
 
 
 def _steps_key(optimizer, method, losses, specs, jit_compile, layer) -> tuple:
@@ -362,7 +310,7 @@ def _run_epoch(
         callback_list.on_train_batch_end(steps - 1, step_logs)
         if not start:  # one host read per run
             start.update({t: float(step_logs[f"{t}_loss"]) for t in loop.tasks})
-        images += _static_batch_size(x)
+        images += checks.static_batch_size(x)
     if steps == 0:
         raise ValueError(
             "train_data gave no batches: is the dataset empty, or was it consumed (an iterator)?"
@@ -371,9 +319,10 @@ def _run_epoch(
     loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
     if loop.weighting is not None and loop.weighting.needs_epoch_losses:
-        _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}", loop.weighting.name.upper())
+        who = loop.weighting.name.upper()
+        checks.refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}", who)
     if scheduler is not None:
-        _refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}")
+        checks.refuse_unlabelled(values, loop.tasks, f"epoch {epoch + 1}")
         scheduler.observe_epoch({t: values[f"{t}_loss"] for t in loop.tasks})
     logs = {**values, **logs}
     if validation_data is not None:
@@ -382,7 +331,7 @@ def _run_epoch(
         images = 0
         for x, y in loop.distribute(validation_data):
             loop.eval_step(x, y)
-            images += _static_batch_size(x)
+            images += checks.static_batch_size(x)
         work.add_images(loop.model, images, training=False)
         logs.update(loop.val_meters.read())
         callback_list.on_test_end(logs)
@@ -402,13 +351,13 @@ def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
     images = 0
     for x, y in loop.distribute(data):
         loop.measure_step(x, y)
-        images += _static_batch_size(x)
+        images += checks.static_batch_size(x)
     for variable, value in zip(loop.model.non_trainable_variables, state):
         variable.assign(value)
     work.add_images(loop.model, images, training=False)  # a forward pass per image
     loop.check_finite(0)
     values = loop.train_meters.read()
-    _refuse_unlabelled(values, loop.tasks, "the measuring pass (epoch 0)")
+    checks.refuse_unlabelled(values, loop.tasks, "the measuring pass (epoch 0)")
     return {t: values[f"{t}_loss"] for t in loop.tasks}
 
 
@@ -736,60 +685,17 @@ def _guarded(loop: _Loop, x, y):
     """Run the training step; turn the label check's graph error into a clear ValueError.
     (On JAX, whose compiled steps cannot raise, the labels are checked on the host first.)"""
     if loop.jax:
-        for message in (*_LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
-            _raise_label_error(loop, y, message)
+        for message in (*checks.LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
+            checks.raise_label_error(loop, y, message)
         return loop.train_step(x, y)
     try:
         return loop.train_step(x, y)
     except tf.errors.InvalidArgumentError as err:
-        for message in (*_LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
+        for message in (*checks.LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
             if message in str(err):
-                _raise_label_error(loop, {t: _on_host(v) for t, v in y.items()}, message)
+                on_host = {t: checks.on_host(v) for t, v in y.items()}
+                checks.raise_label_error(loop, on_host, message)
         raise
-
-
-def _raise_label_error(loop: _Loop, y, message: str) -> None:
-    """Raise a ValueError naming the tasks whose labels fail the check ``message`` names."""
-    if message in _LABEL_ERRORS:
-        bad = [t for t in loop.tasks if not _labels_ok(y[t], message, loop, t)]
-        if bad:
-            raise ValueError(f"Task(s) {bad}: {message}. {_LABEL_ERRORS[message]}") from None
-        return
-    binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
-    bad = [t for t in binary if not task_utils.binary_labels_ok(y[t])]
-    if bad:
-        raise ValueError(
-            f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}. Map the labels to 0/1 (CelebA's "
-            "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
-            "for examples whose label is unknown."
-        ) from None
-
-
-def _check_first_batch(model: keras.Model, data, losses: dict, names: list[str]) -> None:
-    """The label forms of the first batch (:func:`mtlkit.tasks.check_label_forms`)."""
-    first = next(iter(data), None)
-    if first is None:
-        raise ValueError("train_data gave no batches: is the dataset empty?")
-    x, y = first
-    shapes = dict(zip(model.output_names, [tuple(o.shape) for o in model.outputs]))
-    binary = {t: task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in names}
-    task_utils.check_label_forms(x, y, shapes, binary)
-
-
-_LABEL_ERRORS = {
-    task_utils.NEGATIVE_LABELS: "Mark unknown labels with -1 and nothing else.",
-    task_utils.LABEL_TOO_BIG: "Check the labels' range against the head's width, or the "
-    "head's width against the number of classes.",
-}
-
-
-def _labels_ok(labels, message: str, loop: _Loop, task: str) -> bool:
-    """Whether one task's labels pass the check that ``message`` names (host side, once)."""
-    values = np.asarray(labels)
-    if message == task_utils.NEGATIVE_LABELS:
-        return not (values < -1).any()
-    width = loop.model.outputs[loop.tasks.index(task)].shape[-1]
-    return loop.binary[loop.tasks.index(task)] or not (values >= width).any()
 
 
 def _variable(value, dtype: str) -> keras.Variable:
@@ -810,21 +716,6 @@ def _batch_size(x):
     return keras.ops.cast(keras.ops.shape(first)[0], "float32")
 
 
-def _static_batch_size(x) -> int:
-    """The batch size of an eager batch, read from its shape (no device round trip); of
-    the global batch when it is split across replicas."""
-    first = _on_host(keras.tree.flatten(x)[0])
-    return int(first.shape[0])
-
-
-def _on_host(value):
-    """A batch's tensor; a distributed one (one part per replica) put back together."""
-    parts = getattr(value, "values", None)
-    if isinstance(parts, tuple):  # a tf.distribute PerReplica value
-        return tf.concat(parts, axis=0)
-    return value
-
-
 def _steps(data: tf.data.Dataset) -> int | None:
     n = int(data.cardinality())
     return n if n >= 0 else None
@@ -838,163 +729,3 @@ def _history(model, history: dict, step_function) -> keras.callbacks.History:
     result.epoch = list(range(len(next(iter(history.values()), []))))
     result.step_function = step_function
     return result
-
-
-# ------------------------------------------------------------------ checks once an epoch
-DIVERGENCE = 10.0
-"""A task whose epoch loss exceeds this many times its loss at the first step is reported."""
-
-
-def _check_progress(history: dict, tasks: list[str], epoch: int, start: dict) -> None:
-    """Warn (once per task and run) about a task without any label this epoch, whose
-    loss is logged as NaN, and about a task whose loss grew far beyond its loss at the first
-    step (``start``; 0 when its first batch had no label: then not checked)."""
-    for t in tasks:
-        losses = history.get(f"{t}_loss", [])
-        if losses and math.isnan(losses[-1]) and not any(map(math.isnan, losses[:-1])):
-            warnings.warn(
-                f"Task {t!r} had no labelled example in epoch {epoch + 1} (every label -1): its "
-                "loss and accuracy are logged as NaN (missing), and it trained nothing. Check "
-                "its labels, or leave the task out.",
-                stacklevel=3,
-            )
-        first = start.get(t) or math.nan
-        grown = [v for v in losses if v > DIVERGENCE * first]
-        if len(grown) == 1 and losses[-1] == grown[0]:
-            warnings.warn(
-                f"Task {t!r}'s training loss rose to {losses[-1]:.4g} in epoch {epoch + 1}, over "
-                f"{DIVERGENCE:g} times its loss at the first step ({first:.4g}): training is "
-                "diverging. Lower the learning rate (resuming with a lower one is allowed).",
-                stacklevel=3,
-            )
-
-
-def _refuse_unlabelled(values: dict, tasks: list[str], when: str, who: str = "DST") -> None:
-    """DST and DWA need every task's epoch loss: refuse a task that had no label at all."""
-    missing = [t for t in tasks if math.isnan(values[f"{t}_loss"])]
-    if missing:
-        raise ValueError(
-            f"Task(s) {missing} had no labelled example in {when} (every label -1), so {who} "
-            "has no loss to weigh them by. Give each task some labels in every epoch, or "
-            "leave such a task out of the model."
-        )
-
-
-def _check_weights(model: keras.Model, epoch: int) -> None:
-    """Raise if a weight is NaN or infinite (a last step can break them after the epoch's
-    losses were measured finite), before a checkpoint would keep them."""
-    bad = [v.path for v in model.trainable_variables if not np.isfinite(v.numpy()).all()]
-    if bad:
-        raise FloatingPointError(
-            f"After epoch {epoch}, {len(bad)} weight variable(s) hold NaN or infinite values "
-            f"(first: {bad[0]}). The last good checkpoint in run_dir was kept. Lower the "
-            "learning rate and resume (train accepts a new learning rate on resume)."
-        )
-
-
-# ------------------------------------------------------------------------- checkpoints
-def _settings(optimizer, loss_weights: dict, seed, method, scheduler) -> dict:
-    """What a resumed run must share with the run it continues (JSON-able)."""
-    config = _without_rate(optimizer.get_config())
-    return {
-        "optimizer": [type(optimizer).__name__, repr(sorted(config.items()))],
-        "learning_rate": _learning_rate(optimizer),
-        "loss_weights": dict(sorted(loss_weights.items())),
-        "seed": seed,
-        "weighting": None if method is None else [method.name, repr(method.options())],
-        "dst_alpha": None if scheduler is None else scheduler.alpha,
-        "backend": backend.name(),  # (a run resumes on the backend it was started on)
-    }
-
-
-def _without_rate(config: dict) -> dict:
-    """An optimizer's config without its name and learning rate (nested ones too)."""
-    drop = ("name", "learning_rate")
-    return {k: _without_rate(v) if isinstance(v, dict) else v
-            for k, v in config.items() if k not in drop}  # fmt: skip
-
-
-def _learning_rate(optimizer) -> float | None:
-    try:
-        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except (TypeError, ValueError):  # a schedule: part of the config, compared with it
-        return None
-
-
-def _resume_settings(run_dir: Path, record: dict, settings: dict, optimizer) -> None:
-    """Refuse to resume a run with settings that change its results; honour a new learning
-    rate (the advice when a loss became NaN) with a warning. Runs checkpointed before the
-    settings were stored are resumed as they are."""
-    stored = record.get("settings")
-    if stored is None or stored is settings:
-        record["settings"] = settings
-        return
-    stored = {"backend": "tensorflow", **stored}  # (runs from before JAX was supported)
-    changed = [
-        k
-        for k in settings
-        if k != "learning_rate"
-        and stored.get(k) != settings[k]
-        and not (k == "seed" and settings[k] is None)
-    ]  # fmt: skip  (None: not reseeded)
-    if "backend" in changed:
-        raise ValueError(
-            f"{run_dir} was trained on Keras's {stored['backend']!r} backend, and this is "
-            f"{settings['backend']!r}: a run resumes on the backend it started on (their "
-            "random streams and last digits differ). Set KERAS_BACKEND="
-            f"{stored['backend']} to resume it, or use a fresh run_dir."
-        )
-    if changed:
-        detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings[k]!r}" for k in changed)
-        raise ValueError(
-            f"{run_dir} was trained with other settings ({detail}). Resume it with the same "
-            "ones, or use a fresh run_dir (recompute=True in the study runners)."
-        )
-    old, new = stored.get("learning_rate"), settings["learning_rate"]
-    if old != new and new is not None:
-        optimizer.learning_rate = new
-        warnings.warn(
-            f"Resuming {run_dir} after epoch {record['epoch']} with learning rate {new:g} "
-            f"(the epochs so far used {old:g}).",
-            stacklevel=3,
-        )
-    record["settings"] = settings
-
-
-def _restore(run_dir: Path, model, optimizer, scheduler, method, epochs: int) -> dict | None:
-    """Load the run directory's last finished epoch, or None for a fresh run."""
-    runs.make_run_dir(run_dir)
-
-    def same_way(state: dict) -> None:  # refuse a run trained another way, before loading
-        if (state.get("scheduler") is None) != (scheduler is None):
-            used = "with" if state.get("scheduler") else "without"
-            raise ValueError(f"{run_dir} was trained {used} a DST scheduler; resume it the same "
-                             "way, or use a fresh run_dir.")  # fmt: skip
-        stored = state.get("weighting")
-        if (stored and stored["name"]) != (method and method.name):
-            used = f"the weighting {stored['name']!r}" if stored else "no weighting method"
-            raise ValueError(f"{run_dir} was trained with {used}; resume it the same way, or "
-                             "use a fresh run_dir.")  # fmt: skip
-
-    record = runs.read_checkpoint(run_dir, model, optimizer, check=same_way)
-    if record is None:
-        return None
-    if record["epoch"] > epochs:
-        raise ValueError(
-            f"{run_dir} already holds {record['epoch']} epochs, more than epochs={epochs}. "
-            "Ask for at least that many, or use a fresh run_dir."
-        )
-    if scheduler is not None:
-        scheduler.set_state(record["scheduler"])
-    if method is not None:
-        method.set_state(record["weighting"])
-    return record
-
-
-def _save(run_dir: Path, model, optimizer, scheduler, method, record: dict) -> None:
-    state = {
-        **record,
-        "scheduler": scheduler.get_state() if scheduler is not None else None,
-        "weighting": method.get_state() if method is not None else None,
-    }
-    runs.write_checkpoint(run_dir, model, optimizer, state)
