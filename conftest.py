@@ -27,3 +27,21 @@ if (SHARED_DATA / "celeba_mini").is_dir():
 _tmp = Path(tempfile.mkdtemp(prefix="mtlkit-tests-"))
 os.environ.setdefault("MTLKIT_RUNS_DIR", str(_tmp / "runs"))
 os.environ.setdefault("MTLKIT_FIGURES_DIR", str(_tmp / "figures"))
+
+SLOW_FIRST = (
+    "test_jax_notebooks.py",
+    "test_devices.py",
+    "test_backends.py",
+    "test_standard_path.py",
+    "07_remedies.ipynb",
+    "06_interference.ipynb",
+    "02_cifar100_comparison.ipynb",
+    "test_weighting_jax.py",
+)
+"""The longest test files (see ``--durations``), started first: with two pytest-xdist
+workers (the README's test command) a long file started last leaves one worker idle."""
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable

@@ -4,21 +4,30 @@
     python run_notebooks.py --profile standard   # real data, one Colab-GPU sitting each
     python run_notebooks.py --profile full       # the reports' protocols (hours; a GPU)
     python run_notebooks.py --only 02 03         # some notebooks
+    python run_notebooks.py --only 02 --profile full --devices 0 1 2 3   # a sweep over 4 GPUs
 
 Executed copies go to ``notebooks/executed/`` (not committed); figures to ``figures/``.
 Each notebook runs in its own kernel with ``PROFILE`` set as a papermill parameter. A
 notebook that fails does not stop the others: the table at the end lists each failure
 (notebook, cell, error), and the exit status is 1 if any failed.
+
+``--devices`` runs a notebook's independent runs side by side, one worker per GPU: papermill
+executes the notebook up to its cell tagged ``sweep-share`` once per device, in parallel, each
+process with ``CUDA_VISIBLE_DEVICES`` set to its device and ``SHARE="i/N"`` (its fixed share of
+the runs, :func:`mtlkit.studies.devices.share`); then the whole notebook runs once more and
+reads every finished run back. Notebook 02 supports it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill
 
 from mtlkit.config import PROFILES
@@ -91,6 +100,49 @@ def run_one(notebook: Path, output_dir: Path, profile: str) -> str | None:
     return None
 
 
+SWEEP_TAG = "sweep-share"
+"""The tag of the cell after which a sweep worker stops: the notebook's training loop."""
+
+
+def sweep(notebook: Path, output_dir: Path, profile: str, devices: list[str]) -> str | None:
+    """Train ``notebook``'s runs with one papermill worker per device, side by side, then run
+    the whole notebook (it reads the runs back). Returns None, or what failed."""
+    nb = nbformat.read(notebook, as_version=4)
+    tagged = [i for i, cell in enumerate(nb.cells) if SWEEP_TAG in cell.metadata.get("tags", [])]
+    if not tagged:
+        return (f"{notebook.name} does not split its runs into shares (no cell tagged "
+                f"{SWEEP_TAG!r}): run it without --devices")  # fmt: skip
+    nb.cells = nb.cells[: tagged[-1] + 1]  # the workers stop after training
+    part = output_dir / f"{notebook.stem}_training.ipynb"
+    nbformat.write(nb, part)
+    workers = []
+    for i, device in enumerate(devices):
+        out = output_dir / f"{notebook.stem}_share{i}.ipynb"
+        args = [sys.executable, "-m", "papermill", str(part), str(out), "--cwd", str(NOTEBOOKS),
+                "-p", "PROFILE", profile, "-p", "SHARE", f"{i}/{len(devices)}",
+                "-k", "python3", "--no-progress-bar"]  # fmt: skip
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+        workers.append((out, subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE, text=True)))  # fmt: skip
+    errors = [worker.communicate()[1] for _, worker in workers]  # (waits for each)
+    failed = [(out, err) for (out, w), err in zip(workers, errors) if w.returncode != 0]
+    if failed:
+        out, err = failed[0]
+        last = (err.strip().splitlines() or ["?"])[-1]
+        return f"{len(failed)} sweep worker(s) failed; first: {out.name}: {last}"[:300]
+    # the whole notebook on one of the devices, as each worker: "every device" then means
+    # one there too, so the runs' tags (which count the devices) are the workers'
+    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]
+    try:
+        return run_one(notebook, output_dir, profile)
+    finally:
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES")
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="*", default=None, help="notebook numbers (02 or 2) or names"
     )
     parser.add_argument("--output-dir", type=Path, default=NOTEBOOKS / "executed")
+    parser.add_argument(
+        "--devices", nargs="+", default=None,
+        help="GPU ids: train the notebook's runs side by side, one worker per GPU (02)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     problem = check_only(args.only)
@@ -120,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     for nb in notebooks:
         print(f"--- {nb.name} ({args.profile} profile)", flush=True)
         start = time.perf_counter()
-        failure = run_one(nb, args.output_dir, args.profile)
+        if args.devices:
+            failure = sweep(nb, args.output_dir, args.profile, args.devices)
+        else:
+            failure = run_one(nb, args.output_dir, args.profile)
         results[nb.name] = (time.perf_counter() - start, failure)
         print(f"    {results[nb.name][0]:6.1f} s  {'FAILED: ' + failure if failure else 'ok'}")
     return report(results, args.profile, args.output_dir)

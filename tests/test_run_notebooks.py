@@ -1,5 +1,6 @@
 """run_notebooks.py: every notebook runs even after one fails, and the failure is reported."""
 
+import json
 import re
 
 import nbformat
@@ -88,3 +89,71 @@ def test_only_takes_numbers_and_names(two_notebooks):
     assert names(["02_sec", "1"]) == ["01_first", "02_second"]
     assert names(None) == ["01_first", "02_second"]
     assert run_notebooks.check_only(["1", "02"]) == ""
+
+
+SWEEP_CELL = """import json, os, pathlib
+from mtlkit.studies import devices
+out = pathlib.Path(os.environ["SWEEP_TEST_DIR"])
+for run in devices.share(range(5), SHARE):  # a finished run is read back, not trained
+    if not (out / f"run{run}").exists():
+        record = {"share": SHARE, "device": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        (out / f"run{run}").write_text(json.dumps(record))"""
+
+
+def _sweep_notebook(folder):
+    _notebook(
+        folder / "02_sweep.ipynb",
+        SWEEP_CELL,
+        "assert SHARE is None and len(list(out.iterdir())) == 5",
+        "assert os.environ['CUDA_VISIBLE_DEVICES'] == '3'",  # on one device, as a worker
+    )
+    nb = nbformat.read(folder / "02_sweep.ipynb", as_version=4)
+    nb.cells[0].source += "\nSHARE = None"  # a parameter, as in notebook 02
+    nb.cells[1].metadata["tags"] = [run_notebooks.SWEEP_TAG]
+    nbformat.write(nb, folder / "02_sweep.ipynb")
+
+
+def test_a_sweep_trains_each_run_once_one_worker_per_device(tmp_path, monkeypatch, capsys):
+    """Two workers pinned to devices "3" and "5" train fixed shares side by side; the whole
+    notebook then runs once and finds every run (it trains none of them again)."""
+    folder, runs = tmp_path / "notebooks", tmp_path / "runs"
+    folder.mkdir(), runs.mkdir()
+    _sweep_notebook(folder)
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", folder)
+    monkeypatch.setenv("SWEEP_TEST_DIR", str(runs))
+    argv = ["--output-dir", str(tmp_path / "out"), "--devices", "3", "5"]
+    assert run_notebooks.main(argv) == 0, capsys.readouterr().out
+    records = {p.name: json.loads(p.read_text()) for p in runs.iterdir()}
+    assert sorted(records) == [f"run{i}" for i in range(5)]
+    by_worker = {(r["share"], r["device"]) for r in records.values()}
+    assert by_worker == {("0/2", "3"), ("1/2", "5")}  # each share on its own device
+    assert [records[f"run{i}"]["share"] for i in range(5)] == ["0/2", "1/2"] * 2 + ["0/2"]
+
+
+def test_a_sweep_of_a_notebook_without_shares_is_refused(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _notebook(folder / "03_whole.ipynb", "x = 1")
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", folder)
+    assert run_notebooks.main(["--output-dir", str(tmp_path / "out"), "--devices", "0", "1"]) == 1
+    assert "does not split its runs into shares" in capsys.readouterr().out
+
+
+def test_a_workers_share_is_fixed_disjoint_and_complete():
+    from mtlkit.studies import devices
+
+    shares = [devices.share(range(11), f"{i}/3") for i in range(3)]
+    assert sorted(sum(shares, [])) == list(range(11))
+    assert devices.share(range(4), None) == [0, 1, 2, 3]
+    for bad in ("3/3", "1", "a/2", "-1/2"):
+        with pytest.raises(ValueError, match="use 'i/N'"):
+            devices.share(range(4), bad)
+
+
+def test_notebook_02_trains_its_runs_in_the_tagged_cell():
+    nb = nbformat.read(run_notebooks.NOTEBOOKS / "02_cifar100_comparison.ipynb", as_version=4)
+    tagged = [c for c in nb.cells if run_notebooks.SWEEP_TAG in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "devices.share(plan, SHARE)" in tagged[0].source
+    assert "SHARE = None" in next(
+        c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])
+    )

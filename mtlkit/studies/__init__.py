@@ -3,9 +3,11 @@ What a notebook runs and how long it should take, so that the notebooks stay sho
 
 The names below are the package's public API; each one lives in the module named beside it:
 :mod:`mtlkit.studies.experiments` (settings, datasets, models, runners) and
-:mod:`mtlkit.studies.durations` (:func:`expected_minutes`).
+:mod:`mtlkit.studies.durations` (:func:`expected_minutes`); :mod:`mtlkit.studies.devices` (the
+devices a study trains on, a sweep worker's share of the runs).
 """
 
+from mtlkit.studies import devices
 from mtlkit.studies.durations import expected_minutes
 from mtlkit.studies.experiments import (
     CELEBA_PROFILES,
@@ -26,6 +28,7 @@ from mtlkit.studies.experiments import (
 )
 
 __all__ = [
+    "devices",
     "CELEBA_PROFILES",
     "CIFAR_PROFILES",
     "CelebaSettings",

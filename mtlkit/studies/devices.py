@@ -17,7 +17,7 @@ where no GPU is visible), entered around building and training; JAX: a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import keras
 
@@ -93,6 +93,23 @@ def mirrored(devices: int):
         return tf.distribute.MirroredStrategy(names)
     on_one = tf.distribute.ReductionToOneDevice()
     return tf.distribute.MirroredStrategy(names, cross_device_ops=on_one)
+
+
+def share(runs: Iterable, worker: str | None) -> list:
+    """The runs one worker of a sweep trains (``python run_notebooks.py --devices 0 1 ...``):
+    for ``worker="i/N"`` the runs ``i, i + N, i + 2N, ...`` of ``runs``; all of them for
+    ``None``. The shares are fixed before anything starts, so two workers never train the
+    same run folder, and together they train every run once."""
+    runs = list(runs)
+    if worker is None:
+        return runs
+    parts = str(worker).split("/")
+    numbers = [int(p) for p in parts if p.strip().isdecimal()]
+    if len(parts) != 2 or len(numbers) != 2 or not 0 <= numbers[0] < numbers[1]:
+        raise ValueError(f"SHARE={worker!r}: use 'i/N' with 0 <= i < N (worker i of N), or None "
+                         "for every run.")  # fmt: skip
+    i, n = numbers
+    return runs[i::n]
 
 
 def describe(devices: int) -> str:
