@@ -250,12 +250,17 @@ class JaxStep:
         self.traces = 0
         self._jitted = jax.jit(self._step)
 
-    def _run(self, trainable, state, x, y):
-        """``compute`` on the given values; its total, outputs and the new state values."""
+    def _run(self, trainable, state, x, y, optimizer_values=None):
+        """``compute`` on the given values; its total (scaled under mixed precision, when
+        ``optimizer_values`` are given), outputs and the new state values."""
         mapping = [*zip(self.trainable, trainable), *zip(self.state, state)]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             total, outputs = self.compute(x, y)
         new_state = [scope.get_current_value(v) for v in self.state]
+        if optimizer_values is not None:  # a LossScaleOptimizer reads its scale variable
+            scale = list(zip(self.optimizer_variables, optimizer_values))
+            with keras.StatelessScope(state_mapping=scale):
+                total = self.optimizer.scale_loss(total)  # (unchanged by other optimizers)
         return total, (outputs, new_state)
 
     def _step(self, trainable, state, optimizer_values, x, y):
@@ -266,7 +271,7 @@ class JaxStep:
             _, (outputs, state) = self._run(trainable, state, x, y)
             return trainable, state, optimizer_values, outputs
         gradient = jax.value_and_grad(self._run, has_aux=True)
-        (_, (outputs, state)), grads = gradient(trainable, state, x, y)
+        (_, (outputs, state)), grads = gradient(trainable, state, x, y, optimizer_values)
         trainable, optimizer_values = self.optimizer.stateless_apply(
             optimizer_values, grads, trainable
         )

@@ -150,10 +150,15 @@ def test_a_workers_share_is_fixed_disjoint_and_complete():
             devices.share(range(4), bad)
 
 
-def test_notebook_02_trains_its_runs_in_the_tagged_cell():
-    nb = nbformat.read(run_notebooks.NOTEBOOKS / "02_cifar100_comparison.ipynb", as_version=4)
+@pytest.mark.parametrize("name", ["02_cifar100_comparison", "05_dst_celeba"])
+def test_a_sweepable_notebook_trains_its_share_in_the_tagged_cell(name):
+    """The cell a worker stops after trains the share, and nothing before it trains."""
+    nb = nbformat.read(run_notebooks.NOTEBOOKS / f"{name}.ipynb", as_version=4)
     tagged = [c for c in nb.cells if run_notebooks.SWEEP_TAG in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "devices.share(plan, SHARE)" in tagged[0].source
+    before = nb.cells[: nb.cells.index(tagged[0])]
+    code = [c.source for c in before if c.cell_type == "code"]
+    assert not [s for s in code if "run_c" in s or "train(" in s]
     assert "SHARE = None" in next(
         c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])
     )

@@ -17,17 +17,6 @@ from mtlkit import backend
 from mtlkit.models import tasks as task_utils
 
 
-def check_backend(model: keras.Model) -> None:
-    """Refuse, before any step is traced, what the loop does not run on this backend yet.
-    (Other backends than TensorFlow and JAX are refused when the training code is imported:
-    :func:`mtlkit.backend.check_supported`.)"""
-    if backend.name() == "jax" and model.dtype_policy.name == "mixed_float16":
-        raise ValueError(
-            "Mixed precision in the kit's loop runs on the TensorFlow backend only so far: "
-            "train in float32 on JAX (keras.mixed_precision.set_global_policy('float32'))."
-        )
-
-
 def check_devices(strategy, model, optimizer, method, data) -> None:
     """Under a ``tf.distribute`` strategy: the optimizer and the weighting method's variables
     made in its scope too. Under a JAX ``keras.distribution``: set before the model was

@@ -168,7 +168,6 @@ def train(
     if method is not None and method.kind == "gradient" and len(names) < 2:
         raise ValueError(f"{method.name!r} combines the gradients of several tasks; the model "
                          f"has one ({names}). Train it without a weighting method.")  # fmt: skip
-    checks.check_backend(model)
     if method is not None and seed is not None and getattr(method, "seed", 0) is None:
         method.reseed(seed)
     checks.check_first_batch(model, data_for(0), losses, names)
