@@ -52,7 +52,7 @@ def test_tensorflow_and_jax_end_at_the_same_weights(results, arm):
     tf_weights, jax_weights = _weights(results["tensorflow"], arm), _weights(results["jax"], arm)
     assert len(tf_weights) == len(jax_weights) == 10  # three Dense layers, BatchNorm
     for a, b in zip(tf_weights, jax_weights):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=_atol(arm))
     keys = [k for k in results["tensorflow"] if k.startswith(f"{arm}/history/")]
     assert f"{arm}/history/val_kind_accuracy" in keys
     for key in keys:
@@ -63,13 +63,21 @@ def test_tensorflow_and_jax_end_at_the_same_weights(results, arm):
                                    atol=atol)  # fmt: skip
 
 
+def _atol(arm: str) -> float:
+    """1e-5; 1e-4 for the four methods with a K x K solve, which JAX does in float32 (no
+    x64) and TensorFlow in float64: a CAGrad run measured 1.5e-5 once, under the load of a
+    second test worker (3.6e-7 alone), and the cores alone differ by up to 8.8e-5
+    (tests/test_weighting_jax.py)."""
+    return 1e-4 if arm in ("imtl_g", "cagrad", "nash_mtl", "aligned_mtl") else 1e-5
+
+
 def test_the_tolerance_tells_methods_apart(results):
     """The comparison can fail: every other arm's weights are not EW's within it."""
     ew = _weights(results["jax"], "ew")
     for arm in ARMS[1:]:
         with pytest.raises(AssertionError):
             for a, b in zip(ew, _weights(results["jax"], arm)):
-                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=_atol(arm))
 
 
 def test_dst_dropped_a_task_and_partial_labels_counted(results):
