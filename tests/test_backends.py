@@ -65,9 +65,8 @@ def test_tensorflow_and_jax_end_at_the_same_weights(results, arm):
 
 def _atol(arm: str) -> float:
     """1e-5; 1e-4 for the four methods with a K x K solve, which JAX does in float32 (no
-    x64) and TensorFlow in float64: a CAGrad run measured 1.5e-5 once, under the load of a
-    second test worker (3.6e-7 alone), and the cores alone differ by up to 8.8e-5
-    (tests/test_weighting_jax.py)."""
+    x64) and TensorFlow in float64: CAGrad's weights differ by 1.6e-5 here, and the cores
+    alone by up to 8.8e-5 (tests/test_weighting_jax.py)."""
     return 1e-4 if arm in ("imtl_g", "cagrad", "nash_mtl", "aligned_mtl") else 1e-5
 
 
