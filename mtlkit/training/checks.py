@@ -97,7 +97,10 @@ def _labels_ok(labels, message: str, loop, task: str) -> bool:
 def static_batch_size(x) -> int:
     """The batch size of an eager batch, read from its shape (no device round trip); of
     the global batch when it is split across replicas."""
-    first = on_host(keras.tree.flatten(x)[0])
+    first = keras.tree.flatten(x)[0]
+    parts = getattr(first, "values", None)  # a tf.distribute PerReplica value: its parts'
+    if isinstance(parts, tuple):  # shapes, without putting them back together each step
+        return sum(int(part.shape[0]) for part in parts)
     return int(first.shape[0])
 
 
