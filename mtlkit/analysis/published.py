@@ -5,11 +5,15 @@
   majority-class accuracy of CelebA's test split (:data:`MAJORITY_TEST`):
   :func:`reported_table`, :func:`report_comparison`;
 * published CelebA results of the multi-task methods (``shared/reference/mtl_methods.md``):
-  :func:`celeba_methods` (Sener & Koltun) and :func:`celeba_attributes` (Liu et al.).
+  :func:`celeba_methods` (Sener & Koltun) and :func:`celeba_attributes` (Liu et al.), and
+  :func:`celeba40_beside`, which sets the kit's own 40-attribute runs beside the first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 import pandas as pd
 
 from mtlkit.analysis.evaluation import CIFAR_COLUMNS
@@ -89,6 +93,45 @@ def celeba_methods() -> pd.DataFrame:
     table["error change vs single-task (%)"] = 100 * (single - table.iloc[:, 0]) / single
     table.index.name = "method"
     return table
+
+
+def average_error(table: pd.DataFrame) -> float:
+    """A run's average test error over its attributes, in percent, as Sener & Koltun report
+    it: 100 times one minus the mean accuracy (``table``: a per-attribute table of
+    :func:`mtlkit.analysis.evaluation.attribute_table`; its ``mean over tasks`` row is left out)."""
+    accuracy = table["accuracy"].drop("mean over tasks", errors="ignore")
+    if accuracy.isna().any():
+        missing = list(accuracy.index[accuracy.isna()])
+        raise ValueError(
+            f"No accuracy for {missing}: an average error over the attributes needs every "
+            "attribute's (a task without test labels has none)."
+        )
+    return float(100 * (1 - accuracy.mean()))
+
+
+def celeba40_beside(tables: Mapping[str, Sequence[pd.DataFrame]]) -> pd.DataFrame:
+    """:func:`celeba_methods` with the kit's runs beside it: for each method (``"ew"``,
+    ``"mgda"``, ... or ``"single-task"``) the mean and standard deviation over seeds of
+    :func:`average_error`, and the number of seeds. ``tables``: method -> the test tables of
+    its runs over all **40** attributes (the ``celeba40`` study of
+    :func:`mtlkit.studies.celeba_settings`); anything else is refused, because the published
+    numbers average the 40. Methods the paper lacks get a row of their own."""
+    rows = {}
+    for method, runs in tables.items():
+        if not runs:
+            raise ValueError(f"{method!r} has no runs: give at least one test table.")
+        counts = {len(t["accuracy"].drop("mean over tasks", errors="ignore")) for t in runs}
+        if counts != {40}:
+            raise ValueError(f"{method!r}: tables over {sorted(counts)} attributes; the published "
+                             "average is over all 40 (train the 'celeba40' study).")  # fmt: skip
+        errors = [average_error(t) for t in runs]
+        spread = float(np.std(errors, ddof=1)) if len(errors) > 1 else float("nan")
+        rows[method] = {
+            "this kit: average error (%)": float(np.mean(errors)),
+            "this kit: std over seeds": spread,
+            "this kit: seeds": len(errors),
+        }
+    return celeba_methods().join(pd.DataFrame.from_dict(rows, orient="index"), how="outer")
 
 
 def celeba_attributes() -> pd.DataFrame:

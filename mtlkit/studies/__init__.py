@@ -4,12 +4,14 @@ What a notebook runs and how long it should take, so that the notebooks stay sho
 The names below are the package's public API; each one lives in the module named beside it:
 :mod:`mtlkit.studies.experiments` (settings, datasets, models, runners) and
 :mod:`mtlkit.studies.durations` (:func:`expected_minutes`); :mod:`mtlkit.studies.devices` (the
-devices a study trains on, a sweep worker's share of the runs).
+devices a study trains on, a sweep worker's share of the runs); :mod:`mtlkit.studies.celeba40`
+(the published 40-attribute CelebA benchmark, beside its table).
 """
 
-from mtlkit.studies import devices
+from mtlkit.studies import celeba40, devices
 from mtlkit.studies.durations import expected_minutes
 from mtlkit.studies.experiments import (
+    CELEBA40,
     CELEBA_PROFILES,
     CIFAR_PROFILES,
     CelebaSettings,
@@ -28,7 +30,9 @@ from mtlkit.studies.experiments import (
 )
 
 __all__ = [
+    "celeba40",
     "devices",
+    "CELEBA40",
     "CELEBA_PROFILES",
     "CIFAR_PROFILES",
     "CelebaSettings",
