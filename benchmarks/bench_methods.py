@@ -59,7 +59,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mtlkit import training  # noqa: E402
-from mtlkit.methods import weighting  # noqa: E402
+from mtlkit.methods import cores, weighting  # noqa: E402
 from mtlkit.models import architectures, sharing, tasks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -132,7 +132,7 @@ def bench(args) -> dict:
     names = list(reference.output_names)  # the loop's task order (keras sorts them)
     x, y = next(iter(ds))
     shared = sharing.shared_variables(reference, x, y, losses)
-    last = weighting.last_shared_kernel(shared)[0].path.split("/")[0]
+    last = cores.last_shared_kernel(shared)[0].path.split("/")[0]
     flops = conv_gflops(args.image_size)
     last_share = flops[last] / flops["total"]
 

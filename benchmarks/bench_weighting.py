@@ -54,7 +54,7 @@ import tensorflow as tf  # noqa: E402
 
 from mtlkit import data, training  # noqa: E402
 from mtlkit.data import celeba  # noqa: E402
-from mtlkit.methods import weighting  # noqa: E402
+from mtlkit.methods import cores, weighting  # noqa: E402
 from mtlkit.models import architectures, sharing, tasks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -107,11 +107,11 @@ def one_call(model, ds, method: str, epochs: int) -> EpochTimer:
 
 def surgery_cost(k: int, d: int, repeats: int = 5) -> dict:
     """CPU ms of one call, median of ``repeats``, of PCGrad's surgery alone
-    (``weighting.pcgrad`` on a random (K, D) matrix, compiled) and of the Gram matrix
+    (``cores.pcgrad`` on a random (K, D) matrix, compiled) and of the Gram matrix
     ``G G^T``, one pass over G: the least a surgery done on the Gram matrix would read."""
     G = tf.random.normal([k, d], seed=0)
     generator = tf.random.Generator.from_seed(0)
-    calls = {"pcgrad_surgery": tf.function(lambda: weighting.pcgrad(G, generator)),
+    calls = {"pcgrad_surgery": tf.function(lambda: cores.pcgrad(G, generator)),
              "gram_matrix": tf.function(lambda: tf.matmul(G, G, transpose_b=True))}  # fmt: skip
     result = {}
     for name, call in calls.items():
@@ -133,7 +133,7 @@ def bench(args) -> dict:
     x, y = next(iter(ds))
     losses = tasks.classification_losses(ATTRIBUTES, binary=True)
     variables = sharing.shared_variables(model, x, y, losses)
-    last = weighting.last_shared_kernel(variables)[0].path.split("/")[0]
+    last = cores.last_shared_kernel(variables)[0].path.split("/")[0]
     flops = conv_gflops(args.image_size)
     last_share = flops[last] / flops["total"]
     k = len(ATTRIBUTES)

@@ -26,6 +26,7 @@ import numpy as np
 from _on_backend import message_of
 from keras import ops
 
+from mtlkit.methods import cores
 from mtlkit.methods import weighting as w
 
 KINDS = ("conflicting", "near_parallel", "rank_deficient", "inactive")
@@ -93,40 +94,43 @@ def core_calls() -> dict:
     """name -> (function of arrays, the names of its inputs in :func:`core_inputs`)."""
     shapes = [SimpleNamespace(shape=s) for s in SHAPES]
     calls = {
-        "project_conflicts": (w.project_conflicts, ("G", "orders", "active")),
-        "mgda_weights": (lambda G, a: w.mgda_weights(G, active=a), ("G", "active")),
-        "uncertainty_total": (w.uncertainty_total, ("losses", "logits")),
-        "gradnorm_loss": (w.gradnorm_loss, ("weights", "norms", "losses", "initial")),
-        "gradnorm_gradient": (w.gradnorm_gradient, ("weights", "norms", "losses", "initial")),
-        "famo_total": (lambda L, z, a: w.famo_total(L, z, 0.0, a), ("losses", "logits", "active")),
+        "project_conflicts": (cores.project_conflicts, ("G", "orders", "active")),
+        "mgda_weights": (lambda G, a: cores.mgda_weights(G, active=a), ("G", "active")),
+        "uncertainty_total": (cores.uncertainty_total, ("losses", "logits")),
+        "gradnorm_loss": (cores.gradnorm_loss, ("weights", "norms", "losses", "initial")),
+        "gradnorm_gradient": (cores.gradnorm_gradient, ("weights", "norms", "losses", "initial")),
+        "famo_total": (
+            lambda L, z, a: cores.famo_total(L, z, 0.0, a),
+            ("losses", "logits", "active"),
+        ),
         "famo_logit_gradient": (_famo_logit_gradient, ("logits", "previous", "losses", "active")),
         "adam_l2_step": (_adam_l2_step, ("adam", "active")),
-        "imtl_g": (lambda G, a: w.imtl_g_weights(G, a), ("G", "active")),
-        "cagrad": (lambda G, a: w.cagrad_weights(G, active=a), ("G", "active")),
+        "imtl_g": (lambda G, a: cores.imtl_g_weights(G, a), ("G", "active")),
+        "cagrad": (lambda G, a: cores.cagrad_weights(G, active=a), ("G", "active")),
         "cagrad_objective": (_cagrad_objective, ("rows", "gram", "logits")),
-        "nash_mtl": (lambda G, a: w.nash_mtl_weights(G, active=a), ("G", "active")),
-        "split_gradient": (lambda v: w.split_gradient(v, shapes), ("vector",)),
+        "nash_mtl": (lambda G, a: cores.nash_mtl_weights(G, active=a), ("G", "active")),
+        "split_gradient": (lambda v: cores.split_gradient(v, shapes), ("vector",)),
     }
-    for mode in w.ALIGNED_SCALES:
+    for mode in cores.ALIGNED_SCALES:
         calls[f"aligned_{mode}"] = (_aligned(mode), ("G", "active"))
     return calls
 
 
 def _famo_logit_gradient(logits, previous, losses, active):
-    return w.famo_logit_gradient(logits, previous, losses, 0.0, active)
+    return cores.famo_logit_gradient(logits, previous, losses, 0.0, active)
 
 
 def _adam_l2_step(adam, active):
     params, grad, m, v = ops.unstack(adam)
-    return w.adam_l2_step(params, grad, m, v, 2.0, 0.025, 1e-3, active)
+    return cores.adam_l2_step(params, grad, m, v, 2.0, 0.025, 1e-3, active)
 
 
 def _cagrad_objective(rows, gram, logits):
-    return w.cagrad_objective(rows, gram, rows[0], logits[0] ** 2)
+    return cores.cagrad_objective(rows, gram, rows[0], logits[0] ** 2)
 
 
 def _aligned(mode: str):
-    return lambda G, active: w.aligned_mtl_weights(G, mode, active)
+    return lambda G, active: cores.aligned_mtl_weights(G, mode, active)
 
 
 def step_inputs() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -187,7 +191,7 @@ def as_arrays(prefix: str, result) -> dict:
 
 
 # -------------------------------------------------------------------------- the results
-def cores(prefix: str = "core", only=None) -> dict:
+def core_results(prefix: str = "core", only=None) -> dict:
     out = {}
     for name, (function, names) in core_calls().items():
         if only is not None and name not in only:
@@ -227,7 +231,7 @@ def drive(found: w.Weighting, steps) -> list:
         if found.name == "pcgrad":  # what it will draw: a twin in its generator's state
             twin = keras.random.SeedGenerator(0)
             twin.state.assign(found.generator.state.value)
-            record["orders"] = np.asarray(w.pcgrad_orders(len(TASKS), twin))
+            record["orders"] = np.asarray(cores.pcgrad_orders(len(TASKS), twin))
         result, shared = run(losses, G, active)
         record.update(result=np.asarray(result), shared=np.asarray(shared))
         record["logged"] = np.array(list(found.weights_for_logging().values()))
@@ -259,7 +263,7 @@ def random_draws() -> dict:
         for label in ("one", "two"):
             generator = keras.random.SeedGenerator(7)
             holder = SimpleNamespace(variables=[], state_variables={"rng": generator.state})
-            draw = stateful(holder, lambda g=generator, f=getattr(w, core): f(len(TASKS), g))
+            draw = stateful(holder, lambda g=generator, f=getattr(cores, core): f(len(TASKS), g))
             for call in range(2):  # the second call draws anew
                 out[f"random/{core}/{label}/{call}"] = np.asarray(draw())
     return out
@@ -272,10 +276,10 @@ def non_finite() -> dict:
     losses = np.array([2.0, 0.5, 3.0], "float32")
     famo = w.get("famo", TASKS, min_losses=1.0)
     combine = stateful(famo, lambda L: famo.combine(ops.unstack(L)))
-    out = {"non_finite/mgda/compiled": np.asarray(compiled(w.mgda_weights)(G)),
+    out = {"non_finite/mgda/compiled": np.asarray(compiled(cores.mgda_weights)(G)),
            "non_finite/famo/compiled": np.asarray(combine(losses))}  # fmt: skip
     fresh = w.get("famo", TASKS, min_losses=1.0)
-    eager = {"mgda": lambda: w.mgda_weights(G), "famo": lambda: fresh.combine(list(losses))}
+    eager = {"mgda": lambda: cores.mgda_weights(G), "famo": lambda: fresh.combine(list(losses))}
     for name, call in eager.items():
         out[f"non_finite/{name}/eager"] = np.asarray(message_of(call))
     return out
@@ -284,8 +288,8 @@ def non_finite() -> dict:
 def collect() -> dict:
     """Everything, on the backend in use (the test's TensorFlow side calls this)."""
     found = {"backend": np.asarray(keras.backend.backend())}
-    found["solver_dtype"] = np.asarray(w._solver_dtype())
-    return {**found, **cores(), **methods(), **random_draws(), **non_finite()}
+    found["solver_dtype"] = np.asarray(cores._solver_dtype())
+    return {**found, **core_results(), **methods(), **random_draws(), **non_finite()}
 
 
 def main(out: str) -> None:
@@ -294,8 +298,8 @@ def main(out: str) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        results["x64/solver_dtype"] = np.asarray(w._solver_dtype())
-        results.update(cores("x64/core", only=SOLVERS))
+        results["x64/solver_dtype"] = np.asarray(cores._solver_dtype())
+        results.update(core_results("x64/core", only=SOLVERS))
     np.savez(out, **results)
 
 

@@ -20,7 +20,7 @@ import pytest
 from _on_backend import run_json
 
 from mtlkit.analysis import diagnostics
-from mtlkit.methods import weighting
+from mtlkit.methods import cores
 from mtlkit.models import architectures
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -50,7 +50,7 @@ def test_notebook07_pcgrad_and_mgda_by_hand_are_the_kits(seed):
     exec(without_line(tagged("07", "shown-pcgrad"), "G = "), names)
     np.testing.assert_allclose(names["step"], names["kit"], atol=1e-6)
     exec(tagged("07", "shown-mgda"), names)
-    assert np.isclose(names["alpha"], weighting.mgda_weights(G[:2]).numpy()[0], atol=1e-6)
+    assert np.isclose(names["alpha"], cores.mgda_weights(G[:2]).numpy()[0], atol=1e-6)
 
 
 def test_notebook07_toy_matrix_has_a_conflict():
@@ -146,7 +146,7 @@ def test_notebook07_imtl_g_by_hand_is_the_kits(seed):
     gradients (the cell asserts it), and the step projects equally on every unit gradient."""
     rng = np.random.default_rng(seed)
     G3 = rng.normal(size=(3, 7)) * rng.uniform(0.1, 5.0, size=(3, 1))
-    names = {"np": np, "G3": G3, "weighting": weighting, "print": lambda *a, **k: None}
+    names = {"np": np, "G3": G3, "cores": cores, "print": lambda *a, **k: None}
     exec(without_line(tagged("07", "shown-imtl"), "G3 = "), names)
     units = G3 / np.linalg.norm(G3, axis=1, keepdims=True)
     projections = units @ (names["alpha"] @ G3)

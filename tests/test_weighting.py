@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit.methods import weighting
-from mtlkit.methods.weighting import (
-    METHODS,
+from mtlkit.methods import cores, weighting
+from mtlkit.methods.cores import (
     dwa_weights,
     gradnorm_gradient,
     gradnorm_loss,
@@ -23,6 +22,7 @@ from mtlkit.methods.weighting import (
     rlw_weights,
     uncertainty_total,
 )
+from mtlkit.methods.weighting import METHODS
 
 TASKS = ["a", "b", "c"]
 
@@ -381,17 +381,15 @@ def test_gradient_helpers_round_trip():
     with tf.GradientTape(persistent=True) as tape:
         h = x @ variables[0] + variables[1] + 1.0
         losses = [tf.reduce_sum(h**2), tf.reduce_sum(h)]  # neither reaches variables[2]
-    G = weighting.task_gradient_matrix(tape, losses, variables)
+    G = cores.task_gradient_matrix(tape, losses, variables)
     assert G.shape == (2, 6 + 3 + 4)
     np.testing.assert_array_equal(G[:, -4:], np.zeros((2, 4)))
-    parts = weighting.split_gradient(G[1], variables)
+    parts = cores.split_gradient(G[1], variables)
     np.testing.assert_array_equal(parts[0], tape.gradient(losses[1], variables[0]))
-    assert weighting.last_shared_kernel(variables) == [variables[0]]
+    assert cores.last_shared_kernel(variables) == [variables[0]]
     history = {"a_loss": [1.0, 0.5], "b_loss": [2.0, 1.5], "loss": [3.0, 2.0]}
-    np.testing.assert_array_equal(
-        weighting.epoch_losses(history, ["a", "b"]), [[1.0, 2.0], [0.5, 1.5]]
-    )
-    assert weighting.epoch_losses({}, ["a", "b"]).shape == (0, 2)
+    np.testing.assert_array_equal(cores.epoch_losses(history, ["a", "b"]), [[1.0, 2.0], [0.5, 1.5]])
+    assert cores.epoch_losses({}, ["a", "b"]).shape == (0, 2)
 
 
 def test_kinds_and_needs():
@@ -498,14 +496,14 @@ def test_the_documented_loop_step_trains(name):
             sources = {
                 "representation": [z],
                 "shared_variables": shared,
-                "last_shared_layer": weighting.last_shared_kernel(shared),
+                "last_shared_layer": cores.last_shared_kernel(shared),
             }[method.needs]
             c, shared_grad = method.combine_gradients(
-                losses, weighting.task_gradient_matrix(tape, losses, sources)
+                losses, cores.task_gradient_matrix(tape, losses, sources)
             )
             grads = tape.gradient(losses, variables, output_gradients=tf.unstack(c))
             if shared_grad is not None:
-                replaced = dict(zip(map(id, shared), weighting.split_gradient(shared_grad, shared)))
+                replaced = dict(zip(map(id, shared), cores.split_gradient(shared_grad, shared)))
                 grads = [replaced.get(id(v), g) for v, g in zip(variables, grads)]
         optimizer.apply_gradients(zip(grads, variables))
         return tf.add_n(losses)

@@ -104,14 +104,14 @@ def test_every_method_object_gives_tensorflows_steps(jax, tensorflow):
 def test_pcgrad_on_jax_is_the_surgery_in_the_orders_it_drew(jax):
     from _weighting_jax_run import TASKS, step_inputs
 
-    from mtlkit.methods import weighting
+    from mtlkit.methods import cores
 
     for i, (_, G, active) in enumerate(step_inputs()):
         orders = jax[f"method/pcgrad/{i}/orders"]
         assert [sorted(row) for row in orders.tolist()] == [
             [j for j in range(len(TASKS)) if j != t] for t in range(len(TASKS))
         ]
-        expected = weighting.project_conflicts(G, orders).numpy()
+        expected = cores.project_conflicts(G, orders).numpy()
         assert_close(jax[f"method/pcgrad/{i}/shared"], expected, SAME, f"PCGrad step {i}")
         np.testing.assert_array_equal(jax[f"method/pcgrad/{i}/result"], active)  # 1, or 0
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtlkit.methods import weighting
+from mtlkit.methods import cores, weighting
 from mtlkit.methods.dst import DSTScheduler
 from mtlkit.training import set_seed, train
 
@@ -102,7 +102,7 @@ def test_pcgrad_leaves_the_heads_their_plain_gradients():
 
 
 def test_pcgrad_step_is_the_surgery_on_the_trunk_and_plain_gradients_on_the_heads():
-    """One SGD(1) step of the loop against per-task tapes and weighting.pcgrad, on a batch
+    """One SGD(1) step of the loop against per-task tapes and cores.pcgrad, on a batch
     where the two tasks' trunk gradients conflict (so the surgery changes something)."""
     set_seed(3)
     x = keras.Input((6,))
@@ -120,7 +120,7 @@ def test_pcgrad_step_is_the_surgery_on_the_trunk_and_plain_gradients_on_the_head
     trunk = [i for i, v in enumerate(variables) if v.path.startswith("trunk")]
     G = tf.stack([tf.concat([tf.reshape(grads[t][i], [-1]) for i in trunk], 0) for t in "ab"])
     assert float(tf.reduce_sum(G[0] * G[1])) < 0  # they conflict on this batch
-    surgery = weighting.pcgrad(G, keras.random.SeedGenerator(0)).numpy()  # 2 tasks: no order
+    surgery = cores.pcgrad(G, keras.random.SeedGenerator(0)).numpy()  # 2 tasks: no order
     train(
         model,
         dataset().take(1),

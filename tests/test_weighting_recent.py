@@ -12,7 +12,7 @@ import tensorflow as tf
 from scipy.optimize import minimize
 
 from mtlkit.methods import weighting
-from mtlkit.methods.weighting import (
+from mtlkit.methods.cores import (
     aligned_mtl_weights,
     cagrad_objective,
     cagrad_weights,

@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from mtlkit import backend, work
 from mtlkit.data.celeba_images import damaged_images_named
+from mtlkit.methods import cores
 from mtlkit.methods import weighting as weighting_methods
 from mtlkit.models import graph, sharing
 from mtlkit.models import tasks as task_utils
@@ -215,7 +216,7 @@ def _run_epochs(loop, data_for, record, epochs, scheduler, method, validation_da
         scheduler.observe_initial(_measuring_pass(loop, data_for(0)))
     for epoch in range(record["epoch"], epochs):
         if method is not None:
-            method.on_epoch_start(epoch, weighting_methods.epoch_losses(record["history"], names))
+            method.on_epoch_start(epoch, cores.epoch_losses(record["history"], names))
         start = record.setdefault("start_losses", {})  # the first step's: before any update
         logs = _run_epoch(loop, data_for(epoch), epoch, scheduler, validation_data, callback_list,
                           start)  # fmt: skip
@@ -526,7 +527,7 @@ class _Loop:
         sources = sharing.shared_variables(self.model, x, y, self.losses)
         method.check_sources(sources, repr(self.model.name))
         if method.needs == "last_shared_layer":
-            sources = weighting_methods.last_shared_kernel(sources)
+            sources = cores.last_shared_kernel(sources)
         return sources, None
 
     def _gradient_step(self, x, y):
@@ -548,7 +549,7 @@ class _Loop:
             weighted = [c * loss for c, loss in zip(tf.unstack(self.coefficients), task_losses)]
             penalty = tf.add_n(self.model.losses) if self.model.losses else None
         sources = [z] if method.needs == "representation" else self.sources
-        G = weighting_methods.task_gradient_matrix(tape, weighted, sources)
+        G = cores.task_gradient_matrix(tape, weighted, sources)
         replicas = backend.replicas()
         if replicas > 1:  # the tape differentiates the global losses: each replica holds
             # `replicas` x its share of G; G becomes the global batch's on every replica
@@ -559,7 +560,7 @@ class _Loop:
         coefficients, shared = method.combine_gradients(weighted, G, self._active(counts))
         given = {}  # PCGrad: the shared variables take the surgery's sum, no second backward
         if shared is not None:
-            parts = weighting_methods.split_gradient(shared, self.sources)
+            parts = cores.split_gradient(shared, self.sources)
             given = dict(zip(map(id, self.sources), parts))
         rest = [v for v in variables if id(v) not in given]
         combined = tape.gradient(weighted, rest, output_gradients=tf.unstack(coefficients))
