@@ -14,7 +14,7 @@ durations are *estimates*, made this way and printed with the method:
 
     python benchmarks/estimate_durations.py --json benchmarks/results/durations.json
 
-The numbers it prints are the constants in ``mtlkit.studies.experiments`` (``FORWARD_GFLOP``,
+The numbers it prints are the constants in ``mtlkit.studies.durations`` (``FORWARD_GFLOP``,
 ``PIPELINE_IMAGES_PER_S``); rerun it after changing a model or a loader.
 """
 

@@ -179,12 +179,12 @@ def refusals(strategy) -> dict:
 def study(runs: Path) -> dict:
     """A CIFAR-100 study run (quick profile, synthetic stand-in) on two devices, its tag and
     label beside one device's, and the messages for device counts that cannot work."""
-    from mtlkit.studies import experiments
+    from mtlkit import studies
 
     small = dict(epochs=1, train_limit=200, eval_limit=100, source="synthetic")
-    one = experiments.cifar100_settings("quick", **small)
-    two = experiments.cifar100_settings("quick", devices=2, **small)
-    run = experiments.run_cifar100("independent", 0, two, arm="train", runs_dir=runs)
+    one = studies.cifar100_settings("quick", **small)
+    two = studies.cifar100_settings("quick", devices=2, **small)
+    run = studies.run_cifar100("independent", 0, two, arm="train", runs_dir=runs)
     return {
         "tags": [one.tag, two.tag],
         "label": two.data_label,
@@ -192,9 +192,9 @@ def study(runs: Path) -> dict:
         "metadata_devices": json.loads((run.run_dir / "results.json").read_text())["metadata"].get(
             "devices"
         ),
-        "too_many": message_of(lambda: experiments.cifar100_settings("quick", devices=3)),
+        "too_many": message_of(lambda: studies.cifar100_settings("quick", devices=3)),
         "uneven": message_of(
-            lambda: experiments.cifar100_settings("quick", devices=2, batch_size=99)
+            lambda: studies.cifar100_settings("quick", devices=2, batch_size=99)
         ),  # fmt: skip
     }
 

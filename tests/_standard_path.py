@@ -6,8 +6,8 @@ executed unchanged apart from one cell inserted after its parameters, which
 
 * enters ``tfds.testing.mock_data`` for the rest of the kernel's life, so ``tfds.load``
   hands out random records built from each dataset's own features (no download), and
-* shrinks the standard profile in place (``experiments.CIFAR_PROFILES`` and
-  ``experiments.CELEBA_PROFILES``): one epoch, a few dozen images, 32-pixel faces, and
+* shrinks the standard profile in place (``studies.CIFAR_PROFILES`` and
+  ``studies.CELEBA_PROFILES``): one epoch, a few dozen images, 32-pixel faces, and
 * (``EAGER``) runs the training and evaluation steps eagerly: with one step per epoch,
   tracing the steps into graphs is most of a run's cost (a one-step CelebA run with PCGrad:
   21 s of CPU in graph mode, 10 s eagerly; a CIFAR-100 run: 7 s and 3 s). The graph-mode
@@ -49,14 +49,14 @@ SETUP = """\
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mtlkit.studies import experiments
+from mtlkit import studies
 
 assert PROFILE == "standard", PROFILE
 _mock = tfds.testing.mock_data(num_examples={examples},
                                policy=tfds.testing.MockPolicy.USE_CODE)
 _mock.__enter__()  # left open: every later cell reads the mocked records
-experiments.CIFAR_PROFILES["standard"].update({cifar})
-for _study in experiments.CELEBA_PROFILES.values():
+studies.CIFAR_PROFILES["standard"].update({cifar})
+for _study in studies.CELEBA_PROFILES.values():
     _study["standard"].update({celeba})
 tf.config.run_functions_eagerly({eager})
 """

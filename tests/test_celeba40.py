@@ -11,34 +11,34 @@ import pytest
 from mtlkit import studies
 from mtlkit.analysis import published
 from mtlkit.data import celeba
-from mtlkit.studies import experiments
+from mtlkit.studies import runners
 
 
 def test_the_full_profile_is_the_authors_protocol():
     """Values from github.com/isl-org/MultiObjectiveOptimization (sample.json: Adam, lr
     0.0005, batch 256, tasks 0-39; train_multi_task.py: NUM_EPOCHS = 100, lr x 0.85 when
     (epoch + 1) % 10 == 0; configs.json / the paper: 64x64 images, random initialisation)."""
-    s = experiments.celeba_settings("full", "tfds", study="celeba40")
+    s = studies.celeba_settings("full", "tfds", study="celeba40")
     assert s.attributes == tuple(celeba.ATTRIBUTES) and len(s.attributes) == 40
     assert (s.image_size, s.batch_size, s.learning_rate, s.epochs) == (64, 256, 5e-4, 100)
     assert s.weights is None and s.learning_rate_decay == (0.85, 10)
     assert "at 64 px" in s.data_label and "learning rate x0.85 every 10 epochs" in s.data_label
-    remedies = experiments.celeba_settings("full", "tfds", study="remedies")
+    remedies = studies.celeba_settings("full", "tfds", study="remedies")
     assert s.tag != remedies.tag and "learning rate x" not in remedies.data_label
 
 
 def test_tags_of_the_other_studies_are_unchanged():
     """``learning_rate_decay`` is hashed only when set: the tags below are the ones the run
     folders had before it existed."""
-    assert experiments.CelebaSettings(profile="standard", source="tfds").tag == (
+    assert studies.CelebaSettings(profile="standard", source="tfds").tag == (
         "celeba-standard-tfds-a8f235fb"
     )
-    quick = experiments.celeba_settings("quick", "synthetic", study="remedies")
+    quick = studies.celeba_settings("quick", "synthetic", study="remedies")
     assert quick.tag == "celeba-quick-synthetic-a23d9e66"
 
 
 def _rates(settings, steps):
-    optimizer = experiments.celeba_optimizer(settings)
+    optimizer = runners.celeba_optimizer(settings)
     optimizer.build([keras.Variable(np.zeros(1, "float32"))])
     rates = []
     for step in range(steps):
@@ -50,11 +50,11 @@ def _rates(settings, steps):
 def test_the_schedule_decays_where_the_authors_loop_does():
     """Their loop multiplies the rate by the factor at the start of 0-based epoch e when
     (e + 1) % every == 0, so epoch e runs at rate * factor ** ((e + 1) // every)."""
-    s = experiments.celeba_settings(
+    s = studies.celeba_settings(
         "quick", "synthetic", study="celeba40", train_limit=100, batch_size=32, epochs=25,
         learning_rate=1e-3, learning_rate_decay=(0.5, 10),
     )  # fmt: skip
-    steps = experiments.steps_per_epoch(s)
+    steps = runners.steps_per_epoch(s)
     assert steps == math.ceil(100 / 32) == 4
     epoch = np.arange(25 * steps) // steps
     authors = 1e-3 * 0.5 ** ((epoch + 1) // 10)
@@ -64,14 +64,14 @@ def test_the_schedule_decays_where_the_authors_loop_does():
 
 
 def test_no_decay_is_a_constant_rate():
-    s = experiments.celeba_settings("quick", "synthetic", study="remedies")
-    assert experiments.celeba_learning_rate(s) == s.learning_rate
+    s = studies.celeba_settings("quick", "synthetic", study="remedies")
+    assert runners.celeba_learning_rate(s) == s.learning_rate
 
 
 @pytest.mark.parametrize("decay", [(0, 10), (1.5, 10), (0.85, 0), (0.85, 2.5), (0.85,), "fast"])
 def test_a_bad_decay_is_refused_naming_the_fix(decay):
     with pytest.raises(ValueError, match="learning_rate_decay=.*e.g. \\(0.85, 10\\)"):
-        experiments.celeba_settings("quick", "synthetic", learning_rate_decay=decay)
+        studies.celeba_settings("quick", "synthetic", learning_rate_decay=decay)
 
 
 def test_the_command_trains_40_heads_and_prints_them_beside_the_table(tmp_path, capsys):
@@ -83,10 +83,10 @@ def test_the_command_trains_40_heads_and_prints_them_beside_the_table(tmp_path, 
         "CelebA-40: the published table beside synthetic" in printed and "quick profile" in printed
     )
     assert "at 64 px" in printed and "seeds [0]" in printed
-    settings = experiments.celeba_settings(
+    settings = studies.celeba_settings(
         "quick", "synthetic", study="celeba40", train_limit=64, eval_limit=64, epochs=1
     )
-    run = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+    run = studies.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
     assert run.read_back  # the command stored it where the study runner looks
     attributes = run.table.index.drop("mean over tasks")
     assert list(attributes) == list(celeba.ATTRIBUTES)

@@ -3,9 +3,9 @@ be the counts of the models the profiles build."""
 
 import pytest
 
-from mtlkit import work
+from mtlkit import studies, work
 from mtlkit.models.architectures import build_cifar100
-from mtlkit.studies import durations, experiments
+from mtlkit.studies import durations
 
 
 @pytest.mark.parametrize("width", sorted(durations.CIFAR_NARROW_GFLOP))
@@ -21,8 +21,8 @@ def test_narrow_cifar_costs_are_the_counted_ones(width):
 
 def test_the_quick_estimate_counts_the_narrow_trunks():
     """Half-width trunks cost about 3.5x less per image, and the printed estimate says so."""
-    quick = experiments.cifar100_settings("quick")
-    full_width = experiments.cifar100_settings("quick", trunk_width=1.0)
+    quick = studies.cifar100_settings("quick")
+    full_width = studies.cifar100_settings("quick", trunk_width=1.0)
     assert durations._forward_gflop(full_width)[1] > 3 * durations._forward_gflop(quick)[1]
     narrow, wide = (durations.expected_minutes(s, runs=12) for s in (quick, full_width))
     assert narrow != wide and "GFLOP" in narrow

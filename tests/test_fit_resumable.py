@@ -164,20 +164,20 @@ def test_a_backup_from_a_different_model_is_refused(tmp_path):
 
 
 def test_gpu_speed_options_are_off_by_default_and_named_when_on():
-    from mtlkit.studies import experiments
+    from mtlkit import studies
 
-    plain = experiments.cifar100_settings("quick")
+    plain = studies.cifar100_settings("quick")
     assert plain.jit_compile is False and plain.mixed_precision is False
-    assert experiments.build_compiled("shared_conv", plain).jit_compile is False
-    fast = experiments.cifar100_settings("quick", jit_compile=True, mixed_precision=True)
+    assert studies.build_compiled("shared_conv", plain).jit_compile is False
+    fast = studies.cifar100_settings("quick", jit_compile=True, mixed_precision=True)
     assert "mixed float16" in fast.data_label and "jit_compile=True" in fast.data_label
     assert fast.tag != plain.tag  # their runs are stored apart
     try:
-        model = experiments.build_compiled("shared_conv", fast)
+        model = studies.build_compiled("shared_conv", fast)
         assert model.dtype_policy.name == "mixed_float16"
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert all(out.dtype == "float32" for out in model.outputs)  # logits stay float32
-        model = experiments.build_compiled("shared_conv", plain)  # back to float32
+        model = studies.build_compiled("shared_conv", plain)  # back to float32
         assert model.dtype_policy.name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -2,38 +2,39 @@
 
 Tracing a ResNet18's or a CIFAR-100 model's steps costs seconds per run; the study runners
 restart the last run's model, optimizer and weighting method for the next seed instead
-(``experiments._reusable``, ``training.restart``). These tests show that a restarted run is
+(``runners._reusable``, ``training.restart``). These tests show that a restarted run is
 the run a fresh process would make, bit for bit, for ``fit`` and for the custom loop.
 """
 
 import numpy as np
 import pytest
 
-from mtlkit.studies import experiments
+from mtlkit import studies
+from mtlkit.studies import runners
 
 
 def _fresh_then_reused(run, tmp_path):
     """Seed 1 after seed 0 (reusing its objects), and seed 1 alone (new objects)."""
-    experiments._LAST_MODEL.clear()
+    runners._LAST_MODEL.clear()
     run(0, tmp_path / "a")
-    first = experiments._LAST_MODEL and next(iter(experiments._LAST_MODEL.values()))[0]
+    first = runners._LAST_MODEL and next(iter(runners._LAST_MODEL.values()))[0]
     reused = run(1, tmp_path / "a")
-    second = next(iter(experiments._LAST_MODEL.values()))[0]
+    second = next(iter(runners._LAST_MODEL.values()))[0]
     assert second is first, "the second seed built a new model instead of reusing the first's"
-    experiments._LAST_MODEL.clear()
+    runners._LAST_MODEL.clear()
     alone = run(1, tmp_path / "b")
     return reused, alone
 
 
 @pytest.mark.parametrize("arm", ["uw", "dst"])  # a method with variables; the gates
 def test_celeba_loop_reuse_is_exact(tmp_path, arm):
-    settings = experiments.celeba_settings(
+    settings = studies.celeba_settings(
         "quick", "synthetic", study="remedies", image_size=32, train_limit=64, eval_limit=32,
         epochs=2,
     )  # fmt: skip
 
     def run(seed, runs_dir):
-        return experiments.run_celeba(seed, settings, arm=arm, runs_dir=runs_dir)
+        return studies.run_celeba(seed, settings, arm=arm, runs_dir=runs_dir)
 
     reused, alone = _fresh_then_reused(run, tmp_path)
     assert reused.history == alone.history
@@ -41,12 +42,12 @@ def test_celeba_loop_reuse_is_exact(tmp_path, arm):
 
 
 def test_cifar_fit_reuse_is_exact(tmp_path):
-    settings = experiments.cifar100_settings(
+    settings = studies.cifar100_settings(
         "quick", "synthetic", train_limit=100, eval_limit=100, epochs=1, synthetic_sizes=(100, 100)
     )
 
     def run(seed, runs_dir):
-        return experiments.run_cifar100("shared_conv", seed, settings, runs_dir=runs_dir)
+        return studies.run_cifar100("shared_conv", seed, settings, runs_dir=runs_dir)
 
     reused, alone = _fresh_then_reused(run, tmp_path)
     assert reused.history == alone.history
@@ -56,17 +57,17 @@ def test_cifar_fit_reuse_is_exact(tmp_path):
 def test_plain_arms_share_one_model_and_stay_exact(tmp_path):
     """Equal weights, DST and the plain loop have the same traced step: a DST run after an
     EW run reuses the EW run's model (no new trace) and equals a DST run made alone."""
-    settings = experiments.celeba_settings(
+    settings = studies.celeba_settings(
         "quick", "synthetic", study="comparison", image_size=32, train_limit=64, eval_limit=32,
         epochs=2,
     )  # fmt: skip
-    experiments._LAST_MODEL.clear()
-    ew = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path / "a")
-    model = next(iter(experiments._LAST_MODEL.values()))[0]
-    after = experiments.run_celeba(1, settings, arm="dst", runs_dir=tmp_path / "a")
-    assert next(iter(experiments._LAST_MODEL.values()))[0] is model
-    experiments._LAST_MODEL.clear()
-    alone = experiments.run_celeba(1, settings, arm="dst", runs_dir=tmp_path / "b")
+    runners._LAST_MODEL.clear()
+    ew = studies.run_celeba(0, settings, arm="ew", runs_dir=tmp_path / "a")
+    model = next(iter(runners._LAST_MODEL.values()))[0]
+    after = studies.run_celeba(1, settings, arm="dst", runs_dir=tmp_path / "a")
+    assert next(iter(runners._LAST_MODEL.values()))[0] is model
+    runners._LAST_MODEL.clear()
+    alone = studies.run_celeba(1, settings, arm="dst", runs_dir=tmp_path / "b")
     assert after.history == alone.history
     assert np.array_equal(after.table.to_numpy(), alone.table.to_numpy())
     assert after.schedule.equals(alone.schedule)

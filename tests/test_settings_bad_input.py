@@ -2,54 +2,55 @@
 
 import pytest
 
-from mtlkit.studies import experiments
+from mtlkit import studies
+from mtlkit.studies import runners
 
 
 @pytest.mark.parametrize("epochs", [0, -1, 2.5, True])
 def test_epochs_must_be_a_positive_whole_number(epochs):
     with pytest.raises(ValueError, match="epochs="):
-        experiments.cifar100_settings("quick", epochs=epochs)
+        studies.cifar100_settings("quick", epochs=epochs)
     with pytest.raises(ValueError, match="epochs="):
-        experiments.celeba_settings("quick", epochs=epochs)
+        studies.celeba_settings("quick", epochs=epochs)
 
 
 def test_a_bad_trunk_width_is_refused_by_the_settings():
     with pytest.raises(ValueError, match="trunk_width=0"):
-        experiments.cifar100_settings("quick", trunk_width=0)
+        studies.cifar100_settings("quick", trunk_width=0)
 
 
 def test_cifar_tags_of_the_report_width_are_unchanged():
     """``trunk_width`` is hashed only when it is not the report's 1: the run folders made
     before it existed keep their names (the tags below are the ones they had)."""
-    assert experiments.CifarSettings(profile="standard", source="tfds").tag == (
+    assert studies.CifarSettings(profile="standard", source="tfds").tag == (
         "cifar100-standard-tfds-9c9b923b"
     )
-    assert experiments.cifar100_settings("standard").tag == "cifar100-standard-tfds-31636381"
-    narrow = experiments.cifar100_settings("standard", trunk_width=0.5)
-    assert narrow.tag != experiments.cifar100_settings("standard").tag
+    assert studies.cifar100_settings("standard").tag == "cifar100-standard-tfds-31636381"
+    narrow = studies.cifar100_settings("standard", trunk_width=0.5)
+    assert narrow.tag != studies.cifar100_settings("standard").tag
 
 
 def test_a_hidden_share_outside_0_1_is_refused_by_the_settings():
     with pytest.raises(ValueError, match="hide_labels\\['Male'\\] = 2"):
-        experiments.celeba_settings("quick", hide_labels={"Male": 2})
+        studies.celeba_settings("quick", hide_labels={"Male": 2})
 
 
 def test_a_damaged_results_file_is_named(tmp_path):
-    settings = experiments.celeba_settings("quick", "synthetic", study="remedies")
+    settings = studies.celeba_settings("quick", "synthetic", study="remedies")
     run_dir = tmp_path / settings.tag / "ew" / "seed0"
     run_dir.mkdir(parents=True)
-    (run_dir / experiments.RESULTS).write_text('{"history": {"loss": [1.0]')  # cut short
+    (run_dir / runners.RESULTS).write_text('{"history": {"loss": [1.0]')  # cut short
     with pytest.raises(ValueError, match="is damaged"):
-        experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+        studies.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
 
 
 def test_a_run_read_back_keeps_its_training_time(tmp_path):
-    settings = experiments.celeba_settings(
+    settings = studies.celeba_settings(
         "quick", "synthetic", study="remedies", image_size=32, train_limit=32, eval_limit=32,
         epochs=1,
     )  # fmt: skip
-    trained = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
-    again = experiments.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+    trained = studies.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
+    again = studies.run_celeba(0, settings, arm="ew", runs_dir=tmp_path)
     assert not trained.read_back and again.read_back
     assert again.seconds == pytest.approx(trained.seconds) and again.seconds > 0
 
@@ -58,14 +59,14 @@ def test_a_run_read_back_keeps_its_training_time(tmp_path):
                                      {"learning_rate": 0}, {"learning_rate": "1e-3"}])  # fmt: skip
 def test_a_bad_learning_rate_or_weight_decay_is_refused(options):
     with pytest.raises(ValueError, match=next(iter(options)) + "="):
-        experiments.celeba_settings("quick", **options)
+        studies.celeba_settings("quick", **options)
 
 
 def test_weight_decay_reaches_the_optimizer_and_the_label():
-    plain = experiments.celeba_settings("quick", "synthetic", study="remedies")
-    decayed = experiments.celeba_settings("quick", "synthetic", study="remedies", weight_decay=1e-4)
-    assert experiments.celeba_optimizer(plain).weight_decay is None
-    assert experiments.celeba_optimizer(decayed).weight_decay == pytest.approx(1e-4)
+    plain = studies.celeba_settings("quick", "synthetic", study="remedies")
+    decayed = studies.celeba_settings("quick", "synthetic", study="remedies", weight_decay=1e-4)
+    assert runners.celeba_optimizer(plain).weight_decay is None
+    assert runners.celeba_optimizer(decayed).weight_decay == pytest.approx(1e-4)
     assert "weight decay 0.0001" in decayed.data_label and "weight decay" not in plain.data_label
     assert decayed.tag != plain.tag
-    assert experiments._model_settings(decayed) != experiments._model_settings(plain)
+    assert runners._model_settings(decayed) != runners._model_settings(plain)

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 from test_training_loop import LOSSES, arrays, build
 
-from mtlkit.studies import experiments
+from mtlkit import studies
+from mtlkit.studies import runners
 from mtlkit.training import loop, set_seed, train
 
 
@@ -67,13 +68,13 @@ def test_new_loss_weights_reuse_the_traced_steps():
 def test_single_task_baselines_share_one_model(tmp_path):
     kwargs = dict(study="remedies", attributes=("Male", "Smiling"), image_size=32,
                   train_limit=32, eval_limit=32, epochs=1)  # fmt: skip
-    experiments._LAST_MODEL.clear()
+    runners._LAST_MODEL.clear()
     models, tags = [], set()
     for attribute in ("Male", "Smiling"):
-        settings = experiments.celeba_settings("quick", "synthetic", single_task=attribute,
+        settings = studies.celeba_settings("quick", "synthetic", single_task=attribute,
                                                **kwargs)  # fmt: skip
-        run = experiments.run_celeba(0, settings, arm="train", runs_dir=tmp_path)
-        models.append(next(iter(experiments._LAST_MODEL.values()))[0])
+        run = studies.run_celeba(0, settings, arm="train", runs_dir=tmp_path)
+        models.append(next(iter(runners._LAST_MODEL.values()))[0])
         tags.add(settings.tag)
         assert f"trained on {attribute} alone" in settings.data_label
         assert run.history[f"{attribute}_loss"] == pytest.approx(run.history["loss"], rel=1e-5)
@@ -83,11 +84,11 @@ def test_single_task_baselines_share_one_model(tmp_path):
 
 def test_single_task_bad_input():
     with pytest.raises(ValueError, match="not one of the attributes"):
-        experiments.celeba_settings("quick", "synthetic", single_task="Mael")
-    settings = experiments.celeba_settings("quick", "synthetic", single_task="Male")
+        studies.celeba_settings("quick", "synthetic", single_task="Mael")
+    settings = studies.celeba_settings("quick", "synthetic", single_task="Male")
     with pytest.raises(ValueError, match="use arm='train' or 'fit'"):
-        experiments.run_celeba(0, settings, arm="uw")
+        studies.run_celeba(0, settings, arm="uw")
     # the field is hashed only when set: run folders made before it existed keep their names
     # (the tag below is the one this profile had before single_task was added)
-    plain = experiments.CelebaSettings(profile="quick", source="synthetic")
+    plain = studies.CelebaSettings(profile="quick", source="synthetic")
     assert plain.tag == "celeba-quick-synthetic-2d1c6f20"

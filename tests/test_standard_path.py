@@ -38,10 +38,9 @@ from _standard_path import (
     with_setup,
 )
 
-from mtlkit import data
+from mtlkit import data, studies
 from mtlkit.data import cifar100
 from mtlkit.models import architectures
-from mtlkit.studies import experiments
 
 SEEDS: dict[str, tuple[int, ...]] = {}
 """Notebooks that need more than one seed per run for their comparison code (default: 1)."""
@@ -115,8 +114,8 @@ def _examples(batches) -> int:
 
 def test_mocked_tfds_gives_every_split_of_the_shrunk_profiles(no_local_data):
     """The harness' sizes: each split of each study is non-empty and as small as asked."""
-    cifar = experiments.cifar100_settings("standard", **CIFAR_SHRINK)
-    celeba = experiments.celeba_settings("standard", **CELEBA_SHRINK)
+    cifar = studies.cifar100_settings("standard", **CIFAR_SHRINK)
+    celeba = studies.celeba_settings("standard", **CELEBA_SHRINK)
     assert cifar.source == celeba.source == "tfds"
     validation = round(cifar100.VALIDATION_FRACTION * MOCK_EXAMPLES)
     expected = {
@@ -132,8 +131,8 @@ def test_mocked_tfds_gives_every_split_of_the_shrunk_profiles(no_local_data):
         },
     }
     with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES, policy=USE_CODE):
-        cifar_sets = experiments.cifar100_datasets(cifar, seed=0)
-        celeba_sets = experiments.celeba_datasets(celeba, seed=0)
+        cifar_sets = studies.cifar100_datasets(cifar, seed=0)
+        celeba_sets = studies.celeba_datasets(celeba, seed=0)
         celeba_sets["train"] = celeba_sets["train"](0)  # the batches of epoch 0
         sizes = {
             "cifar": {split: _examples(ds) for split, ds in cifar_sets.items()},
@@ -149,13 +148,13 @@ def test_standard_celeba_settings_build_the_pretrained_model(monkeypatch, preset
     """``celeba_settings("standard")``: TFDS, ImageNet weights from the preset, its epochs."""
     folder, saved = preset
     monkeypatch.setenv("MTLKIT_RESNET18_PRESET", str(folder))
-    for study, profiles in experiments.CELEBA_PROFILES.items():
-        settings = experiments.celeba_settings("standard", study=study)
+    for study, profiles in studies.CELEBA_PROFILES.items():
+        settings = studies.celeba_settings("standard", study=study)
         assert (settings.source, settings.weights) == ("tfds", "imagenet"), study
         assert settings.epochs == profiles["standard"]["epochs"] <= profiles["full"]["epochs"]
         assert "ImageNet-pretrained" in settings.data_label
         assert "CelebA (TFDS celeb_a)" in settings.data_label
-    model = experiments.build_celeba_model(dataclasses.replace(settings, image_size=32))
+    model = studies.build_celeba_model(dataclasses.replace(settings, image_size=32))
     backbone = model.get_layer("resnet18")
     assert [w.path for w in backbone.weights] == list(saved)
     for weight in backbone.weights:  # the preset's (random) weights, not a fresh draw
@@ -173,10 +172,10 @@ def test_standard_celeba_without_tfds_says_how_to_go_on(monkeypatch, tmp_path, n
     monkeypatch.setattr(socket.socket, "connect", _unreachable)
     for method in ("download", "download_and_extract"):  # no retries with back-off either
         monkeypatch.setattr(tfds.download.DownloadManager, method, _unreachable)
-    settings = experiments.celeba_settings("standard")
+    settings = studies.celeba_settings("standard")
     assert settings.source == "tfds"
     with pytest.raises(RuntimeError) as err:
-        experiments.celeba_datasets(settings, seed=0)
+        studies.celeba_datasets(settings, seed=0)
     message = str(err.value)
     assert message.startswith("source='tfds': TensorFlow Datasets could not provide celeb_a")
     for advice in ("source='folder'", "data_dir=", "MTLKIT_CELEBA_DIR", "source='synthetic'"):

@@ -2,7 +2,8 @@
 What a notebook runs and how long it should take, so that the notebooks stay short.
 
 The names below are the package's public API; each one lives in the module named beside it:
-:mod:`mtlkit.studies.experiments` (settings, datasets, models, runners) and
+:mod:`mtlkit.studies.settings` (the settings per profile and their run tags),
+:mod:`mtlkit.studies.runners` (datasets, models, the runners and the runs they keep) and
 :mod:`mtlkit.studies.durations` (:func:`expected_minutes`); :mod:`mtlkit.studies.devices` (the
 devices a study trains on, a sweep worker's share of the runs); :mod:`mtlkit.studies.celeba40`
 (the published 40-attribute CelebA benchmark, beside its table).
@@ -10,23 +11,25 @@ devices a study trains on, a sweep worker's share of the runs); :mod:`mtlkit.stu
 
 from mtlkit.studies import celeba40, devices
 from mtlkit.studies.durations import expected_minutes
-from mtlkit.studies.experiments import (
+from mtlkit.studies.runners import (
+    Run,
+    build_celeba_model,
+    build_compiled,
+    celeba_datasets,
+    cifar100_datasets,
+    recalibration,
+    run_celeba,
+    run_cifar100,
+    run_folder,
+)
+from mtlkit.studies.settings import (
     CELEBA40,
     CELEBA_PROFILES,
     CIFAR_PROFILES,
     CelebaSettings,
     CifarSettings,
-    Run,
-    build_celeba_model,
-    build_compiled,
-    celeba_datasets,
     celeba_settings,
-    cifar100_datasets,
     cifar100_settings,
-    recalibration,
-    run_celeba,
-    run_cifar100,
-    run_folder,
 )
 
 __all__ = [

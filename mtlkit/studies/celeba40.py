@@ -1,5 +1,5 @@
 """The published CelebA benchmark, trained with the kit: all 40 attributes at 64 px (the
-``celeba40`` study, :data:`mtlkit.studies.experiments.CELEBA40`), some methods over seeds,
+``celeba40`` study, :data:`mtlkit.studies.settings.CELEBA40`), some methods over seeds,
 and their average test error beside Sener & Koltun's table
 (:func:`mtlkit.analysis.published.celeba40_beside`).
 
@@ -21,7 +21,8 @@ import pandas as pd
 
 from mtlkit import config
 from mtlkit.analysis import published
-from mtlkit.studies import experiments
+from mtlkit.studies import runners
+from mtlkit.studies.settings import CelebaSettings, celeba_settings
 
 
 def run(
@@ -32,17 +33,17 @@ def run(
     seeds: Sequence[int] | None = None,
     runs_dir: str | os.PathLike | None = None,
     **overrides,
-) -> tuple[pd.DataFrame, experiments.CelebaSettings]:
+) -> tuple[pd.DataFrame, CelebaSettings]:
     """Train (or read back) each method of ``methods`` (arms of
-    :func:`~mtlkit.studies.experiments.run_celeba`: ``"ew"``, ``"mgda"``, ...) for every seed
+    :func:`~mtlkit.studies.runners.run_celeba`: ``"ew"``, ``"mgda"``, ...) for every seed
     of the ``celeba40`` study's ``profile``; return the published table with this kit's
     average error beside it, and the settings (``settings.data_label`` names the data)."""
     if isinstance(methods, str) or not methods:
         raise ValueError(f"methods={methods!r}: give a list of method names, e.g. ['ew', 'mgda'].")
-    settings = experiments.celeba_settings(profile, source, study="celeba40", **overrides)
+    settings = celeba_settings(profile, source, study="celeba40", **overrides)
     seeds = tuple(settings.seeds if seeds is None else seeds)
     tables = {
-        m: [experiments.run_celeba(s, settings, arm=m, runs_dir=runs_dir).table for s in seeds]
+        m: [runners.run_celeba(s, settings, arm=m, runs_dir=runs_dir).table for s in seeds]
         for m in methods
     }
     return published.celeba40_beside(tables), settings
