@@ -122,9 +122,16 @@ def mixed_precision(initial: Path) -> dict:
 
 
 def refused(net, runs: Path) -> dict:
-    """The message a JAX user gets for a run folder started on TensorFlow."""
+    """The messages a JAX user gets for a run folder started on TensorFlow, and for a
+    ``jit_compile`` that is not True, False or "auto" (JAX always compiles, but a typo
+    there must not pass silently)."""
     call = lambda: fit(net, "ew", epochs=2, run_dir=runs / "started")  # noqa: E731
-    return {"message/other_backend": np.asarray(message_of(call))}
+    losses = {"kind": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              "flag": keras.losses.BinaryCrossentropy(from_logits=True)}  # fmt: skip
+    typo = lambda: training.train(net, data(), epochs=1, losses=losses, jit_compile="yes",  # noqa: E731
+                                  optimizer=keras.optimizers.Adam(1e-2))  # fmt: skip
+    return {"message/other_backend": np.asarray(message_of(call)),
+            "message/jit_compile": np.asarray(message_of(typo))}  # fmt: skip
 
 
 def measured(net, initial: Path) -> dict:

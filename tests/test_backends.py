@@ -113,6 +113,12 @@ def test_jax_refuses_a_run_folder_of_the_other_backend(results):
     assert "trained on Keras's 'tensorflow' backend" in other and "KERAS_BACKEND" in other
 
 
+def test_jax_refuses_a_jit_compile_typo(results):
+    assert "jit_compile='yes': use True, False or 'auto'" in str(
+        results["jax"]["message/jit_compile"]
+    )
+
+
 def test_rlw_runs_on_both_and_draws_from_each_backends_stream(results):
     for backend in results:
         weights = results[backend]["rlw/history/kind_weight"]

@@ -393,6 +393,7 @@ class _Loop:
         self.first_non_finite = _variable([0] * len(self.tasks), "int32")
         self.jax = backend.name() == "jax"
         self.strategy = backend.strategy_of(model)  # TensorFlow on several devices
+        _check_jit(jit_compile)  # on both backends, though JAX always compiles
         if self.jax:
             self._compile_jax()
             return
@@ -669,11 +670,15 @@ class _Loop:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _check_jit(jit_compile) -> None:
+    """Refuse a ``jit_compile`` other than ``True``, ``False`` or ``"auto"``."""
+    if jit_compile != "auto" and not isinstance(jit_compile, bool):
+        raise ValueError(f"jit_compile={jit_compile!r}: use True, False or 'auto'.")
+
+
 def _use_xla(model: keras.Model, jit_compile: bool | str) -> bool:
     """``jit_compile`` as ``fit`` reads it: ``"auto"`` means XLA on an accelerator."""
     if jit_compile != "auto":
-        if not isinstance(jit_compile, bool):
-            raise ValueError(f"jit_compile={jit_compile!r}: use True, False or 'auto'.")
         return jit_compile
     accelerators = [d for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
     if not accelerators or tf.config.experimental.is_op_determinism_enabled():
