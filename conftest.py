@@ -37,6 +37,7 @@ SLOW_FIRST = (
     "06_interference.ipynb",
     "02_cifar100_comparison.ipynb",
     "test_weighting_jax.py",
+    "test_unit_suite_on_jax.py",
 )
 """The longest test files (see ``--durations``), started first: with two pytest-xdist
 workers (the README's test command) a long file started last leaves one worker idle."""
