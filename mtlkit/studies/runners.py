@@ -108,13 +108,14 @@ def run_cifar100(
     """
     _check_arm(arm)
     run_dir = run_folder(settings, seed, arm, name=name, runs_dir=runs_dir)
-    if recompute and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if (run_dir / RESULTS).exists():
-        return _read_run(run_dir)
-    with devices.scope(settings.devices):  # (one device: nothing changes)
-        return _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir, verbose,
-                               callbacks)  # fmt: skip
+    with runs.run_lock(run_dir):  # another process training it: wait, then read it back
+        if recompute and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if (run_dir / RESULTS).exists():
+            return _read_run(run_dir)
+        with devices.scope(settings.devices):  # (one device: nothing changes)
+            return _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir,
+                                   verbose, callbacks)  # fmt: skip
 
 
 def _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir, verbose,
@@ -363,12 +364,14 @@ def run_celeba(
             f"which arm={arm!r} cannot combine: use arm='train' or 'fit'."
         )
     run_dir = run_folder(settings, seed, arm, runs_dir=runs_dir)
-    if recompute and run_dir.exists():
-        shutil.rmtree(run_dir)
-    if (run_dir / RESULTS).exists():
-        return _read_run(run_dir)
-    with devices.scope(settings.devices):  # (one device: nothing changes)
-        return _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, callbacks)
+    with runs.run_lock(run_dir):  # another process training it: wait, then read it back
+        if recompute and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if (run_dir / RESULTS).exists():
+            return _read_run(run_dir)
+        with devices.scope(settings.devices):  # (one device: nothing changes)
+            return _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose,
+                                 callbacks)  # fmt: skip
 
 
 def _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, callbacks) -> Run:

@@ -14,10 +14,11 @@ leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import keras
@@ -87,6 +88,28 @@ def make_run_dir(run_dir: Path) -> Path:
             "or MTLKIT_RUNS_DIR)."
         )
     return run_dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock while a run in it is trained: a second process (another
+    notebook sharing the run, a parallel test) waits, then finds the run finished and reads
+    it back instead of writing the same files at the same time. The lock is a file beside
+    the folder (``.<name>.lock``, kept), taken with ``fcntl.flock``; where ``fcntl`` does not
+    exist (Windows) there is no lock, so do not train one run folder from two processes there."""
+    try:
+        import fcntl
+    except ImportError:  # (Windows)
+        yield
+        return
+    run_dir = Path(run_dir)
+    make_run_dir(run_dir.parent)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write(path: Path, write: Callable, *, binary: bool = False) -> None:
