@@ -108,14 +108,9 @@ def run_cifar100(
     """
     _check_arm(arm)
     run_dir = run_folder(settings, seed, arm, name=name, runs_dir=runs_dir)
-    with runs.run_lock(run_dir):  # another process training it: wait, then read it back
-        if recompute and run_dir.exists():
-            shutil.rmtree(run_dir)
-        if (run_dir / RESULTS).exists():
-            return _read_run(run_dir)
-        with devices.scope(settings.devices):  # (one device: nothing changes)
-            return _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir,
-                                   verbose, callbacks)  # fmt: skip
+    train = lambda: _train_cifar100(name, seed, settings, arm, scheduler_options,  # noqa: E731
+                                    run_dir, verbose, callbacks)  # fmt: skip
+    return _stored_or_trained(run_dir, recompute, settings.devices, train)
 
 
 def _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir, verbose,
@@ -168,6 +163,19 @@ def _train_cifar100(name, seed, settings, arm, scheduler_options, run_dir, verbo
                          "loss": float(test.get("loss", "nan"))})  # fmt: skip
     seconds = float("nan") if stored and stored["finished"] else time.perf_counter() - start
     return _write_run(run_dir, metadata, history, table, summary, seconds, scheduler)
+
+
+def _stored_or_trained(run_dir: Path, recompute: bool, on_devices: int, train) -> Run:
+    """The run in ``run_dir`` read back when it is finished (unless ``recompute``), else
+    ``train()`` on the settings' devices. The folder's lock is held throughout: another
+    process asking for the same run waits, then reads it back."""
+    with runs.run_lock(run_dir):
+        if recompute and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if (run_dir / RESULTS).exists():
+            return _read_run(run_dir)
+        with devices.scope(on_devices):  # (one device: nothing changes)
+            return train()
 
 
 def run_folder(
@@ -364,14 +372,9 @@ def run_celeba(
             f"which arm={arm!r} cannot combine: use arm='train' or 'fit'."
         )
     run_dir = run_folder(settings, seed, arm, runs_dir=runs_dir)
-    with runs.run_lock(run_dir):  # another process training it: wait, then read it back
-        if recompute and run_dir.exists():
-            shutil.rmtree(run_dir)
-        if (run_dir / RESULTS).exists():
-            return _read_run(run_dir)
-        with devices.scope(settings.devices):  # (one device: nothing changes)
-            return _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose,
-                                 callbacks)  # fmt: skip
+    train = lambda: _train_celeba(seed, settings, arm, scheduler_options, run_dir,  # noqa: E731
+                                  verbose, callbacks)  # fmt: skip
+    return _stored_or_trained(run_dir, recompute, settings.devices, train)
 
 
 def _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, callbacks) -> Run:
