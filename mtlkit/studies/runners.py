@@ -17,6 +17,7 @@ notebook prints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -493,11 +494,17 @@ def _fit_celeba(model, datasets, settings, run_dir, metadata, verbose, callbacks
 
 
 def _train_labels(settings: CelebaSettings) -> pd.DataFrame:
-    """The training labels the run saw (hidden ones as -1)."""
-    return data.load_labels(
-        "train", settings.attributes, settings.source, data_dir=settings.data_dir,
-        limit=settings.train_limit, hide_labels=dict(settings.hide_labels) or None,
-    )  # fmt: skip
+    """The training labels the run saw (hidden ones as -1); read once per process for the
+    same data (on TFDS, reading them walks the whole training split's records)."""
+    key = (settings.source, settings.data_dir, settings.attributes, settings.train_limit,
+           settings.hide_labels)  # fmt: skip
+    return _labels_of(*key).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _labels_of(source, data_dir, attributes, limit, hidden) -> pd.DataFrame:
+    return data.load_labels("train", attributes, source, data_dir=data_dir, limit=limit,
+                            hide_labels=dict(hidden) or None)  # fmt: skip
 
 
 def _scheduler(model, settings: CelebaSettings, seed: int, options: dict | None):
