@@ -4,12 +4,21 @@
     python run_notebooks.py --profile standard   # real data, one Colab-GPU sitting each
     python run_notebooks.py --profile full       # the reports' protocols (hours; a GPU)
     python run_notebooks.py --only 02 03         # some notebooks
+    python run_notebooks.py --jobs 1             # one notebook at a time
     python run_notebooks.py --only 02 --profile full --devices 0 1 2 3   # a sweep over 4 GPUs
 
 Executed copies go to ``notebooks/executed/`` (not committed); figures to ``figures/``.
-Each notebook runs in its own kernel with ``PROFILE`` set as a papermill parameter. A
-notebook that fails does not stop the others: the table at the end lists each failure
-(notebook, cell, error), and the exit status is 1 if any failed.
+Each notebook runs in its own papermill process and kernel with ``PROFILE`` set as a
+papermill parameter. A notebook that fails does not stop the others: the table at the end
+lists each failure (notebook, cell, error), and the exit status is 1 if any failed.
+
+``--jobs N`` runs N notebooks at a time. The default is 2 for the quick profile on a machine
+without a GPU or TPU (much of a quick notebook's time is single-threaded Python -- starting
+the kernel, importing TensorFlow, tracing step functions -- which a second notebook overlaps
+on a 2-core CPU: ``benchmarks/README.md`` measures it), else 1 (each notebook then has the
+whole accelerator). Notebooks that read each other's runs (06 reads 02's, 07 reads 05's) may
+run side by side: a run is trained once, under a lock beside its folder, and read back by
+the other.
 
 ``--devices`` runs a notebook's independent runs side by side, one worker per GPU: papermill
 executes the notebook up to its cell tagged ``sweep-share`` once per device, in parallel, each
@@ -21,6 +30,7 @@ reads every finished run back. Notebooks 02 and 05 support it.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -28,16 +38,11 @@ import time
 from pathlib import Path
 
 import nbformat
-import papermill
 
 from mtlkit.config import PROFILES
 
 ROOT = Path(__file__).resolve().parent
 NOTEBOOKS = ROOT / "notebooks"
-
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
-"""Each kernel logs errors only: ipykernel 7 warns on every start that its local TCP sockets
-are not encrypted, a line per notebook with nothing for the reader to do."""
 
 PATH_VARIABLES = (
     "MTLKIT_DATA_DIR",
@@ -82,22 +87,49 @@ def check_only(only: list[str] | None) -> str:
 
 
 def run_one(notebook: Path, output_dir: Path, profile: str) -> str | None:
-    """Execute one notebook; return None, or a one-line description of its failure."""
+    """Execute one notebook in a papermill process of its own (its kernel's start-up log lines
+    stay in that process's captured output); return None, or a one-line description of its
+    failure."""
+    out = output_dir / notebook.name
+    args = [sys.executable, "-m", "papermill", str(notebook), str(out), "--cwd", str(NOTEBOOKS),
+            "-p", "PROFILE", profile, "-k", "python3", "--no-progress-bar"]  # fmt: skip
+    env = {**os.environ, "MTLKIT_NOTEBOOK": notebook.stem}  # (names its work log, if counted)
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()] or ["?"]
+    return (failed_cell(out) or f"papermill: {lines[-1]}")[:200]
+
+
+def failed_cell(executed: Path) -> str | None:
+    """``"cell N: Error: message"`` for the first cell of an executed notebook that raised
+    (None when there is none: the kernel died, or the notebook was never written)."""
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(output_dir / notebook.name),
-            parameters={"PROFILE": profile},
-            cwd=str(NOTEBOOKS),
-            progress_bar=False,
-            kernel_name="python3",
-            extra_arguments=KERNEL_ARGUMENTS,
-        )
-    except papermill.PapermillExecutionError as err:
-        return f"cell {err.exec_count}: {err.ename}: {err.evalue}".splitlines()[0][:200]
-    except Exception as err:  # the kernel died, or the notebook could not be read
-        return f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return None
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                text = f"cell {cell.execution_count}: {output.ename}: {output.evalue}"
+                return text.splitlines()[0]
     return None
+
+
+def default_jobs(profile: str) -> int:
+    """Notebooks run at a time when ``--jobs`` is not given (module doc)."""
+    if profile != "quick" or accelerator_visible():
+        return 1
+    return min(2, os.cpu_count() or 1)
+
+
+def accelerator_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU (not hidden by ``CUDA_VISIBLE_DEVICES``) or
+    a TPU, without importing a framework to ask."""
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    gpus = Path("/proc/driver/nvidia/gpus")
+    nvidia = not hidden and (gpus.is_dir() and any(gpus.iterdir()) or Path("/dev/nvidia0").exists())
+    return nvidia or any(Path("/dev").glob("accel[0-9]*"))
 
 
 SWEEP_TAG = "sweep-share"
@@ -156,11 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         "--devices", nargs="+", default=None,
         help="GPU ids: train the notebook's runs side by side, one worker per GPU (02, 05)",
     )  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=None,
+        help="notebooks run at a time (default: 2 for the quick profile without a GPU, else 1)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     problem = check_only(args.only)
     if problem:
         parser.error(problem)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
+    if args.devices and (args.jobs or 1) > 1:
+        parser.error("--devices already runs one worker per device: leave out --jobs")
+    jobs = 1 if args.devices else args.jobs or default_jobs(args.profile)
     notebooks = select(args.only)
     if not notebooks:
         parser.error(f"there are no numbered notebooks in {NOTEBOOKS}")
@@ -172,25 +213,40 @@ def main(argv: list[str] | None = None) -> int:
         if value and (name != "MTLKIT_RESNET18_PRESET" or Path(value).exists()):
             os.environ[name] = str(Path(value).expanduser().resolve())
 
-    results = {}
-    for nb in notebooks:
+    def execute(nb: Path) -> tuple[float, str | None]:
         print(f"--- {nb.name} ({args.profile} profile)", flush=True)
         start = time.perf_counter()
         if args.devices:
             failure = sweep(nb, args.output_dir, args.profile, args.devices)
         else:
             failure = run_one(nb, args.output_dir, args.profile)
-        results[nb.name] = (time.perf_counter() - start, failure)
-        print(f"    {results[nb.name][0]:6.1f} s  {'FAILED: ' + failure if failure else 'ok'}")
-    return report(results, args.profile, args.output_dir)
+        seconds = time.perf_counter() - start
+        print(f"    {seconds:6.1f} s  {'FAILED: ' + failure if failure else 'ok'}  ({nb.name})",
+              flush=True)  # fmt: skip
+        return seconds, failure
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        done = dict(zip(notebooks, pool.map(execute, notebooks)))  # each a process of its own
+    results = {nb.name: done[nb] for nb in notebooks}
+    return report(results, args.profile, args.output_dir, time.perf_counter() - start, jobs)
 
 
-def report(results: dict[str, tuple[float, str | None]], profile: str, output_dir: Path) -> int:
+def report(
+    results: dict[str, tuple[float, str | None]],
+    profile: str,
+    output_dir: Path,
+    wall: float | None = None,
+    jobs: int = 1,
+) -> int:
     """Print the table of wall times and failures; return the exit status."""
     print(f"\nWall time per notebook ({profile} profile):")
     for name, (seconds, failure) in results.items():
         print(f"  {name:36s} {seconds:7.1f} s  {'FAILED ' + failure if failure else 'ok'}")
-    print(f"  {'total':36s} {sum(s for s, _ in results.values()):7.1f} s")
+    busy = sum(s for s, _ in results.values())
+    wall = busy if wall is None else wall
+    side = f"{jobs} notebooks at a time, " if jobs > 1 else ""
+    print(f"  {'total':36s} {wall:7.1f} s  (wall clock; {side}{busy:.1f} s of notebook time)")
     failed = [name for name, (_, failure) in results.items() if failure]
     if failed:
         print(f"\n{len(failed)} notebook(s) failed: {', '.join(failed)}. The executed copies "

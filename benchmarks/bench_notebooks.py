@@ -1,13 +1,15 @@
 """Quick-profile wall time of every notebook, through the repository's ``run_notebooks.py``.
 
-Runs ``python run_notebooks.py --profile quick --only NN`` (papermill, one kernel per
-notebook, executed copies in ``notebooks/executed/``) for each numbered notebook in turn
-(01 to 07, or those named by ``--only``), shows its output as it goes, reads the wall time
-from the table it prints, and -- with ``MTLKIT_WORK_LOG`` set for that notebook's kernel --
-what the notebook did (:mod:`mtlkit.work`): training and evaluation GFLOP from the kit's own
-FLOP counts, images, traced step functions, checkpoints written. GFLOP/s beside the wall
-time let a time measured on one CPU be read for another. The JSON also records the CPU
-model, its vector extensions and whether TensorFlow ran its oneDNN kernels.
+Runs ``python run_notebooks.py --profile quick`` once -- the README's main command, with its
+default ``--jobs`` (two notebooks at a time on a 2-core CPU without a GPU) unless ``--jobs``
+is given here -- shows its output as it goes, and reads from the table it prints each
+notebook's wall time and the whole run's wall-clock time. With ``MTLKIT_WORK_LOG`` set (one
+file per notebook) it also records what each notebook did (:mod:`mtlkit.work`): training and
+evaluation GFLOP from the kit's own FLOP counts, images, traced step functions, checkpoints
+written. GFLOP/s beside the wall time let a time measured on one CPU be read for another (for
+notebooks run side by side, each notebook's GFLOP/s is over its own wall time, shared CPU and
+all). The JSON also records the CPU model, its vector extensions and whether TensorFlow ran
+its oneDNN kernels.
 
 The notebooks keep finished training runs under ``MTLKIT_RUNS_DIR`` and reuse them when run
 again; so that the times are those of a first run, this points ``MTLKIT_RUNS_DIR`` at a fresh
@@ -15,7 +17,7 @@ temporary folder (deleted afterwards) unless ``--keep-runs`` is given. If a note
 its time is not a benchmark: the failures are listed and no JSON is written.
 
     python benchmarks/bench_notebooks.py --json benchmarks/results/notebooks.json
-    python benchmarks/bench_notebooks.py --only 03 04
+    python benchmarks/bench_notebooks.py --jobs 1 --only 03 04   # one at a time
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import run_notebooks  # noqa: E402  (the one rule for which notebooks --only nam
 
 # a row of run_notebooks.py's final table: "  NN_name.ipynb   12.3 s  ok" (or "FAILED ...")
 ROW = re.compile(r"^\s+(\S+\.ipynb)\s+([0-9.]+) s(?:\s+(ok|FAILED.*))?\s*$")
+# its last row: "  total   221.0 s  (wall clock; ...)"
+TOTAL = re.compile(r"^\s+total\s+([0-9.]+) s")
 
 
 def numbered_notebooks(only: list[str] | None) -> list[str]:
@@ -61,6 +65,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", help="notebook numbers or names (default: all)")
     p.add_argument("--json", metavar="OUT", help="write the times to this JSON file")
+    p.add_argument("--jobs", type=int, help="notebooks at a time (default: run_notebooks.py's)")
     p.add_argument(
         "--keep-runs",
         action="store_true",
@@ -78,42 +83,47 @@ def main(argv=None) -> int:
         return run(args, {**os.environ, "MTLKIT_RUNS_DIR": runs}, expected)
 
 
-def run_one(name: str, env: dict) -> tuple[float | None, str | None]:
-    """Run one notebook through run_notebooks.py, echoing its output; return its wall time
-    (from the table run_notebooks.py prints) and its failure, if any."""
+def run_all(names: list[str], env: dict, jobs: int | None) -> dict:
+    """Run the notebooks in one run_notebooks.py call, echoing its output; return each one's
+    wall time and failure (from the table run_notebooks.py prints) and the whole wall time."""
     command = [sys.executable, str(ROOT / "run_notebooks.py"), "--profile", "quick",
-               "--only", name[:2]]  # fmt: skip
+               "--only", *(name[:2] for name in names)]  # fmt: skip
+    command += ["--jobs", str(jobs)] if jobs else []
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    seconds, failure, in_table = None, None, False
+    times, failures, wall, in_table = {}, {}, None, False
     for line in proc.stdout:
         print(line, end="", flush=True)
         if line.startswith("Wall time per notebook"):
             in_table = True
-        elif in_table and (m := ROW.match(line)) and m.group(1) == name:
-            seconds = float(m.group(2))
-            failure = m.group(3) if m.group(3) and m.group(3) != "ok" else None
+        elif in_table and (m := ROW.match(line)):
+            times[m.group(1)] = float(m.group(2))
+            if m.group(3) and m.group(3) != "ok":
+                failures[m.group(1)] = m.group(3)
+        elif in_table and (m := TOTAL.match(line)):
+            wall = float(m.group(1))
     rc = proc.wait()
-    return seconds, failure or (f"exit status {rc}" if rc else None)
+    if rc and not failures:
+        failures["run_notebooks.py"] = f"exit status {rc}"
+    shown = ["run_notebooks.py", *command[2:]]  # (the path as the README writes it)
+    return {"times": times, "failures": failures, "wall": wall, "command": shown}
 
 
 def run(args: argparse.Namespace, env: dict, expected: list[str]) -> int:
-    """Run each notebook in turn (one runs folder: later notebooks read earlier runs back, as
-    in a whole quick run), counting its work (:mod:`mtlkit.work`); write the JSON if all ran."""
+    """Run the notebooks as one quick run (one runs folder: later notebooks read earlier runs
+    back), counting each one's work (:mod:`mtlkit.work`); write the JSON if all ran."""
     started = time.strftime("%Y-%m-%d %H:%M %Z")
-    times, failures, work = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="mtlkit-work-") as logs:
+        log = str(Path(logs) / "{notebook}.json")  # one file per notebook (mtlkit.work)
+        result = run_all(expected, {**env, "MTLKIT_WORK_LOG": log}, args.jobs)
+        work = {}
         for name in expected:
-            log = Path(logs) / f"{name}.json"
-            seconds, failure = run_one(name, {**env, "MTLKIT_WORK_LOG": str(log)})
-            if seconds is not None:
-                times[name] = seconds
-            if failure:
-                failures[name] = failure
-            work[name] = json.loads(log.read_text()) if log.exists() else {}
+            path = Path(logs) / f"{Path(name).stem}.json"
+            work[name] = json.loads(path.read_text()) if path.exists() else {}
+    times, failures = result["times"], result["failures"]
     missing = [name for name in expected if name not in times]
-    if failures or missing:
+    if failures or missing or result["wall"] is None:
         print("Some notebooks failed; no complete table to record.")
         for name, failure in failures.items():
             print(f"  {name}: {failure}")
@@ -130,17 +140,19 @@ def run(args: argparse.Namespace, env: dict, expected: list[str]) -> int:
     for name, row in rows.items():
         print(f"{name:34s} {row['wall_s']:7.1f} {row['gflop']:8.0f} {row['gflop_per_s']:8.1f} "
               f"{row['traces']:6.0f} {row['checkpoints']:5.0f}")  # fmt: skip
-    total = sum(times.values())
-    print(f"{'total':34s} {total:7.1f} {sum(r['gflop'] for r in rows.values()):8.0f}")
+    busy, gflop = sum(times.values()), sum(r["gflop"] for r in rows.values())
+    print(f"{'whole run, wall clock':34s} {result['wall']:7.1f} {gflop:8.0f}   "
+          f"({busy:.1f} s of notebook time)")  # fmt: skip
     if args.json:
         payload = {
             "benchmark": "notebooks",
             "machine": info,
             "keras_backend": env.get("KERAS_BACKEND", "tensorflow"),
             "started": started,
-            "command": "python run_notebooks.py --profile quick --only NN (one notebook at a time)",
+            "command": "python " + " ".join(result["command"]),
             "times": times,
-            "total_s": total,
+            "total_s": result["wall"],
+            "notebook_seconds": busy,
             "work": rows,
             "fresh_runs_dir": not args.keep_runs,
             "data": data_used(),

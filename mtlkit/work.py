@@ -31,9 +31,15 @@ _gflop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def log_path() -> Path | None:
-    """The JSON file the counts go to (``MTLKIT_WORK_LOG``), or None: counting is off."""
+    """The JSON file the counts go to (``MTLKIT_WORK_LOG``), or None: counting is off.
+    ``{notebook}`` in it becomes the notebook's name (``MTLKIT_NOTEBOOK``, which
+    ``run_notebooks.py`` sets for each kernel; ``process-<pid>`` elsewhere), so notebooks run
+    side by side keep one file each."""
     value = os.environ.get("MTLKIT_WORK_LOG")
-    return Path(value) if value else None
+    if not value:
+        return None
+    notebook = os.environ.get("MTLKIT_NOTEBOOK") or f"process-{os.getpid()}"
+    return Path(value.replace("{notebook}", notebook))
 
 
 def forward_gflop(model: keras.Model) -> float:

@@ -23,7 +23,8 @@ def jax_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
            "MTLKIT_PROFILE": "quick", "MTLKIT_RUNS_DIR": str(tmp / "runs"),
            "MTLKIT_FIGURES_DIR": str(tmp / "figures")}  # fmt: skip
-    args = [sys.executable, str(ROOT / "run_notebooks.py"), "--only", *NOTEBOOKS,
+    # one notebook at a time: CI's other pytest worker has the second core
+    args = [sys.executable, str(ROOT / "run_notebooks.py"), "--only", *NOTEBOOKS, "--jobs", "1",
             "--output-dir", str(tmp / "executed")]  # fmt: skip
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1500)
     return done, tmp / "executed"

@@ -162,3 +162,60 @@ def test_a_sweepable_notebook_trains_its_share_in_the_tagged_cell(name):
     assert "SHARE = None" in next(
         c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])
     )
+
+
+STAMP_CELL = """import json, os, pathlib, time
+start = time.time()
+time.sleep(3)
+out = pathlib.Path(os.environ["STAMP_DIR"]) / (os.environ["MTLKIT_NOTEBOOK"] + ".json")
+out.write_text(json.dumps([start, time.time()]))"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_run_that_many_notebooks_at_a_time(tmp_path, monkeypatch, capsys, jobs):
+    """With --jobs 2 the two notebooks' cells run at the same time; with --jobs 1 one after
+    the other. Each kernel is told its notebook's name (MTLKIT_NOTEBOOK)."""
+    folder, stamps = tmp_path / "notebooks", tmp_path / "stamps"
+    folder.mkdir(), stamps.mkdir()
+    for name in ("01_a", "02_b"):
+        _notebook(folder / f"{name}.ipynb", STAMP_CELL)
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", folder)
+    monkeypatch.setenv("STAMP_DIR", str(stamps))
+    argv = ["--output-dir", str(tmp_path / "out"), "--jobs", str(jobs)]
+    assert run_notebooks.main(argv) == 0
+    (a0, a1), (b0, b1) = (json.loads((stamps / f"{n}.json").read_text()) for n in ("01_a", "02_b"))
+    overlap = min(a1, b1) - max(a0, b0)  # seconds both cells were running
+    assert overlap > 1 if jobs == 2 else overlap < 0, (overlap, jobs)
+    out = capsys.readouterr().out
+    side = "2 notebooks at a time" in out
+    assert side == (jobs == 2) and re.search(r"total\s+[0-9.]+ s  \(wall clock", out), out
+
+
+def test_the_default_is_two_at_a_time_only_for_quick_runs_without_an_accelerator(monkeypatch):
+    monkeypatch.setattr(run_notebooks.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run_notebooks, "accelerator_visible", lambda: False)
+    assert run_notebooks.default_jobs("quick") == 2
+    assert run_notebooks.default_jobs("standard") == run_notebooks.default_jobs("full") == 1
+    monkeypatch.setattr(run_notebooks.os, "cpu_count", lambda: 1)
+    assert run_notebooks.default_jobs("quick") == 1  # one core: nothing to overlap on
+    monkeypatch.setattr(run_notebooks.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run_notebooks, "accelerator_visible", lambda: True)
+    assert run_notebooks.default_jobs("quick") == 1  # each notebook gets the whole GPU
+
+
+def test_a_gpu_hidden_by_cuda_visible_devices_is_not_seen(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(run_notebooks.Path, "glob", lambda self, pattern: iter(()))
+    assert run_notebooks.accelerator_visible() is False
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--jobs", "0"], "--jobs must be 1 or more"),
+     (["--jobs", "2", "--devices", "0", "1"], "leave out --jobs")],
+    ids=["no jobs", "jobs and devices"],
+)  # fmt: skip
+def test_bad_jobs_are_refused(two_notebooks, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        run_notebooks.main([*argv, "--output-dir", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

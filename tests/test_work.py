@@ -72,3 +72,15 @@ def test_fit_counts_its_traces_once_per_model(ledger, tmp_path):
         training.fit_resumable(lambda: model, dataset(64), epochs=1, run_dir=tmp_path / run,
                                verbose=0, backups=False)  # fmt: skip
     assert json.loads(ledger.read_text())["traces"] == 1  # the train function, once
+
+
+def test_each_notebook_of_a_run_keeps_its_own_log(tmp_path, monkeypatch):
+    """run_notebooks.py names each kernel's notebook; "{notebook}" in the path takes it, so
+    two notebooks run side by side do not overwrite one file."""
+    monkeypatch.setenv("MTLKIT_WORK_LOG", str(tmp_path / "{notebook}.json"))
+    monkeypatch.setenv("MTLKIT_NOTEBOOK", "02_cifar100_comparison")
+    assert work.log_path() == tmp_path / "02_cifar100_comparison.json"
+    monkeypatch.delenv("MTLKIT_NOTEBOOK")
+    assert work.log_path().name.startswith("process-")  # a plain process: its pid
+    monkeypatch.setenv("MTLKIT_WORK_LOG", str(tmp_path / "one.json"))
+    assert work.log_path() == tmp_path / "one.json"  # no placeholder: the file as named

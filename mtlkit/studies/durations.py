@@ -16,10 +16,10 @@ FORWARD_GFLOP = {"cifar100_two_trunks": 0.572, "cifar100_shared_trunk": 0.304,
 """Forward cost per image, counted by ``benchmarks/estimate_durations.py`` (Conv2D and
 Dense multiply-accumulates x 2; ResNet18's cost scales with the square of the image side)."""
 
-CIFAR_NARROW_GFLOP = {0.5: (0.155, 0.087)}
+CIFAR_NARROW_GFLOP = {0.35: (0.081, 0.048), 0.5: (0.155, 0.087)}
 """(two trunks, shared trunk) forward GFLOP per image at a ``trunk_width`` other than 1,
-counted by :func:`mtlkit.work.forward_gflop` (the quick profile's 0.5); other widths are
-counted on the built models."""
+counted by :func:`mtlkit.work.forward_gflop` (the quick profile's 0.35, and 0.5); other widths
+are counted on the built models."""
 
 T4_TFLOPS = 4.0
 """Sustained float32 speed assumed for a Colab T4: half of its 8.1 TFLOP/s peak."""
