@@ -24,7 +24,7 @@ the other.
 executes the notebook up to its cell tagged ``sweep-share`` once per device, in parallel, each
 process with ``CUDA_VISIBLE_DEVICES`` set to its device and ``SHARE="i/N"`` (its fixed share of
 the runs, :func:`mtlkit.studies.devices.share`); then the whole notebook runs once more and
-reads every finished run back. Notebooks 02 and 05 support it.
+reads every finished run back. Notebooks 02, 05 and 07 support it.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=NOTEBOOKS / "executed")
     parser.add_argument(
         "--devices", nargs="+", default=None,
-        help="GPU ids: train the notebook's runs side by side, one worker per GPU (02, 05)",
+        help="GPU ids: train the notebook's runs side by side, one worker per GPU (02, 05, 07)",
     )  # fmt: skip
     parser.add_argument(
         "--jobs", type=int, default=None,

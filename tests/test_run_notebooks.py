@@ -150,7 +150,7 @@ def test_a_workers_share_is_fixed_disjoint_and_complete():
             devices.share(range(4), bad)
 
 
-@pytest.mark.parametrize("name", ["02_cifar100_comparison", "05_dst_celeba"])
+@pytest.mark.parametrize("name", ["02_cifar100_comparison", "05_dst_celeba", "07_remedies"])
 def test_a_sweepable_notebook_trains_its_share_in_the_tagged_cell(name):
     """The cell a worker stops after trains the share, and nothing before it trains."""
     nb = nbformat.read(run_notebooks.NOTEBOOKS / f"{name}.ipynb", as_version=4)
