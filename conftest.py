@@ -30,6 +30,7 @@ os.environ.setdefault("MTLKIT_FIGURES_DIR", str(_tmp / "figures"))
 
 SLOW_FIRST = (
     "test_jax_notebooks.py",
+    "test_training_suite_on_jax.py",
     "test_devices.py",
     "test_backends.py",
     "test_standard_path.py",

@@ -2,6 +2,7 @@
 
 import json
 
+import _reference_gradients as reference
 import keras
 import numpy as np
 import pandas as pd
@@ -61,20 +62,22 @@ def cifar_batch(n=4, seed=0):
 
 
 def snapshot(model):
-    return [np.array(v.numpy()) for v in model.variables]
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in model.variables]
 
 
 # ---------------------------------------------------------------- gradients
 def reference_gradients(model, x, y, variables):
-    """One task at a time with GradientTape and model(x, training=True), state restored."""
+    """One task at a time, by hand: a GradientTape around model(x, training=True) with the
+    state restored (TensorFlow), jax.grad of model.stateless_call (JAX). Every task sees
+    the same BatchNorm statistics and dropout draw."""
     result = {}
     for task, loss in LOSSES.items():
-        saved = [v.numpy() for v in model.non_trainable_variables]  # BN stats, dropout seeds
-        with tf.GradientTape() as tape:
-            value = loss(y[task], model(x, training=True)[task])
-        result[task] = [g.numpy() for g in tape.gradient(value, variables)]
-        for v, s in zip(model.non_trainable_variables, saved):
-            v.assign(s)
+
+        def of_outputs(outputs, task=task, loss=loss):
+            """The task's plain loss (every example is labelled here)."""
+            return loss(y[task], outputs[task])
+
+        result[task] = reference.gradients(model, x, of_outputs, variables)
     return result
 
 
@@ -88,7 +91,7 @@ def test_task_gradients_equal_one_task_at_a_time_with_gradient_tape():
     expected = reference_gradients(model, x, y, trunk)
     for task in LOSSES:
         for got, want in zip(grads[task].values(), expected[task]):
-            np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-7)
     # dropout was on: with another dropout draw the gradients differ
     model.get_layer("trunk").get_layer("trunk_drop").seed_generator.next()
     moved = diagnostics.task_gradients(model, x, y, LOSSES)
@@ -105,13 +108,14 @@ def test_chosen_variables_by_object_layer_name_or_path():
     assert list(by_object["b"]) == list(by_layer["b"]) == list(by_path["b"])
     # a head only one task reaches: the other task's gradient there is zero
     head = diagnostics.task_gradients(model, x, y, LOSSES, variables=["a_hidden"])
-    assert all(not np.any(g.numpy()) for g in head["b"].values())
-    assert all(np.any(g.numpy()) for g in head["a"].values())
+    assert all(not np.any(keras.ops.convert_to_numpy(g)) for g in head["b"].values())
+    assert all(np.any(keras.ops.convert_to_numpy(g)) for g in head["a"].values())
 
 
 def numpy_stats(grads):
     vectors = {
-        t: np.concatenate([g.numpy().ravel() for g in per.values()]) for t, per in grads.items()
+        t: np.concatenate([keras.ops.convert_to_numpy(g).ravel() for g in per.values()])
+        for t, per in grads.items()
     }
     a, b = vectors["a"].astype(float), vectors["b"].astype(float)
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
@@ -159,14 +163,15 @@ def test_matrix_formulas_on_hand_made_vectors():
 def reached_by_perturbation(model, x):
     """For every trainable variable, the outputs that change when it is perturbed (forward
     passes only: an independent check of the gradient-based default)."""
-    base = {k: v.numpy() for k, v in model(x, training=False).items()}
+    base = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
     rng = np.random.default_rng(0)
     reached = {}
     for v in model.trainable_variables:
-        old = v.numpy()
+        old = keras.ops.convert_to_numpy(v)
         v.assign(old + rng.normal(0, 0.5, old.shape).astype(old.dtype))
         out = model(x, training=False)
-        reached[v.path] = {k for k in base if not np.array_equal(out[k].numpy(), base[k])}
+        out = keras.tree.map_structure(keras.ops.convert_to_numpy, out)
+        reached[v.path] = {k for k in base if not np.array_equal(out[k], base[k])}
         v.assign(old)
     return reached
 
@@ -197,7 +202,7 @@ def test_default_variables_are_the_ones_both_tasks_reach(name, conv_shared, head
         coarse_logits = next(
             p for p in chosen if by_path[p].shape[-1:] == (20,) and len(by_path[p].shape) == 2
         )
-        assert np.any(grads["fine"][coarse_logits].numpy())
+        assert np.any(keras.ops.convert_to_numpy(grads["fine"][coarse_logits]))
 
 
 def test_independent_networks_share_nothing_and_say_so():

@@ -139,7 +139,9 @@ def test_with_adam_a_dropped_head_still_drifts_by_momentum():
 def test_new_gates_do_not_retrace_the_step():
     _, history = run_with_b_dropped_in_epoch_2(keras.optimizers.SGD(0.1))
     assert history.step_function.experimental_get_tracing_count() == 1
-    # nor does a smaller last batch (192 = 3 x 50 + 42)
+    # nor does a smaller last batch (192 = 3 x 50 + 42) on TensorFlow, whose step has an
+    # input signature with no fixed batch size; jax.jit traces once per batch shape (as the
+    # loop's _compile_jax says), so there the two shapes, 50 and 42, give exactly two traces
     history = train(
         build(),
         dataset(batch=50),
@@ -148,7 +150,8 @@ def test_new_gates_do_not_retrace_the_step():
         optimizer=keras.optimizers.SGD(0.1),
         verbose=0,
     )
-    assert history.step_function.experimental_get_tracing_count() == 1
+    batch_shapes = 2 if keras.backend.backend() == "jax" else 1
+    assert history.step_function.experimental_get_tracing_count() == batch_shapes
 
 
 def test_measuring_pass_gives_the_starting_losses():
@@ -490,7 +493,7 @@ def test_mixed_precision_scales_the_loss_so_small_gradients_survive():
     try:
         set_seed(0)
         model = build()
-        before = [v.numpy().copy() for v in model.trainable_variables]
+        before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
         history = train(
             model,
             dataset(),
@@ -505,7 +508,8 @@ def test_mixed_precision_scales_the_loss_so_small_gradients_survive():
     assert all(v.dtype == "float32" for v in model.trainable_variables)  # float32 weights
     assert np.isfinite(history.history["loss"][0])
     # without loss scaling this is exactly 0.0 (checked by hand when the test was written)
-    assert max_diff(before, [v.numpy() for v in model.trainable_variables]) > 0
+    after = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    assert max_diff(before, after) > 0
 
 
 class _AddsToLogs(keras.callbacks.Callback):
@@ -549,6 +553,7 @@ def test_the_loop_recalibrates_batchnorm_before_validation_as_fit_does():
           optimizer=keras.optimizers.Adam(1e-2), validation_data=dataset(64, seed=1),
           callbacks=[RecalibrateBatchNorm(train_data, 32)])  # fmt: skip
     images = next(iter(train_data))[0][:32]
-    hidden = keras.Model(model.input, model.get_layer("trunk").output)(images).numpy()
-    bn = model.get_layer("bn")
-    assert np.allclose(bn.moving_mean.numpy(), hidden.mean(axis=0), atol=1e-5)
+    trunk = keras.Model(model.input, model.get_layer("trunk").output)
+    hidden = keras.ops.convert_to_numpy(trunk(images))
+    moving_mean = keras.ops.convert_to_numpy(model.get_layer("bn").moving_mean)
+    assert np.allclose(moving_mean, hidden.mean(axis=0), atol=1e-5)

@@ -646,8 +646,12 @@ def task_gradient_matrix(tape: tf.GradientTape, task_losses: Sequence, sources: 
     gradients come from ``jax.jacrev`` or one ``jax.grad`` per task instead)."""
     import tensorflow as tf
 
-    rows = [tape.gradient(L, sources, unconnected_gradients="zero") for L in task_losses]
-    return tf.stack([tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0) for grads in rows])
+    rows = []
+    for loss in task_losses:  # (unconnected_gradients="zero" would fail on a Keras variable
+        grads = tape.gradient(loss, sources)  # a task does not reach: its dtype is a string)
+        grads = [tf.zeros(s.shape, s.dtype) if g is None else g for s, g in zip(sources, grads)]
+        rows.append(tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0))
+    return tf.stack(rows)
 
 
 def split_gradient(vector, variables: Sequence) -> list[Tensor]:
