@@ -13,7 +13,7 @@ ON_ANY_BACKEND = (
     "test_cifar100_data.py", "test_delta_p.py", "test_dst.py", "test_durations.py",
     "test_evaluation.py", "test_evaluation_seeds.py", "test_exercises.py", "test_layers.py",
     "test_mean_rank.py", "test_plots.py", "test_study_plots.py", "test_work.py",
-    "test_tfds_mock.py", "test_settings_bad_input.py", "test_study_runner.py",
+    "test_tfds_mock.py", "test_settings_bad_input.py",
 )  # fmt: skip
 """Unit-test files of the data, models, evaluation and studies, checked on JAX in CI."""
 
