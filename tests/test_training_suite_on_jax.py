@@ -1,6 +1,7 @@
-"""The training loop's, the methods' and the diagnostics' unit tests, run again on JAX.
+"""Partial labels, every weighting method in the loop and the loop's bad input, run again on
+JAX in CI; the loop's, the methods' and the diagnostics' other files on request.
 
-Each file below passes unchanged on both backends: the expected values come from NumPy
+Each file below (both lists) passes unchanged on both backends: the expected values come from NumPy
 references or from gradients taken by hand on the backend that runs
 (``tests/_reference_gradients.py``: a tape on TensorFlow, ``jax.grad`` of
 ``model.stateless_call`` on JAX). Where JAX differs by design the test says so beside the
