@@ -2,6 +2,7 @@
 64 px, Sener & Koltun's optimizer and schedule), and its average error beside their table."""
 
 import math
+import types
 
 import keras
 import numpy as np
@@ -133,3 +134,80 @@ def test_tables_not_over_40_attributes_or_with_nan_are_refused():
     broken = _table(np.r_[np.full(39, 0.9), np.nan])
     with pytest.raises(ValueError, match="No accuracy for \\['a39'\\]"):
         published.average_error(broken)
+
+
+# ------------------------------------------------- the recent papers' table: Delta_m on F1
+NTKMTL_MR = (4.35, 4.33)
+"""The MRs of the two rows of Qin et al.'s Table 2 the kit leaves out (NTKMTL, NTKMTL-SR)."""
+
+
+def test_the_recent_table_is_the_papers_and_its_ranks_are_over_14_methods():
+    table = published.celeba40_recent()
+    assert table.loc["famo", "Delta_m (%)"] == 1.21 and table.loc["fairgrad", "Delta_m (%)"] == 0.37
+    assert table.loc["ew", "paper name"] == "LS" and table.loc["mgda", "Delta_m (%)"] == 14.85
+    np.testing.assert_array_equal(table["Delta_p (%) = -Delta_m"], -table["Delta_m (%)"])
+    # 14 methods' mean ranks average (14 + 1) / 2: a mistyped MR breaks the sum
+    assert sum(table["MR (of 14)"]) + sum(NTKMTL_MR) == pytest.approx(14 * 15 / 2)
+    assert not table.loc[["si", "fairgrad"], "in the kit"].any()
+    from mtlkit.methods import weighting
+
+    kit = [m for m in table.index if table.loc[m, "in the kit"]]
+    assert all(m in weighting.METHODS for m in kit) and len(kit) == 10
+
+
+def _f1_table(f1):
+    table = pd.DataFrame({"f1": f1}, index=list(celeba.ATTRIBUTES))
+    table.loc["mean over tasks"] = table.mean()
+    return table
+
+
+def test_delta_m_on_f1_against_single_task_models_by_hand():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.9, 40)
+    singles = _f1_table(base).drop("mean over tasks")
+    runs = [rng.uniform(0.3, 0.9, 40) for _ in range(3)]
+    by_hand = [-100 * np.mean((f1 - base) / base) for f1 in runs]
+    table = published.celeba40_delta_m({"famo": [_f1_table(f1) for f1 in runs]}, singles)
+    assert table.loc["famo", "this kit: Delta_m on F1 (%)"] == pytest.approx(np.mean(by_hand))
+    assert table.loc["famo", "this kit: std over seeds"] == pytest.approx(np.std(by_hand, ddof=1))
+    assert table.loc["famo", "this kit: seeds"] == 3 and table.loc["famo", "Delta_m (%)"] == 1.21
+    better = published.celeba40_delta_m({"ew": [_f1_table(base * 1.1)]}, singles)
+    assert better.loc["ew", "this kit: Delta_m on F1 (%)"] == pytest.approx(-10.0)  # lower: better
+
+
+def test_delta_m_refuses_baselines_it_cannot_divide_by_or_fewer_than_40():
+    singles = _f1_table(np.full(40, 0.5)).drop("mean over tasks")
+    run = _f1_table(np.full(40, 0.6))
+    with pytest.raises(ValueError, match="singles has 8 attributes.*all 40"):
+        published.celeba40_delta_m({"ew": [run]}, singles.iloc[:8])
+    singles.iloc[3, 0] = 0.0  # a baseline that never predicts its attribute
+    with pytest.raises(ValueError, match="baselines of \\['Bags_Under_Eyes'\\].*train them longer"):
+        published.celeba40_delta_m({"ew": [run]}, singles)
+    with pytest.raises(ValueError, match="has no runs"):
+        published.celeba40_delta_m({"ew": []}, _f1_table(np.full(40, 0.5)).drop("mean over tasks"))
+
+
+def test_the_command_with_delta_m_trains_40_baselines_and_prints_the_recent_table(
+    tmp_path, capsys, monkeypatch
+):
+    """The study's wiring, with the training replaced by fixed tables: one run per method and
+    seed, one single-task run per attribute (the custom loop, the first seed), and the table."""
+    calls = []
+
+    def fake_run(seed, settings, arm="fit", runs_dir=None):
+        calls.append((seed, settings.single_task, arm))
+        f1 = np.full(40, 0.5 if settings.single_task else 0.55)
+        return types.SimpleNamespace(table=_f1_table(f1).assign(accuracy=0.9))
+
+    monkeypatch.setattr(runners, "run_celeba", fake_run)
+    argv = ["--profile", "quick", "--source", "synthetic", "--methods", "ew", "famo",
+            "--seeds", "0", "1", "--delta-m", "--runs-dir", str(tmp_path)]  # fmt: skip
+    studies.celeba40.main(argv)
+    printed = capsys.readouterr().out
+    assert "Delta_m on F1, the recent papers' table beside synthetic" in printed
+    assert "seeds [0, 1], single-task seeds [0]" in printed
+    singles = [c for c in calls if c[1] is not None]
+    assert sorted(c[1] for c in singles) == sorted(celeba.ATTRIBUTES)
+    assert {(c[0], c[2]) for c in singles} == {(0, "train")}
+    table, _ = studies.celeba40.delta_m(["ew"], "quick", "synthetic", seeds=[0], runs_dir=tmp_path)
+    assert table.loc["ew", "this kit: Delta_m on F1 (%)"] == pytest.approx(-10.0)
