@@ -2,6 +2,8 @@
 64 px, Sener & Koltun's optimizer and schedule), and its average error beside their table."""
 
 import math
+import subprocess
+import sys
 import types
 
 import keras
@@ -211,3 +213,14 @@ def test_the_command_with_delta_m_trains_40_baselines_and_prints_the_recent_tabl
     assert {(c[0], c[2]) for c in singles} == {(0, "train")}
     table, _ = studies.celeba40.delta_m(["ew"], "quick", "synthetic", seeds=[0], runs_dir=tmp_path)
     assert table.loc["ew", "this kit: Delta_m on F1 (%)"] == pytest.approx(-10.0)
+
+
+def test_the_command_starts_without_a_runpy_warning():
+    """``python -m mtlkit.studies.celeba40``: the package does not import the module first
+    (runpy warns when it does, and the script's module would be loaded twice)."""
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "mtlkit.studies.celeba40", "--help"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--delta-m" in done.stdout and "RuntimeWarning" not in done.stderr

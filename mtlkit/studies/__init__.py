@@ -6,10 +6,13 @@ The names below are the package's public API; each one lives in the module named
 :mod:`mtlkit.studies.runners` (datasets, models, the runners and the runs they keep) and
 :mod:`mtlkit.studies.durations` (:func:`expected_minutes`); :mod:`mtlkit.studies.devices` (the
 devices a study trains on, a sweep worker's share of the runs); :mod:`mtlkit.studies.celeba40`
-(the published 40-attribute CelebA benchmark, beside its table).
+(the published 40-attribute CelebA benchmark, beside its table; imported on first use, so
+that ``python -m mtlkit.studies.celeba40`` runs it as a script without a warning).
 """
 
-from mtlkit.studies import celeba40, devices
+import importlib
+
+from mtlkit.studies import devices
 from mtlkit.studies.durations import expected_minutes
 from mtlkit.studies.runners import (
     Run,
@@ -53,3 +56,10 @@ __all__ = [
     "run_cifar100",
     "run_folder",
 ]
+
+
+def __getattr__(name: str):
+    """``studies.celeba40``: the benchmark's module, imported when first asked for."""
+    if name == "celeba40":
+        return importlib.import_module("mtlkit.studies.celeba40")
+    raise AttributeError(f"module 'mtlkit.studies' has no attribute {name!r}")
