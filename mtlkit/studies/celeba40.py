@@ -41,6 +41,13 @@ def run(
     :func:`~mtlkit.studies.runners.run_celeba`: ``"ew"``, ``"mgda"``, ...) for every seed
     of the ``celeba40`` study's ``profile``; return the published table with this kit's
     average error beside it, and the settings (``settings.data_label`` names the data)."""
+    tables, settings, _ = _method_tables(methods, profile, source, seeds, runs_dir, overrides)
+    return published.celeba40_beside(tables), settings
+
+
+def _method_tables(methods, profile, source, seeds, runs_dir, overrides) -> tuple:
+    """The test tables of every method over the seeds (trained or read back), the study's
+    settings and the seeds."""
     if isinstance(methods, str) or not methods:
         raise ValueError(f"methods={methods!r}: give a list of method names, e.g. ['ew', 'mgda'].")
     settings = celeba_settings(profile, source, study="celeba40", **overrides)
@@ -49,7 +56,7 @@ def run(
         m: [runners.run_celeba(s, settings, arm=m, runs_dir=runs_dir).table for s in seeds]
         for m in methods
     }
-    return published.celeba40_beside(tables), settings
+    return tables, settings, seeds
 
 
 def delta_m(
@@ -66,15 +73,8 @@ def delta_m(
     (one ResNet18 per attribute, the custom loop, for each of ``single_seeds``: default the
     first seed, as FAMO's table has one baseline); return the recent papers' table with the
     kit's Delta_m on F1 beside it (:func:`mtlkit.analysis.published.celeba40_delta_m`)."""
-    if isinstance(methods, str) or not methods:
-        raise ValueError(f"methods={methods!r}: give a list of method names, e.g. ['ew', 'famo'].")
-    settings = celeba_settings(profile, source, study="celeba40", **overrides)
-    seeds = tuple(settings.seeds if seeds is None else seeds)
+    tables, settings, seeds = _method_tables(methods, profile, source, seeds, runs_dir, overrides)
     single_seeds = tuple(seeds[:1] if single_seeds is None else single_seeds)
-    tables = {
-        m: [runners.run_celeba(s, settings, arm=m, runs_dir=runs_dir).table for s in seeds]
-        for m in methods
-    }
     baselines = {}
     for attribute in settings.attributes:
         alone = celeba_settings(profile, source, study="celeba40", single_task=attribute,
