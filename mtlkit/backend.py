@@ -14,6 +14,10 @@ turns a loss into an update:
   writes the new values back (:class:`JaxStep`) -- the pattern of keras-io's guide "Writing
   a training loop from scratch in JAX".
 
+The per-task gradients that the diagnostics and the gradient methods read differ the same way:
+one persistent tape (:func:`task_gradient_matrix`, :func:`task_gradients`) or one
+``jax.grad`` / ``jax.vjp`` per task (:func:`task_gradients`, :class:`JaxGradientStep`).
+
 ``KERAS_BACKEND`` chooses the backend before Keras is imported; :func:`check_supported`
 refuses the others when the training code is imported.
 """
@@ -21,9 +25,13 @@ refuses the others when the training code is imported.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SUPPORTED = ("tensorflow", "jax")
 """The Keras backends the kit's training loop runs on."""
@@ -211,6 +219,22 @@ def task_gradients(fn: Callable, values: Sequence, watched: Sequence[int] | None
     zero = tf.UnconnectedGradients.ZERO
     rows = [tape.gradient(entry, chosen, unconnected_gradients=zero) for entry in out]
     return tf.stack(out), rows
+
+
+def task_gradient_matrix(tape: tf.GradientTape, task_losses: Sequence, sources: Sequence):
+    """The (K, D) matrix of every task loss's gradient w.r.t. ``sources`` (variables or
+    watched tensors), from a persistent tape; a source a task does not reach counts as 0.
+
+    TensorFlow only, by nature: it takes a ``tf.GradientTape`` (on JAX the per-task
+    gradients come from ``jax.jacrev`` or one ``jax.grad`` per task instead)."""
+    import tensorflow as tf
+
+    rows = []
+    for loss in task_losses:  # (unconnected_gradients="zero" would fail on a Keras variable
+        grads = tape.gradient(loss, sources)  # a task does not reach: its dtype is a string)
+        grads = [tf.zeros(s.shape, s.dtype) if g is None else g for s, g in zip(sources, grads)]
+        rows.append(tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0))
+    return tf.stack(rows)
 
 
 def compile_function(fn: Callable) -> Callable:

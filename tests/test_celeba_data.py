@@ -747,7 +747,7 @@ def test_missing_folder_says_how_to_go_on(tmp_path):
 def test_a_damaged_image_met_in_training_is_named_with_the_fix(tiny):
     """Under the default verify="header" a file whose middle is damaged reaches the decoder;
     training and evaluation then stop with a ValueError that says what to do."""
-    from mtlkit.analysis import evaluation
+    from mtlkit.analysis import scoring
     from mtlkit.training import fit_resumable, train
 
     images = tiny / celeba_labels.IMAGE_FOLDER
@@ -759,7 +759,7 @@ def test_a_damaged_image_met_in_training_is_named_with_the_fix(tiny):
     with pytest.raises(ValueError, match=fix):
         train(model, data, epochs=1, losses="binary_crossentropy", optimizer="adam", verbose=0)
     with pytest.raises(ValueError, match=fix):
-        evaluation.predict_with_labels(model, data)
+        scoring.predict_with_labels(model, data)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     with pytest.raises(ValueError, match=fix):
         fit_resumable(lambda: model, data, epochs=1, run_dir=tiny / "run", verbose=0)

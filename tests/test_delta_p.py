@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mtlkit import plots
-from mtlkit.analysis import comparison, evaluation, published
+from mtlkit.analysis import across_seeds, comparison, published
 
 matplotlib.use("Agg")
 
@@ -114,7 +114,7 @@ def test_delta_p_values_feed_the_noise_rule():
     summary = comparison.spread(values)
     assert summary.loc["uw", "seeds"] == 2
     assert summary.loc["uw", "mean"] == pytest.approx(np.mean([10.0, 11.0]))
-    verdicts = evaluation.compare_to_baseline(values, "ew", "delta_p")
+    verdicts = across_seeds.compare_to_baseline(values, "ew", "delta_p")
     assert verdicts.loc["uw", "delta_p difference"] == pytest.approx(10.5 - 0.625)
 
 

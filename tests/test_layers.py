@@ -1,8 +1,9 @@
 """The package's layers: a module imports only from its own layer or the layers below it.
 
-Low to high: config, work, checks and backend; data; models; methods; training; analysis; plots;
-studies and exercises.
-Plots draw what models and analysis give and may import only those (and config). Every
+Low to high: config, work, checks and backend; data; models; methods; training; analysis; plots
+and diagrams; studies and exercises.
+Plots draw what models and analysis give and may import only those (and config); diagrams
+draw models and may import only models (and config). Every
 import is read from the source (``ast``), including imports inside functions.
 """
 
@@ -14,12 +15,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "mtlkit"
 
 RANK = {"": 0, "config": 0, "work": 0, "checks": 0, "backend": 0, "data": 1, "models": 2,
-        "methods": 3, "training": 4, "analysis": 5, "plots": 6, "studies": 7,
+        "methods": 3, "training": 4, "analysis": 5, "plots": 6, "diagrams": 6,
+        "studies": 7,
         "exercises": 7}  # fmt: skip
 """Each top-level part of the package and its layer (config, work, checks and backend share
 the lowest)."""
 
 PLOTS_MAY_IMPORT = {"", "config", "models", "analysis", "plots"}
+DIAGRAMS_MAY_IMPORT = {"", "config", "models"}
 
 
 def part(module: str) -> str:
@@ -73,3 +76,9 @@ def test_the_checker_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from mtlkit import training\n    from mtlkit.studies import x\n")
     assert imported(bad) == ["mtlkit.training", "mtlkit.studies"]
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if part(module_name(p)) == "diagrams"])
+def test_diagrams_import_only_config_and_models(path):
+    others = [m for m in imported(path) if part(m) not in DIAGRAMS_MAY_IMPORT]
+    assert not others, f"{module_name(path)} imports {others}"

@@ -1,10 +1,10 @@
-"""analysis.evaluation.mean_rank: MR by hand, ties, directions, wrong versions caught, bad input."""
+"""across_seeds.mean_rank: MR by hand, ties, directions, wrong versions caught, bad input."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mtlkit.analysis import evaluation
+from mtlkit.analysis import across_seeds
 
 # Three methods, two metrics: accuracy (higher is better) and error (lower is better).
 #   accuracy: A 0.90 > B 0.80 > C 0.70       -> ranks A 1, B 2, C 3
@@ -37,21 +37,21 @@ def check(mean_rank) -> None:
 
 
 def test_mean_rank_by_hand():
-    check(evaluation.mean_rank)
-    result = evaluation.mean_rank(VALUES, DIRECTIONS)
+    check(across_seeds.mean_rank)
+    result = across_seeds.mean_rank(VALUES, DIRECTIONS)
     assert result.name == "MR"
     assert list(result.sort_values().index) == ["B", "A", "C"]  # best first
 
 
 def test_metric_ranks_by_hand():
-    ranks = evaluation.metric_ranks(VALUES, DIRECTIONS)
+    ranks = across_seeds.metric_ranks(VALUES, DIRECTIONS)
     expected = pd.DataFrame({"accuracy": [1.0, 2.0, 3.0], "error": [3.0, 1.0, 2.0]},
                             index=["A", "B", "C"])  # fmt: skip
     pd.testing.assert_frame_equal(ranks, expected)
 
 
 def test_ties_share_the_average_of_their_ranks():
-    ranks = evaluation.metric_ranks(TIED, True)
+    ranks = across_seeds.metric_ranks(TIED, True)
     assert ranks.loc[["A", "B"], "m1"].tolist() == [1.5, 1.5]
     assert ranks.loc[["A", "B", "C"], "m2"].tolist() == [3.0, 3.0, 3.0]
     assert ranks["m3"].tolist() == [2.5] * 4
@@ -60,22 +60,22 @@ def test_ties_share_the_average_of_their_ranks():
 
 
 def test_direction_reverses_the_ranks():
-    high = evaluation.metric_ranks(VALUES, True)
-    low = evaluation.metric_ranks(VALUES, False)
+    high = across_seeds.metric_ranks(VALUES, True)
+    low = across_seeds.metric_ranks(VALUES, False)
     n = len(VALUES)
     pd.testing.assert_frame_equal(low, n + 1 - high)  # no ties: rank r becomes n + 1 - r
     # one bool for all metrics is the same as a mapping giving it to each
     pd.testing.assert_frame_equal(
-        evaluation.metric_ranks(VALUES, False),
-        evaluation.metric_ranks(VALUES, {"accuracy": False, "error": False}),
+        across_seeds.metric_ranks(VALUES, False),
+        across_seeds.metric_ranks(VALUES, {"accuracy": False, "error": False}),
     )
     # the mean of all methods' MR is (n + 1) / 2, whatever the directions
     for directions in (True, False, DIRECTIONS):
-        assert evaluation.mean_rank(VALUES, directions).mean() == pytest.approx((n + 1) / 2)
+        assert across_seeds.mean_rank(VALUES, directions).mean() == pytest.approx((n + 1) / 2)
 
 
 def test_a_single_method_ranks_first():
-    assert evaluation.mean_rank(VALUES.loc[["C"]], DIRECTIONS).tolist() == [1.0]
+    assert across_seeds.mean_rank(VALUES.loc[["C"]], DIRECTIONS).tolist() == [1.0]
 
 
 # -- deliberately wrong implementations: the hand-computed check must reject each ---------
@@ -84,18 +84,18 @@ def _ignores_direction(values, higher_is_better):  # every metric as if higher w
 
 
 def _ties_take_the_best_rank(values, higher_is_better):  # "min": tied methods both get 1
-    ascending = {m: not evaluation._higher_is_better(list(values), higher_is_better)[m]
+    ascending = {m: not across_seeds._higher_is_better(list(values), higher_is_better)[m]
                  for m in values}  # fmt: skip
     ranks = {m: values[m].rank(ascending=ascending[m], method="min") for m in values}
     return pd.DataFrame(ranks).mean(axis=1)
 
 
 def _ranks_from_zero(values, higher_is_better):  # 0 for the best
-    return evaluation.mean_rank(values, higher_is_better) - 1
+    return across_seeds.mean_rank(values, higher_is_better) - 1
 
 
 def _ranks_the_other_way(values, higher_is_better):  # 1 for the worst
-    return len(values) + 1 - evaluation.mean_rank(values, higher_is_better)
+    return len(values) + 1 - across_seeds.mean_rank(values, higher_is_better)
 
 
 def _averages_values_not_ranks(values, higher_is_better):  # mean of the raw numbers
@@ -123,7 +123,7 @@ def test_a_nan_is_refused_naming_method_and_metric():
     values.loc["B", "error"] = np.nan
     values.loc["C", "accuracy"] = np.inf
     with pytest.raises(ValueError, match=r"\('B', 'error'\)") as info:
-        evaluation.mean_rank(values, DIRECTIONS)
+        across_seeds.mean_rank(values, DIRECTIONS)
     assert "('C', 'accuracy')" in str(info.value)
     assert "NaN or infinite" in str(info.value)
 
@@ -141,20 +141,20 @@ def test_a_nan_is_refused_naming_method_and_metric():
 )
 def test_tables_that_cannot_be_ranked(values, match):
     with pytest.raises(ValueError, match=match):
-        evaluation.mean_rank(values, True)
+        across_seeds.mean_rank(values, True)
 
 
 def test_not_a_dataframe_is_refused():
     with pytest.raises(TypeError, match="DataFrame"):
-        evaluation.mean_rank({"accuracy": [0.9, 0.8]}, True)
+        across_seeds.mean_rank({"accuracy": [0.9, 0.8]}, True)
 
 
 def test_a_metric_of_unknown_direction_is_refused():
     with pytest.raises(ValueError, match=r"none given for \['error'\]"):
-        evaluation.mean_rank(VALUES, {"accuracy": True})
+        across_seeds.mean_rank(VALUES, {"accuracy": True})
     with pytest.raises(ValueError, match=r"\['eror'\] are not columns"):  # a typo
-        evaluation.mean_rank(VALUES, {"accuracy": True, "error": False, "eror": False})
+        across_seeds.mean_rank(VALUES, {"accuracy": True, "error": False, "eror": False})
     with pytest.raises(TypeError, match="True or False"):
-        evaluation.mean_rank(VALUES, {"accuracy": "higher", "error": False})
+        across_seeds.mean_rank(VALUES, {"accuracy": "higher", "error": False})
     with pytest.raises(TypeError, match="mapping"):
-        evaluation.mean_rank(VALUES, "higher")
+        across_seeds.mean_rank(VALUES, "higher")

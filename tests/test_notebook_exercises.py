@@ -24,7 +24,7 @@ import tensorflow as tf
 
 import make_student_edition
 from mtlkit import exercises
-from mtlkit.analysis import comparison, diagnostics, evaluation
+from mtlkit.analysis import across_seeds, comparison, diagnostics, scoring
 from mtlkit.methods import dst, weighting
 from mtlkit.models import architectures, graph
 
@@ -51,8 +51,9 @@ def implement_it_cells(number: str) -> list[str]:
 def namespace() -> dict:
     """The names the exercise cells take from the notebook's earlier cells."""
     return {"np": np, "pd": pd, "tf": tf, "keras": keras, "dst": dst, "weighting": weighting,
-            "comparison": comparison, "evaluation": evaluation, "diagnostics": diagnostics,
-            "architectures": architectures, "graph": graph, "exercises": exercises}  # fmt: skip
+            "comparison": comparison, "scoring": scoring, "across_seeds": across_seeds,
+            "diagnostics": diagnostics, "architectures": architectures, "graph": graph,
+            "exercises": exercises}  # fmt: skip
 
 
 def execute(sources: list[str], names: dict) -> str:

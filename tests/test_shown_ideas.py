@@ -156,12 +156,12 @@ def test_notebook07_imtl_g_by_hand_is_the_kits(seed):
 @pytest.mark.parametrize("seed", range(4))
 def test_notebook07_mean_rank_by_hand_is_the_kits(seed):
     """The cell's rank formula 1 + (methods better) + (others tied) / 2 equals
-    evaluation.mean_rank, ties included (values rounded to two decimals make many)."""
+    across_seeds.mean_rank, ties included (values rounded to two decimals make many)."""
     import types
 
     import pandas as pd
 
-    from mtlkit.analysis import evaluation
+    from mtlkit.analysis import across_seeds
 
     rng = np.random.default_rng(seed)
     methods, attributes = ["ew", "uw", "mgda", "dst"], [f"a{i}" for i in range(6)]
@@ -169,11 +169,11 @@ def test_notebook07_mean_rank_by_hand_is_the_kits(seed):
     values = pd.DataFrame({"model": methods * 2, "run": [0] * 4 + [1] * 4,
                            "delta_p": rng.normal(size=8)})  # fmt: skip
     settings = types.SimpleNamespace(data_label="test")
-    names = {"np": np, "pd": pd, "evaluation": evaluation, "mean_accuracy": accuracy,
+    names = {"np": np, "pd": pd, "across_seeds": across_seeds, "mean_accuracy": accuracy,
              "attributes": attributes, "METHODS": methods, "values": values, "seeds": [0, 1],
              "settings": settings, "print": lambda *a, **k: None}  # fmt: skip
     exec(tagged("07", "shown-mr"), names)
-    expected = evaluation.mean_rank(accuracy.T, higher_is_better=True)
+    expected = across_seeds.mean_rank(accuracy.T, higher_is_better=True)
     np.testing.assert_allclose(names["by_hand"], expected.to_numpy())
     wrong = (1 + names["better"]).mean(axis=1)  # ties not shared: must differ somewhere here
     assert not np.allclose(wrong, expected.to_numpy())

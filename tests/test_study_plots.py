@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mtlkit import plots
-from mtlkit.analysis import evaluation
+from mtlkit.analysis import across_seeds
 
 matplotlib.use("Agg")
 
@@ -127,7 +127,7 @@ def test_accuracy_plot_bars_are_seed_means_beside_the_baseline():
 
 # ------------------------------------------------------------------ the noise rule
 def test_seed_values_has_one_row_per_model_and_seed():
-    values = evaluation.seed_values(TABLES)
+    values = across_seeds.seed_values(TABLES)
     assert list(values["model"]) == ["no DST", "no DST", "DST", "DST"]
     assert list(values["run"]) == [0, 1, 0, 1]
     assert values.loc[2, "Male"] == 0.86
@@ -135,11 +135,11 @@ def test_seed_values_has_one_row_per_model_and_seed():
 
 
 def test_compare_tasks_is_compare_to_baseline_per_task():
-    values = evaluation.seed_values(TABLES)
-    table = evaluation.compare_tasks(values, "no DST", [*TASKS, "mean over tasks"])
+    values = across_seeds.seed_values(TABLES)
+    table = across_seeds.compare_tasks(values, "no DST", [*TASKS, "mean over tasks"])
     assert list(table.index) == [*TASKS, "mean over tasks"]
     for task in TASKS:
-        one = evaluation.compare_to_baseline(values, "no DST", task).loc["DST"]
+        one = across_seeds.compare_to_baseline(values, "no DST", task).loc["DST"]
         assert table.loc[task, "difference"] == pytest.approx(one[f"{task} difference"])
         assert table.loc[task, "standard error"] == pytest.approx(one["standard error"])
         assert table.loc[task, "verdict"] == one["verdict"]
@@ -149,7 +149,7 @@ def test_compare_tasks_is_compare_to_baseline_per_task():
     assert table.loc["Male", "difference"] == pytest.approx(0.05)
     assert table.loc["Male", "standard error"] == pytest.approx(error)
     # two seeds each: t(2 dof) = 4.30, and 0.05 < 4.30 * 0.0224, so within noise
-    assert 0.05 < evaluation.t_critical(2) * error
+    assert 0.05 < across_seeds.t_critical(2) * error
     assert table.loc["Male", "verdict"] == "within noise"
     assert table.loc["Male", "no DST"] == "0.8200 ± 0.0283"
     assert table.loc["Male", "compared"] == "0.8700 ± 0.0141"
@@ -157,5 +157,11 @@ def test_compare_tasks_is_compare_to_baseline_per_task():
 
 def test_compare_tasks_with_one_seed_says_the_noise_is_unknown():
     one_seed = {name: runs[:1] for name, runs in TABLES.items()}
-    table = evaluation.compare_tasks(evaluation.seed_values(one_seed), "no DST", TASKS)
+    table = across_seeds.compare_tasks(across_seeds.seed_values(one_seed), "no DST", TASKS)
     assert table["verdict"].str.startswith("unknown").all()
+
+
+def test_plot_task_losses_draws_train_and_validation():
+    history = {"a_loss": [0.7, 0.5], "val_a_loss": [0.8, 0.6], "b_loss": [0.3, 0.2]}
+    fig = plots.plot_task_losses(history, ["a", "b"], "t")
+    assert len(fig.axes[0].lines) == 3 and fig.axes[0].get_title() == "t"

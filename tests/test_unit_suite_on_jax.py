@@ -11,8 +11,8 @@ from _jax_suite import run_on_jax
 ON_ANY_BACKEND = (
     "test_architectures.py", "test_celeba_data.py", "test_celeba_model.py",
     "test_cifar100_data.py", "test_delta_p.py", "test_dst.py", "test_durations.py",
-    "test_evaluation.py", "test_evaluation_seeds.py", "test_exercises.py", "test_layers.py",
-    "test_mean_rank.py", "test_plots.py", "test_study_plots.py", "test_work.py",
+    "test_scoring.py", "test_across_seeds.py", "test_exercises.py", "test_layers.py",
+    "test_mean_rank.py", "test_diagrams.py", "test_study_plots.py", "test_work.py",
     "test_tfds_mock.py", "test_settings_bad_input.py",
 )  # fmt: skip
 """Unit-test files of the data, models, evaluation and studies, checked on JAX in CI."""

@@ -5,7 +5,7 @@ The file runs on both Keras backends (helpers in ``_neutral_weighting``). JAX co
 float64 test inputs in float32 here, so a few comparisons take a wider tolerance there
 (:data:`EXACT` and the comments beside the others, with the measured differences); the
 tape-based pieces of the TensorFlow loop (:func:`tensorflow_step`,
-``cores.task_gradient_matrix``) have their JAX counterparts beside them."""
+``backend.task_gradient_matrix``) have their JAX counterparts beside them."""
 
 import itertools
 import json
@@ -395,7 +395,7 @@ def test_mgda_object_normalises_then_solves(normalization):
 def task_gradient_rows(losses, variables) -> tuple:
     """``(G, rows)`` for the task losses ``losses(values)`` of the ``variables``: ``rows[j][k]``
     is loss j's gradient w.r.t. variable k, ``G`` the (K, D) matrix the loop builds. On
-    TensorFlow, :func:`cores.task_gradient_matrix` from a persistent tape (as the TensorFlow
+    TensorFlow, :func:`backend.task_gradient_matrix` from a persistent tape (as the TensorFlow
     loop does); on JAX, which has no tape and builds G inside its step, the rows of
     :func:`mtlkit.backend.task_gradients`, flattened and joined in the same layout."""
     if JAX:
@@ -405,7 +405,7 @@ def task_gradient_rows(losses, variables) -> tuple:
     with tf.GradientTape(persistent=True) as tape:  # the Keras variables themselves, as
         out = losses(variables)  # the loop passes them (one a task does not reach included)
     rows = [[tape.gradient(loss, v) for v in variables] for loss in out]
-    return cores.task_gradient_matrix(tape, out, variables), rows
+    return backend.task_gradient_matrix(tape, out, variables), rows
 
 
 def test_gradient_helpers_round_trip():
@@ -524,7 +524,7 @@ def tensorflow_step(net, method, optimizer, shared):
                 "last_shared_layer": cores.last_shared_kernel(shared),
             }[method.needs]
             c, shared_grad = method.combine_gradients(
-                losses, cores.task_gradient_matrix(tape, losses, sources)
+                losses, backend.task_gradient_matrix(tape, losses, sources)
             )
             grads = tape.gradient(losses, variables, output_gradients=tf.unstack(c))
             if shared_grad is not None:

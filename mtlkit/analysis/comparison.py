@@ -3,7 +3,7 @@
 * :func:`delta_p` -- LibMTL's Delta_p of one multi-task model against the single-task
   baselines (positive = the multi-task model is better); :func:`single_task_table` builds the
   baselines from per-attribute runs, and :func:`delta_p_values` gives one Delta_p per seed in
-  the form :func:`mtlkit.analysis.evaluation.compare_to_baseline` reads (the kit's one noise rule);
+  the form :func:`mtlkit.analysis.across_seeds.compare_to_baseline` reads (the one noise rule);
 * :func:`cost_table` -- each method's training time per step beside equal weighting's.
 
 The published numbers to compare with are in :mod:`mtlkit.analysis.published`; the figure
@@ -48,7 +48,7 @@ def delta_p(
 
     ``Delta_p = 100/K sum_j 1/M sum_m s_m (N_jm - B_jm) / B_jm`` over the K tasks of
     ``singles`` (its index) and the M ``metrics``, where N is the multi-task model's value
-    (``multi``, indexed by task: an :func:`mtlkit.analysis.evaluation.attribute_table`, whose extra
+    (``multi``, indexed by task: an :func:`mtlkit.analysis.scoring.attribute_table`, whose extra
     ``mean over tasks`` row is ignored), B the single-task model's, and ``s_m = +1`` when a
     higher value of metric m is better (accuracy), ``-1`` when lower is better (error, loss).
     **Sign: positive = the multi-task model beats the single-task ones** on average; -1.5
@@ -100,7 +100,7 @@ def delta_p_values(
     higher_is_better: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
     """One Delta_p per (model, seed run) against the same baselines, as rows ``model, run,
-    delta_p`` -- the form :func:`mtlkit.analysis.evaluation.compare_to_baseline` reads. ``tables``
+    delta_p`` -- the form :func:`mtlkit.analysis.across_seeds.compare_to_baseline` reads. ``tables``
     maps a model to its per-seed attribute tables. The baselines' own seed spread is not
     in these values (they are averaged first): with one single-task seed it is unknown."""
     rows = [{"model": model, "run": i, "delta_p": delta_p(t, singles, metrics, higher_is_better)}

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mtlkit.analysis import comparison
-from mtlkit.analysis.evaluation import CIFAR_COLUMNS
+from mtlkit.analysis.across_seeds import CIFAR_COLUMNS
 from mtlkit.methods import weighting
 
 # ------------------------------------------------------------------------ CIFAR-100
@@ -77,7 +77,7 @@ def reported_table() -> pd.DataFrame:
 
 def report_comparison(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`reported_table` beside this run's accuracy and its distance to its baseline
-    (``table``: :func:`mtlkit.analysis.evaluation.attribute_table`)."""
+    (``table``: :func:`mtlkit.analysis.scoring.attribute_table`)."""
     shared = [a for a in table.index if a in REPORTED_ACCURACY]
     ours = table.loc[shared, ["accuracy", "vs_majority"]]
     ours.columns = ["this run accuracy", "this run vs majority"]
@@ -102,7 +102,7 @@ def celeba_methods() -> pd.DataFrame:
 def average_error(table: pd.DataFrame) -> float:
     """A run's average test error over its attributes, in percent, as Sener & Koltun report
     it: 100 times one minus the mean accuracy (``table``: a per-attribute table of
-    :func:`mtlkit.analysis.evaluation.attribute_table`; its ``mean over tasks`` row is left out)."""
+    :func:`mtlkit.analysis.scoring.attribute_table`; its ``mean over tasks`` row is left out)."""
     accuracy = table["accuracy"].drop("mean over tasks", errors="ignore")
     if accuracy.isna().any():
         missing = list(accuracy.index[accuracy.isna()])

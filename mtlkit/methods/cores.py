@@ -5,8 +5,9 @@ Each function runs inside a compiled training step on Keras's TensorFlow backend
 its own. :mod:`mtlkit.methods.weighting` wraps each in a method object that keeps its state and
 that the training loop drives; the functions here take the task losses, the (K, D) matrix of
 task gradients, or both, and return weights, coefficients or a combined gradient. The helpers
-at the end (:func:`task_gradient_matrix`, :func:`split_gradient`, :func:`last_shared_kernel`,
-:func:`epoch_losses`) give the loop what the methods need.
+at the end (:func:`split_gradient`, :func:`last_shared_kernel`, :func:`epoch_losses`) give the
+loop what the methods need; the (K, D) matrix itself comes from the backend's gradient
+(:func:`mtlkit.backend.task_gradient_matrix`).
 
 **The recent methods** (2021-2023) are each checked against a NumPy transliteration of their
 authors' code (LibMTL's for IMTL-G, whose authors released none) in
@@ -43,14 +44,11 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 Tensor = Any
 """A tensor of the Keras backend in use (``tf.Tensor`` on TensorFlow, ``jax.Array`` on JAX)."""
@@ -638,22 +636,6 @@ def aligned_mtl_weights(G, scale_mode: str = "min", active=None) -> Tensor:
 
 
 # ------------------------------------------------------------------ helpers for the loop
-def task_gradient_matrix(tape: tf.GradientTape, task_losses: Sequence, sources: Sequence):
-    """The (K, D) matrix of every task loss's gradient w.r.t. ``sources`` (variables or
-    watched tensors), from a persistent tape; a source a task does not reach counts as 0.
-
-    TensorFlow only, by nature: it takes a ``tf.GradientTape`` (on JAX the per-task
-    gradients come from ``jax.jacrev`` or one ``jax.grad`` per task instead)."""
-    import tensorflow as tf
-
-    rows = []
-    for loss in task_losses:  # (unconnected_gradients="zero" would fail on a Keras variable
-        grads = tape.gradient(loss, sources)  # a task does not reach: its dtype is a string)
-        grads = [tf.zeros(s.shape, s.dtype) if g is None else g for s, g in zip(sources, grads)]
-        rows.append(tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0))
-    return tf.stack(rows)
-
-
 def split_gradient(vector, variables: Sequence) -> list[Tensor]:
     """A (D,) gradient back into one tensor per variable (the inverse of one row above)."""
     ends = np.cumsum([int(np.prod(v.shape)) for v in variables]).tolist()

@@ -17,7 +17,7 @@ Aligned-MTL) first see the per-task gradients w.r.t. ``method.needs`` --
 ``"last_shared_layer"`` (:func:`last_shared_kernel` of those) or ``"representation"`` (the
 shared trunk's output tensor) -- from a persistent tape (on TensorFlow)::
 
-    G = task_gradient_matrix(tape, task_losses, sources)           # (K, D)
+    G = backend.task_gradient_matrix(tape, task_losses, sources)   # (K, D)
     c, shared = method.combine_gradients(task_losses, G, active)   # c: (K,) coefficients
     grads = tape.gradient(task_losses, variables, output_gradients=tf.unstack(c))
     # PCGrad, IMTL-G, CAGrad, Nash-MTL, Aligned-MTL: shared is (D,): the shared variables'

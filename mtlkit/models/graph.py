@@ -5,7 +5,7 @@ graph attributes (``_keras_history``, ``_inbound_nodes``, a Sequential's ``_func
 * :func:`depends_on` and :func:`shared_representation` -- the last layer every task's output
   depends on, exposed beside the outputs (what MGDA-UB differentiates);
 * :func:`feeding_layers`, :func:`output_shapes` and :func:`block_ends` -- what the diagram
-  of a model (:mod:`mtlkit.plots`) draws around a layer or a nested block.
+  of a model (:mod:`mtlkit.diagrams`) draws around a layer or a nested block.
 
 Should Keras rename these attributes, this module is the one to change.
 """

@@ -30,7 +30,7 @@ import pandas as pd
 import tensorflow as tf
 
 from mtlkit import config, data, training, work
-from mtlkit.analysis import evaluation
+from mtlkit.analysis import scoring
 from mtlkit.data import celeba
 from mtlkit.methods import dst, weighting
 from mtlkit.models import architectures, graph, tasks
@@ -336,7 +336,7 @@ class Run:
 
     history: dict
     table: pd.DataFrame  # test split: per attribute with the majority baseline (CelebA,
-    # evaluation.attribute_table), or per task loss and accuracy (CIFAR-100)
+    # scoring.attribute_table), or per task loss and accuracy (CIFAR-100)
     summary: pd.Series  # mean task accuracy, ...
     run_dir: Path
     seconds: float  # training time of this run, also when read back (NaN: not recorded)
@@ -408,7 +408,7 @@ def _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, call
     seconds = time.perf_counter() - start
     majority = celeba.majority_classes(_train_labels(settings))
     alone = [settings.single_task] if settings.single_task else None  # its head only
-    table, summary = evaluation.evaluate_attributes(model, datasets["test"], majority, alone)
+    table, summary = scoring.evaluate_attributes(model, datasets["test"], majority, alone)
     return _write_run(run_dir, metadata, history, table, summary, seconds, scheduler)
 
 

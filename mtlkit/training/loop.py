@@ -550,7 +550,7 @@ class _Loop:
             weighted = [c * loss for c, loss in zip(tf.unstack(self.coefficients), task_losses)]
             penalty = tf.add_n(self.model.losses) if self.model.losses else None
         sources = [z] if method.needs == "representation" else self.sources
-        G = cores.task_gradient_matrix(tape, weighted, sources)
+        G = backend.task_gradient_matrix(tape, weighted, sources)
         replicas = backend.replicas()
         if replicas > 1:  # the tape differentiates the global losses: each replica holds
             # `replicas` x its share of G; G becomes the global batch's on every replica

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mtlkit.analysis import evaluation
+from mtlkit.analysis import across_seeds
 
 
 def history(fine_acc, coarse_acc, fine_loss=2.0, coarse_loss=1.0):
@@ -17,18 +17,18 @@ def history(fine_acc, coarse_acc, fine_loss=2.0, coarse_loss=1.0):
 
 
 def test_final_values_take_the_last_epoch_of_each_run():
-    values = evaluation.final_values({"a": [history(0.5, 0.6), history(0.52, 0.62)]})
+    values = across_seeds.final_values({"a": [history(0.5, 0.6), history(0.52, 0.62)]})
     assert values["fine acc"].tolist() == [0.5, 0.52]
     assert values["coarse loss"].tolist() == [1.0, 1.0]
     with pytest.raises(KeyError, match="val_fine_accuracy"):
-        evaluation.final_values({"b": [{"loss": [1.0]}]})
+        across_seeds.final_values({"b": [{"loss": [1.0]}]})
 
 
 def test_seed_table_shows_mean_and_sample_spread():
-    values = evaluation.final_values(
+    values = across_seeds.final_values(
         {"a": [history(0.50, 0.6), history(0.52, 0.6)], "b": [history(0.40, 0.7)]}
     )
-    table = evaluation.seed_table(values)
+    table = across_seeds.seed_table(values)
     assert table.loc["a", "fine acc"] == "51.00 ± 1.41"  # sd of 50 and 52 is sqrt(2)
     assert table.loc["b", "fine acc"] == "40.00"  # one seed: no spread shown
     assert table.loc["a", "seeds"] == 2
@@ -40,7 +40,7 @@ def test_noise_check_uses_the_t_test_over_seeds():
         "close": [history(0.515, 0.6), history(0.525, 0.6), history(0.505, 0.6)],
         "far": [history(0.60, 0.6), history(0.61, 0.6), history(0.62, 0.6)],
     }
-    verdict = evaluation.compare_to_baseline(evaluation.final_values(runs), "base", "fine acc")
+    verdict = across_seeds.compare_to_baseline(across_seeds.final_values(runs), "base", "fine acc")
     assert verdict.loc["base", "verdict"] == "baseline"
     assert verdict.loc["close", "verdict"] == "within noise"
     assert verdict.loc["far", "verdict"] == "better beyond noise"
@@ -50,19 +50,19 @@ def test_noise_check_uses_the_t_test_over_seeds():
 
 def test_one_seed_or_no_spread_gives_no_verdict():
     one = {"base": [history(0.5, 0.6)], "other": [history(0.7, 0.6)]}
-    verdict = evaluation.compare_to_baseline(evaluation.final_values(one), "base", "fine acc")
+    verdict = across_seeds.compare_to_baseline(across_seeds.final_values(one), "base", "fine acc")
     assert verdict.loc["other", "verdict"].startswith("unknown")
     same = {"base": [history(0.5, 0.6)] * 2, "other": [history(0.7, 0.6)] * 2}
-    verdict = evaluation.compare_to_baseline(evaluation.final_values(same), "base", "fine acc")
+    verdict = across_seeds.compare_to_baseline(across_seeds.final_values(same), "base", "fine acc")
     assert verdict.loc["other", "verdict"].startswith("no spread")
     with pytest.raises(KeyError, match="baseline"):
-        evaluation.compare_to_baseline(evaluation.final_values(one), "missing", "fine acc")
+        across_seeds.compare_to_baseline(across_seeds.final_values(one), "missing", "fine acc")
 
 
 def test_t_critical_values():
-    assert evaluation.t_critical(2) == 4.30
-    assert evaluation.t_critical(11) == 2.23
-    assert evaluation.t_critical(1000) == 1.96
+    assert across_seeds.t_critical(2) == 4.30
+    assert across_seeds.t_critical(11) == 2.23
+    assert across_seeds.t_critical(1000) == 1.96
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -73,16 +73,16 @@ def test_a_nan_among_the_seeds_makes_the_verdict_unknown(bad, where):
         "other": [history(0.60, 0.6), history(0.61, 0.6), history(0.62, 0.6)],
     }
     runs[where][1] = history(bad, 0.6)  # a run that diverged
-    verdict = evaluation.compare_to_baseline(evaluation.final_values(runs), "base", "fine acc")
+    verdict = across_seeds.compare_to_baseline(across_seeds.final_values(runs), "base", "fine acc")
     row = verdict.loc["other"]
     assert row["verdict"].startswith("unknown")
     assert f"1 of the 3 fine acc values of '{where}' are NaN or infinite" in row["verdict"]
     assert math.isnan(row["standard error"]) and math.isnan(row["fine acc difference"])
-    tasks = evaluation.compare_tasks(evaluation.final_values(runs), "base", ["fine acc"])
+    tasks = across_seeds.compare_tasks(across_seeds.final_values(runs), "base", ["fine acc"])
     assert tasks.loc["fine acc", "verdict"].startswith("unknown")
 
 
 @pytest.mark.parametrize("dof", [0, -1, 2.5, None])
 def test_t_critical_needs_degrees_of_freedom(dof):
     with pytest.raises(ValueError, match="degrees of freedom must be a positive whole number"):
-        evaluation.t_critical(dof)
+        across_seeds.t_critical(dof)

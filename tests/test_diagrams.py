@@ -1,4 +1,4 @@
-"""Figures: per-task losses, and architecture diagrams with and without Graphviz."""
+"""Architecture diagrams with and without Graphviz, and their table of blocks."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import sys
 import matplotlib.image
 import pytest
 
-from mtlkit import plots
+from mtlkit import diagrams
 from mtlkit.models import architectures
 
 needs_graphviz = pytest.mark.skipif(
-    plots.graphviz_missing() is not None, reason=f"cannot draw here: {plots.graphviz_missing()}"
+    diagrams.graphviz_missing() is not None,
+    reason=f"cannot draw here: {diagrams.graphviz_missing()}",
 )
 
 
@@ -37,21 +38,15 @@ def no_dot(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(empty))
 
 
-def test_plot_task_losses_draws_train_and_validation():
-    history = {"a_loss": [0.7, 0.5], "val_a_loss": [0.8, 0.6], "b_loss": [0.3, 0.2]}
-    fig = plots.plot_task_losses(history, ["a", "b"], "t")
-    assert len(fig.axes[0].lines) == 3 and fig.axes[0].get_title() == "t"
-
-
 def _height(path) -> int:
     return matplotlib.image.imread(path).shape[0]
 
 
 @needs_graphviz
 def test_diagram_is_saved_under_figures_and_blocks_open_on_request(model, figures):
-    blocks = plots.plot_architecture(model, "blocks.png", show=False)
-    one = plots.plot_architecture(model, "one.png", expand_nested="conv_layers", show=False)
-    every = plots.plot_architecture(model, "every.png", expand_nested=True, show=False)
+    blocks = diagrams.plot_architecture(model, "blocks.png", show=False)
+    one = diagrams.plot_architecture(model, "one.png", expand_nested="conv_layers", show=False)
+    every = diagrams.plot_architecture(model, "every.png", expand_nested=True, show=False)
     assert [blocks, one, every] == [
         figures / "blocks.png",
         figures / "one.png",
@@ -72,7 +67,7 @@ def test_opening_one_block_reroutes_its_edges_to_its_layers(model):
         trunk.inputs[0]._keras_history.operation,
         trunk.outputs[0]._keras_history.operation,
     )
-    dot = plots._model_dot(model, "conv_layers", True, 48)
+    dot = diagrams._model_dot(model, "conv_layers", True, 48)
     edges = _edges(dot)
     ids = {
         name: str(id(model.get_layer(name)))
@@ -90,7 +85,7 @@ def test_opening_one_block_reroutes_its_edges_to_its_layers(model):
 
 
 def test_graphviz_check_names_what_to_install(no_dot):
-    message = plots.graphviz_missing()
+    message = diagrams.graphviz_missing()
     assert "dot" in message and "PATH" in message
     for fix in ("sudo apt-get install graphviz", "brew install graphviz", "conda install graphviz"):
         assert fix in message
@@ -99,12 +94,12 @@ def test_graphviz_check_names_what_to_install(no_dot):
 
 def test_graphviz_check_names_a_missing_pydot(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydot", None)  # import pydot now fails
-    message = plots.graphviz_missing()
+    message = diagrams.graphviz_missing()
     assert "pip install pydot" in message and "apt-get install graphviz" in message
 
 
 def test_without_graphviz_a_table_replaces_the_diagram(model, figures, no_dot, capsys):
-    assert plots.plot_architecture(model, "blocks.png") is None
+    assert diagrams.plot_architecture(model, "blocks.png") is None
     assert not (figures / "blocks.png").exists()
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("No diagram:") and "apt-get install graphviz" in lines[0]
@@ -116,7 +111,7 @@ def test_without_graphviz_a_table_replaces_the_diagram(model, figures, no_dot, c
 
 
 def test_block_table_lists_blocks_feeders_shapes_and_parameters(model):
-    table = plots.block_table(model)
+    table = diagrams.block_table(model)
     assert list(table.index) == [layer.name for layer in model.layers]
     assert table.loc["fine_concat_reused", "fed by"] == "fine_fc_layers_1, coarse"
     assert table.loc["fine_fc_layers_2", "fed by"] == "fine_concat_reused"
@@ -127,23 +122,23 @@ def test_block_table_lists_blocks_feeders_shapes_and_parameters(model):
 
 
 def test_block_table_opens_the_blocks_asked_for(model):
-    table = plots.block_table(model, expand_nested="fine_fc_layers_2")
+    table = diagrams.block_table(model, expand_nested="fine_fc_layers_2")
     inner = [name for name in table.index if name.startswith("fine_fc_layers_2/")]
     assert inner == [
         f"fine_fc_layers_2/{layer.name}" for layer in model.get_layer("fine_fc_layers_2").layers
     ]
     assert table.loc["fine_fc_layers_2/fine_fc256_dense", "fed by"] == "fine_fc_layers_2_input"
-    assert len(plots.block_table(model, expand_nested=True)) == len(model.layers) + sum(
+    assert len(diagrams.block_table(model, expand_nested=True)) == len(model.layers) + sum(
         len(layer.layers) for layer in model.layers if hasattr(layer, "layers")
     )
     with pytest.raises(ValueError, match="'fine'.*not blocks.*conv_layers"):
-        plots.block_table(model, expand_nested=["fine"])
+        diagrams.block_table(model, expand_nested=["fine"])
 
 
 @needs_graphviz
 def test_an_orthogonal_router_crash_falls_back_to_straight_edges(model, figures, monkeypatch):
     """Graphviz's ortho router can abort (``maze.c`` assertion): the diagram is redrawn."""
-    real = plots._model_dot
+    real = diagrams._model_dot
     splines = []
 
     class CrashingOrtho:
@@ -159,6 +154,6 @@ def test_an_orthogonal_router_crash_falls_back_to_straight_edges(model, figures,
                 raise AssertionError("dot: maze.c:311: chkSgraph: Assertion failed")
             self.dot.write_png(path)
 
-    monkeypatch.setattr(plots, "_model_dot", lambda *args: CrashingOrtho(real(*args)))
-    path = plots.plot_architecture(model, "crash.png", show=False)
+    monkeypatch.setattr(diagrams, "_model_dot", lambda *args: CrashingOrtho(real(*args)))
+    path = diagrams.plot_architecture(model, "crash.png", show=False)
     assert splines == ["ortho", "polyline"] and path.exists()
