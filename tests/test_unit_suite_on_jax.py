@@ -1,9 +1,10 @@
 """The unit tests of the data, models, evaluation, plots and studies, run again on JAX.
 
 These files are written for any Keras backend (``keras.ops``, NumPy, ``tf.data`` for the
-input pipelines, which the kit uses on every backend); the training loop's and the methods'
-files run on JAX in ``test_training_suite_on_jax.py``. What stays TensorFlow-only, and why,
-is listed in ``test_training_suite_on_jax.py``.
+input pipelines, which the kit uses on every backend). The training loop's files (every
+weighting method in the loop among them) run on JAX in ``test_training_suite_on_jax.py``; the
+weighting cores' own files run on JAX on request (its ``ALSO_ON_JAX``, which says why). What
+stays TensorFlow-only, and why, is listed there too.
 """
 
 from _jax_suite import run_on_jax
