@@ -14,7 +14,12 @@ must be made before TensorFlow is imported, hence "import mtlkit first".
 
 When Keras runs on JAX (``KERAS_BACKEND=jax``), TensorFlow only feeds the data (``tf.data``):
 the kit hides the GPUs from it, so that it does not reserve the accelerator's memory that
-JAX trains in.
+JAX trains in. Where JAX can only use the CPU, the kit also turns off XLA's algebraic
+simplifier (``--xla_disable_hlo_passes=algsimp`` added to ``XLA_FLAGS``): it rewrites a 3x3
+convolution over a 2x2 feature map, which the ResNet18's last stages meet at the quick
+profile's 32-40 px images, into a form XLA:CPU runs without a fast kernel, about 60x slower.
+An ``XLA_FLAGS`` that already names ``xla_disable_hlo_passes`` is left as it is
+(``--xla_disable_hlo_passes=`` keeps every pass).
 
 It also drops TensorFlow's "triggered tf.function retracing" warning: the notebooks build a
 fresh model for every run on purpose (runs must not share weights), and each new model
@@ -99,9 +104,65 @@ def _keep_tensorflow_off_the_gpus() -> None:
         )
 
 
+ALGSIMP_OFF = "--xla_disable_hlo_passes=algsimp"
+"""The XLA flag the kit adds for JAX on a CPU (see the module's docstring)."""
+
+
+def _jax_on_cpu_only(environ: dict) -> bool:
+    """Whether JAX can only run on the CPU: ``JAX_PLATFORMS`` says ``cpu``, or no plugin of
+    an accelerator (CUDA, ROCm, Metal: the ``jax_plugins`` packages) and no TPU runtime
+    (``libtpu``) is installed. XLA's flags reach every compiler in the process, so the
+    CPU-only flag must stay away from a GPU's or TPU's."""
+    import importlib.metadata
+    import importlib.util
+    import pkgutil
+
+    platforms = environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return {p.strip() for p in platforms.split(",")} == {"cpu"}
+    if importlib.metadata.entry_points(group="jax_plugins") or importlib.util.find_spec("libtpu"):
+        return False
+    namespace = importlib.util.find_spec("jax_plugins")
+    locations = namespace.submodule_search_locations if namespace else None
+    return not (locations and any(pkgutil.iter_modules(list(locations))))
+
+
+def _xla_flags_for_cpu(flags: str) -> str:
+    """``flags`` with :data:`ALGSIMP_OFF` added, unless they choose the disabled passes
+    themselves (``--xla_disable_hlo_passes=...``)."""
+    if "xla_disable_hlo_passes" in flags:
+        return flags
+    return f"{flags} {ALGSIMP_OFF}".strip()
+
+
+def _fast_small_convolutions_on_jax_cpu() -> None:
+    """On JAX with only a CPU, add :data:`ALGSIMP_OFF` to ``XLA_FLAGS`` before JAX compiles
+    anything (XLA reads its flags once, when JAX starts its backend)."""
+    import keras
+
+    if keras.backend.backend() != "jax" or not _jax_on_cpu_only(os.environ):
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    try:
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:  # a JAX without this (private) check: the flag is set, and works
+        backends_are_initialized = bool  # if JAX has not compiled anything yet
+    if backends_are_initialized():
+        if _xla_flags_for_cpu(flags) != flags:
+            warnings.warn(
+                "JAX started before mtlkit was imported, so XLA keeps its algebraic "
+                "simplifier, which makes the ResNet18's small-image steps about 10x slower "
+                "on the CPU. Import mtlkit first.",
+                stacklevel=3,
+            )
+        return
+    os.environ["XLA_FLAGS"] = _xla_flags_for_cpu(flags)
+
+
 _enable_onednn()
 _import_tensorflow_quietly()
 _keep_tensorflow_off_the_gpus()
+_fast_small_convolutions_on_jax_cpu()
 # keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
 warnings.filterwarnings("ignore", message="IProgress not found")
 

@@ -14,7 +14,7 @@ ON_ANY_BACKEND = (
     "test_cifar100_data.py", "test_delta_p.py", "test_dst.py", "test_durations.py",
     "test_scoring.py", "test_across_seeds.py", "test_exercises.py", "test_layers.py",
     "test_mean_rank.py", "test_diagrams.py", "test_study_plots.py", "test_work.py",
-    "test_tfds_mock.py", "test_settings_bad_input.py",
+    "test_tfds_mock.py", "test_settings_bad_input.py", "test_xla_cpu.py",
 )  # fmt: skip
 """Unit-test files of the data, models, evaluation and studies, checked on JAX in CI."""
 
