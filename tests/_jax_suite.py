@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _on_backend import jax_env
+
 HERE = Path(__file__).resolve().parent
 
 REPORT = """
@@ -37,9 +39,8 @@ def run_on_jax(files, tmp_path: Path, deselect: str | None = None) -> dict:
     (tmp_path / "backend_report.py").write_text(REPORT)
     report = tmp_path / "report.json"
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-           "MTLKIT_BACKEND_REPORT": str(report), "PYTHONPATH": path, **COMPILE_ONCE,
-           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache")}  # fmt: skip
+    env = jax_env(MTLKIT_BACKEND_REPORT=str(report), PYTHONPATH=path, **COMPILE_ONCE,
+                  JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"))  # fmt: skip
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
                "backend_report", "-o", "addopts=", *(["-k", deselect] if deselect else []),
                *(str(HERE / name) for name in files)]  # fmt: skip

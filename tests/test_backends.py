@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _backend_run import ARMS as RUN_ARMS
+from _on_backend import jax_env
 
 SCRIPT = Path(__file__).with_name("_backend_run.py")
 ARMS = tuple(a for a in RUN_ARMS if a != "rlw")  # (RLW draws from each backend's own stream)
@@ -24,7 +25,7 @@ MIXED_TOLERANCE = 5e-3
 
 
 def _run(backend: str, tmp: Path) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    env = jax_env() if backend == "jax" else {**os.environ, "KERAS_BACKEND": backend}
     out = tmp / f"{backend}.npz"
     args = [sys.executable, str(SCRIPT), str(tmp / "initial.weights.h5"), str(out), str(tmp)]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _on_backend import jax_env
 
 SCRIPT = Path(__file__).with_name("_weighting_jax_run.py")
 SAME, FALLBACK, X64 = 5e-5, 5e-4, 1e-6
@@ -41,7 +42,7 @@ RANDOM = ("rlw", "pcgrad")
 @pytest.fixture(scope="module")
 def jax(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("weighting_jax") / "jax.npz"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    env = jax_env()
     root = str(Path(__file__).parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, str(SCRIPT), str(out)], env=env,
