@@ -86,13 +86,18 @@ def _onednn_on() -> bool:
         return True
 
 
+def _set_up_jax() -> None:
+    """On Keras's JAX backend: TensorFlow kept off the GPUs, and XLA's flag for the CPU."""
+    import keras  # (its backend: KERAS_BACKEND, or ~/.keras/keras.json)
+
+    if keras.backend.backend() == "jax":
+        _keep_tensorflow_off_the_gpus()
+        _fast_small_convolutions_on_jax_cpu()
+
+
 def _keep_tensorflow_off_the_gpus() -> None:
     """On the JAX backend, TensorFlow feeds data only: it must not take the GPUs' memory."""
-    import keras  # (its backend: KERAS_BACKEND, or ~/.keras/keras.json)
     import tensorflow as tf
-
-    if keras.backend.backend() != "jax":
-        return
 
     try:
         tf.config.set_visible_devices([], "GPU")
@@ -138,9 +143,7 @@ def _xla_flags_for_cpu(flags: str) -> str:
 def _fast_small_convolutions_on_jax_cpu() -> None:
     """On JAX with only a CPU, add :data:`ALGSIMP_OFF` to ``XLA_FLAGS`` before JAX compiles
     anything (XLA reads its flags once, when JAX starts its backend)."""
-    import keras
-
-    if keras.backend.backend() != "jax" or not _jax_on_cpu_only(os.environ):
+    if not _jax_on_cpu_only(os.environ):
         return
     flags = os.environ.get("XLA_FLAGS", "")
     try:
@@ -161,8 +164,7 @@ def _fast_small_convolutions_on_jax_cpu() -> None:
 
 _enable_onednn()
 _import_tensorflow_quietly()
-_keep_tensorflow_off_the_gpus()
-_fast_small_convolutions_on_jax_cpu()
+_set_up_jax()
 # keras-hub imports tqdm's notebook progress bars, which warn when ipywidgets is missing
 warnings.filterwarnings("ignore", message="IProgress not found")
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _on_backend import jax_env
+from _on_backend import QUICK_COMPILE, jax_env
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,13 +33,14 @@ process instead of once per model (the training files: 630 s -> 449 s on 2 cores
 process gets a folder of its own (the cache writes its files without a lock)."""
 
 
-def run_on_jax(files, tmp_path: Path, deselect: str | None = None) -> dict:
-    """``pytest files`` under ``KERAS_BACKEND=jax`` (JAX on the CPU); asserts it passed and
-    ran on JAX, and returns its report (``backend``, ``collected``, ``failed``)."""
+def run_on_jax(files, tmp_path: Path, deselect: str | None = None, flags=QUICK_COMPILE) -> dict:
+    """``pytest files`` under ``KERAS_BACKEND=jax`` (JAX on the CPU, XLA ``flags`` added: see
+    ``_on_backend``); asserts it passed and ran on JAX, and returns its report (``backend``,
+    ``collected``, ``failed``)."""
     (tmp_path / "backend_report.py").write_text(REPORT)
     report = tmp_path / "report.json"
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    env = jax_env(MTLKIT_BACKEND_REPORT=str(report), PYTHONPATH=path, **COMPILE_ONCE,
+    env = jax_env(flags, MTLKIT_BACKEND_REPORT=str(report), PYTHONPATH=path, **COMPILE_ONCE,
                   JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"))  # fmt: skip
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
                "backend_report", "-o", "addopts=", *(["-k", deselect] if deselect else []),

@@ -8,18 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-QUICK_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
-"""XLA:CPU flags for the JAX processes of the unit tests, which compile hundreds of small
-programs and run each for a few steps: LLVM without its optimisations, and XLA's older
-fusion emitters, which compile faster. Measured on a 2-core Xeon (2026-12-07): the weighting
-and partial-label tests on JAX 78 s with XLA's defaults, 53 s without the fusion emitters,
-45 s with both; the JAX training suite in CI's setting 283 s -> 186 s. Without the fusion
-emitters ``bench_backends.py``'s models train as fast (ResNet18 at 40 px 232 against 233
-img/s, the CIFAR-100 ``independent`` model 40.1 against 40.2); the unoptimised LLVM code
-may run slower, which the tests' small models do not feel. Test processes only: the
-notebooks and the kit keep XLA's defaults (the kit adds only its own
-``--xla_disable_hlo_passes=algsimp``, see ``mtlkit/__init__``). A flag this XLA does not
-know (XLA stops the process on one) is left out."""
+NO_FUSION_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+"""XLA:CPU's older fusion emitters, which compile faster than its default ones. Without them
+``bench_backends.py``'s models train as fast (2-core Xeon, 2026-12-07: the ResNet18 at 40 px
+232 against 233 img/s, the CIFAR-100 ``independent`` model 40.1 against 40.2)."""
+
+QUICK_COMPILE = (NO_FUSION_EMITTERS, "--xla_backend_optimization_level=0")
+"""XLA:CPU flags for the JAX test processes that compile hundreds of small programs and run
+each for a few steps (the loop's unit tests, the devices, the backend comparisons): the
+older fusion emitters, and LLVM without its optimisations. Measured on a 2-core Xeon
+(2026-12-07, ``benchmarks/bench_test_compile.py``): the weighting and partial-label tests on
+JAX 78 s with XLA's defaults, 53 s without the fusion emitters, 45 s with both; in CI the
+JAX training suite 283 -> 149 s, the devices' JAX process 86 -> 41 s, the backend
+comparison 95 -> 46 s. Unoptimised code runs the large models slower: the data, model and
+study unit tests (which build the 18-million-parameter CIFAR-100 models) took 80 s with
+the defaults, 74 s without the fusion emitters and 88 s with both, so that suite takes
+:data:`NO_FUSION_EMITTERS` alone. Test processes only: the notebooks and the kit keep XLA's
+defaults (the kit adds only ``--xla_disable_hlo_passes=algsimp``, see ``mtlkit/__init__``).
+A flag this XLA does not know (XLA stops the process on one) is left out."""
 
 
 @functools.cache
@@ -31,11 +37,11 @@ def _known(flag: str) -> bool:
     return done.returncode == 0
 
 
-def jax_env(**extra: str) -> dict:
+def jax_env(flags: tuple[str, ...] = QUICK_COMPILE, **extra: str) -> dict:
     """The environment of a test process on Keras's JAX backend (on the CPU): ``os.environ``,
-    ``extra``, and :data:`QUICK_COMPILE` added to ``XLA_FLAGS``."""
+    ``extra``, and ``flags`` (those this XLA knows) added to ``XLA_FLAGS``."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **extra}
-    flags = [env.get("XLA_FLAGS", ""), *(f for f in QUICK_COMPILE if _known(f))]
+    flags = [env.get("XLA_FLAGS", ""), *(f for f in flags if _known(f))]
     env["XLA_FLAGS"] = " ".join(f for f in flags if f)
     return env
 

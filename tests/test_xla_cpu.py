@@ -55,7 +55,7 @@ def _small_convolution_is_swapped(**compiler_options) -> bool:
 def test_the_flag_is_set_on_jax_on_the_cpu_and_only_there(monkeypatch):
     if keras.backend.backend() != "jax":  # TensorFlow's XLA keeps its passes
         monkeypatch.setenv("XLA_FLAGS", "")
-        mtlkit._fast_small_convolutions_on_jax_cpu()
+        mtlkit._set_up_jax()
         assert os.environ["XLA_FLAGS"] == ""
         return
     flags = os.environ.get("XLA_FLAGS", "")
