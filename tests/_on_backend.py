@@ -28,20 +28,28 @@ defaults (the kit adds only ``--xla_disable_hlo_passes=algsimp``, see ``mtlkit/_
 A flag this XLA does not know (XLA stops the process on one) is left out."""
 
 
-@functools.cache
-def _known(flag: str) -> bool:
-    """Whether this JAX's XLA accepts ``flag`` (XLA aborts on an unknown one)."""
-    env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+def _jax_starts(flags: tuple[str, ...]) -> bool:
+    """Whether JAX starts with ``XLA_FLAGS`` set to ``flags`` (XLA stops on an unknown flag)."""
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags), "JAX_PLATFORMS": "cpu"}
     code = "import jax; jax.devices()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)
     return done.returncode == 0
+
+
+@functools.cache
+def known_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``flags`` this JAX's XLA knows: one JAX start when it knows them all, else one
+    start per flag."""
+    if _jax_starts(flags):
+        return flags
+    return tuple(f for f in flags if _jax_starts((f,)))
 
 
 def jax_env(flags: tuple[str, ...] = QUICK_COMPILE, **extra: str) -> dict:
     """The environment of a test process on Keras's JAX backend (on the CPU): ``os.environ``,
     ``extra``, and ``flags`` (those this XLA knows) added to ``XLA_FLAGS``."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **extra}
-    flags = [env.get("XLA_FLAGS", ""), *(f for f in flags if _known(f))]
+    flags = [env.get("XLA_FLAGS", ""), *known_flags(tuple(flags))]
     env["XLA_FLAGS"] = " ".join(f for f in flags if f)
     return env
 

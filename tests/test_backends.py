@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _backend_run import ARMS as RUN_ARMS
-from _on_backend import jax_env
+from _on_backend import jax_env, known_flags
 
 SCRIPT = Path(__file__).with_name("_backend_run.py")
 ARMS = tuple(a for a in RUN_ARMS if a != "rlw")  # (RLW draws from each backend's own stream)
@@ -152,3 +152,13 @@ def test_an_unsupported_backend_is_refused_at_import():
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: mtlkit's training code runs on the Keras backends")
     assert "['tensorflow', 'jax']" in last and "'numpy'" in last
+
+
+def test_the_jax_test_processes_leave_out_flags_their_xla_does_not_know():
+    """XLA stops a process on an unknown flag: the quicker compile settings of the JAX test
+    processes (``_on_backend``) must not stop them on a JAX that lacks one."""
+    unknown, known = "--xla_no_such_flag_in_any_xla=true", "--xla_cpu_multi_thread_eigen=true"
+    assert known_flags((unknown, known)) == (known,)
+    assert known_flags((unknown,)) == ()
+    flags = jax_env((unknown,), XLA_FLAGS="--xla_force_host_platform_device_count=2")["XLA_FLAGS"]
+    assert flags == "--xla_force_host_platform_device_count=2"  # what was set is kept
