@@ -24,12 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _jax_suite import COMPILE_ONCE  # noqa: E402  (the tests' own settings, measured here)
+from _on_backend import NO_FUSION_EMITTERS, QUICK_COMPILE  # noqa: E402
+
 SETTINGS = {
     "XLA defaults": "",
-    "no fusion emitters": "--xla_cpu_use_fusion_emitters=false",
-    "no fusion emitters, LLVM -O0": (
-        "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
-    ),
+    "no fusion emitters": NO_FUSION_EMITTERS,
+    "no fusion emitters, LLVM -O0": " ".join(QUICK_COMPILE),
 }
 FILES = ("tests/test_weighting_loop.py", "tests/test_partial_labels.py")
 
@@ -38,9 +40,7 @@ def run(flags: str, files: tuple[str, ...]) -> dict:
     """pytest ``files`` on JAX with ``XLA_FLAGS=flags`` and a cache of its own."""
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-               "XLA_FLAGS": flags, "JAX_COMPILATION_CACHE_DIR": cache,
-               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}  # fmt: skip
+               "XLA_FLAGS": flags, "JAX_COMPILATION_CACHE_DIR": cache, **COMPILE_ONCE}  # fmt: skip
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                    "-o", "addopts=", *files]  # fmt: skip
         start = time.perf_counter()

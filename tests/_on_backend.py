@@ -49,8 +49,8 @@ def jax_env(flags: tuple[str, ...] = QUICK_COMPILE, **extra: str) -> dict:
     """The environment of a test process on Keras's JAX backend (on the CPU): ``os.environ``,
     ``extra``, and ``flags`` (those this XLA knows) added to ``XLA_FLAGS``."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **extra}
-    flags = [env.get("XLA_FLAGS", ""), *known_flags(tuple(flags))]
-    env["XLA_FLAGS"] = " ".join(f for f in flags if f)
+    joined = [env.get("XLA_FLAGS", ""), *known_flags(tuple(flags))]
+    env["XLA_FLAGS"] = " ".join(f for f in joined if f)
     return env
 
 

@@ -13,8 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tests._on_backend import run_json
+from _on_backend import run_json
 
 SCRIPT = Path(__file__).with_name("_devices_run.py")
 CHOSEN = {
