@@ -1,6 +1,7 @@
 """Study settings refuse what would fail later, at the call that sets it."""
 
 import keras
+import numpy as np
 import pytest
 
 from mtlkit import studies
@@ -73,3 +74,40 @@ def test_weight_decay_reaches_the_optimizer_and_the_label():
     assert "weight decay 0.0001" in decayed.data_label and "weight decay" not in plain.data_label
     assert decayed.tag != plain.tag
     assert runners._model_settings(decayed) != runners._model_settings(plain)
+
+
+@pytest.mark.parametrize("make", ["cifar100_settings", "celeba_settings"])
+@pytest.mark.parametrize(
+    "options, named",
+    [({"recalibrate_bn": -5}, "recalibrate_bn=-5"), ({"batch_size": 2.5}, "batch_size=2.5"),
+     ({"batch_size": 0}, "batch_size=0"), ({"train_limit": 0}, "train_limit=0"),
+     ({"eval_limit": -1}, "eval_limit=-1"), ({"seeds": ()}, r"seeds=\(\)"),
+     ({"seeds": 0}, "seeds=0"), ({"seeds": (0, -1)}, "seeds="),
+     ({"learning_rate": -1.0}, "learning_rate=-1.0"), ({"learning_rate": 0}, "learning_rate=0")],
+)  # fmt: skip
+def test_a_size_count_or_rate_that_would_fail_in_a_run_is_refused_where_it_is_made(
+    make, options, named
+):
+    with pytest.raises(ValueError, match=named):
+        getattr(studies, make)("quick", "synthetic", **options)
+
+
+def test_seeds_may_be_any_sequence_of_whole_numbers_and_are_kept_as_a_tuple():
+    assert studies.celeba_settings("quick", "synthetic", seeds=range(2)).seeds == (0, 1)
+    assert studies.cifar100_settings("quick", "synthetic", seeds=[np.int64(3)]).seeds == (3,)
+    with pytest.raises(ValueError, match="image_size=-32"):
+        studies.celeba_settings("quick", "synthetic", image_size=-32)
+
+
+def test_all_devices_takes_the_most_that_split_the_batch_and_says_so(monkeypatch):
+    """The full profiles ask for ``devices="all"``: on a machine with 3 GPUs and CelebA's
+    batch of 32 that is 2 devices and a warning, not an error; a number asked for is kept
+    or refused."""
+    monkeypatch.setattr(studies.devices, "available", lambda: 3)
+    with pytest.warns(UserWarning, match="2 of them train and 1 stay idle"):
+        assert studies.devices.resolve("all", 32) == 2
+    assert studies.devices.resolve("all", 30) == 3  # an even split: all three, no warning
+    with pytest.raises(ValueError, match="does not split evenly across 3 devices"):
+        studies.devices.resolve(3, 32)
+    with pytest.warns(UserWarning, match="devices='all'"):
+        assert studies.celeba_settings("full", "synthetic").devices == 2

@@ -17,6 +17,7 @@ where no GPU is visible), entered around building and training; JAX: a
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator
 
 import keras
@@ -41,9 +42,13 @@ def available() -> int:
 
 
 def resolve(devices: int | str, batch_size: int) -> int:
-    """``devices`` as a number (``"all"``: :func:`available`), checked against the machine
-    and against the global ``batch_size``, which the devices must split evenly."""
-    count = available() if devices == "all" else devices
+    """``devices`` as a number, checked against the machine and against the global
+    ``batch_size``, which the devices must split evenly. ``"all"``: every device
+    (:func:`available`), or the most of them that split ``batch_size`` evenly, with a warning
+    saying how many are left idle (a profile's ``"all"`` must not fail on 3 or 6 GPUs)."""
+    if devices == "all":
+        return _most_that_split(available(), batch_size)
+    count = devices
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"devices={devices!r}: use a positive whole number or 'all'.")
     if count > available():
@@ -54,6 +59,19 @@ def resolve(devices: int | str, batch_size: int) -> int:
         raise ValueError(
             f"batch_size={batch_size} does not split evenly across {count} devices: use a "
             f"batch size that is a multiple of {count}, or devices= a divisor of {batch_size}."
+        )
+    return count
+
+
+def _most_that_split(found: int, batch_size: int) -> int:
+    """The largest device count <= ``found`` that divides ``batch_size`` (warns if < found)."""
+    count = next(n for n in range(found, 0, -1) if batch_size % n == 0)
+    if count < found:
+        warnings.warn(
+            f"devices='all': batch_size={batch_size} does not split evenly across the {found} "
+            f"devices this machine shows, so {count} of them train and {found - count} stay "
+            f"idle. Use a batch size that is a multiple of {found} to train on all of them.",
+            stacklevel=3,
         )
     return count
 

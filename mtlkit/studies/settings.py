@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 
 import keras
@@ -146,10 +147,12 @@ def cifar100_settings(profile: str, source: str | None = None, **overrides) -> C
     base.update(CIFAR_PROFILES[profile])
     base.update({k: v for k, v in overrides.items() if v is not None})
     _check_epochs(base["epochs"])
+    _check_counts(base)
     batch = base.get("batch_size", CifarSettings.batch_size)
     base["devices"] = devices.resolve(base.get("devices", 1), batch)
     settings = CifarSettings(**base)
     architectures.check_width(settings.trunk_width)
+    _check_optimizer(settings.learning_rate, 0.0)  # (no weight decay in the CIFAR-100 runs)
     return settings
 
 
@@ -164,8 +167,33 @@ def _check_optimizer(learning_rate, weight_decay) -> None:
 
 
 def _check_epochs(epochs) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if not _whole(epochs, 1):
         raise ValueError(f"epochs={epochs!r}: use a positive whole number.")
+
+
+def _whole(value, least: int) -> bool:
+    """Whether ``value`` is an ``int`` (not a bool) of at least ``least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_counts(base: dict) -> None:
+    """Refuse sizes and counts that would fail (or silently misbehave) later, in a run:
+    ``batch_size``, ``image_size`` and the limits must be positive whole numbers (a limit may
+    be None: everything), ``recalibrate_bn`` a whole number >= 0 (0: off), ``seeds`` a
+    non-empty tuple or list of whole numbers."""
+    for name, least in (("batch_size", 1), ("image_size", 1), ("train_limit", 1),
+                        ("eval_limit", 1), ("recalibrate_bn", 0)):  # fmt: skip
+        value = base.get(name)
+        if value is not None and not _whole(value, least):
+            kind = "a positive whole number" if least else "a whole number >= 0 (0: off)"
+            empty = " or None (all of the split)" if name.endswith("_limit") else ""
+            raise ValueError(f"{name}={value!r}: use {kind}{empty}.")
+    seeds = base.get("seeds", ())
+    listed = isinstance(seeds, (tuple, list, range)) and len(seeds) > 0
+    if not (listed and all(isinstance(s, numbers.Integral) and s >= 0 for s in seeds)):
+        raise ValueError(f"seeds={seeds!r}: use a non-empty tuple of whole numbers >= 0, "
+                         "e.g. (0,) or (0, 1, 2).")  # fmt: skip
+    base["seeds"] = tuple(int(s) for s in seeds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +333,7 @@ def celeba_settings(
     hidden = dict(base.get("hide_labels", ()))
     base["hide_labels"] = tuple(sorted(celeba.check_hidden(hidden, base["attributes"]).items()))
     _check_epochs(base.get("epochs"))
+    _check_counts(base)
     alone = base.get("single_task")
     if alone is not None and alone not in base["attributes"]:
         raise ValueError(f"single_task={alone!r} is not one of the attributes "
