@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from mtlkit.analysis import across_seeds
@@ -86,3 +88,36 @@ def test_a_nan_among_the_seeds_makes_the_verdict_unknown(bad, where):
 def test_t_critical_needs_degrees_of_freedom(dof):
     with pytest.raises(ValueError, match="degrees of freedom must be a positive whole number"):
         across_seeds.t_critical(dof)
+
+
+# ------------------------------------------------------------ more bad input
+def test_a_nan_seed_makes_the_seed_table_cell_unknown_and_is_counted():
+    values = pd.DataFrame(
+        {"model": ["wide"] * 3, "run": [0, 1, 2], "coarse acc": [0.61, np.nan, 0.63]}
+    )
+    table = across_seeds.seed_table(values)
+    assert table.loc["wide", "coarse acc"] == "unknown (1 of the 3 values are NaN or infinite)"
+    assert table.loc["wide", "seeds"] == 3
+
+
+def test_compare_tasks_shows_no_spread_for_one_seed_and_unknown_for_a_nan():
+    one = pd.DataFrame({"model": ["ew", "dst"], "run": [0, 0], "Male": [0.91, 0.93]})
+    row = across_seeds.compare_tasks(one, "ew", ["Male"]).loc["Male"]
+    assert row["ew"] == "0.9100" and row["compared"] == "0.9300"  # no "± 0.0000"
+    nan = pd.DataFrame(
+        {
+            "model": ["ew", "ew", "dst", "dst"],
+            "run": [0, 1, 0, 1],
+            "Male": [0.9, 0.92, 0.95, np.nan],
+        }
+    )
+    row = across_seeds.compare_tasks(nan, "ew", ["Male"]).loc["Male"]
+    assert row["compared"] == "unknown (1 of the 2 values are NaN or infinite)"
+    assert row["ew"] == "0.9100 ± 0.0141"
+
+
+def test_final_values_of_a_history_without_epochs_is_named():
+    empty = {k: [] for k in ("val_fine_loss", "val_coarse_loss", "val_fine_accuracy",
+                             "val_coarse_accuracy")}  # fmt: skip
+    with pytest.raises(ValueError, match=r"'deep' \(run 0\) holds no epoch"):
+        across_seeds.final_values({"deep": [empty]})

@@ -153,3 +153,50 @@ def test_plot_task_weights_relative_weights_average_one_and_dst_uses_keep_probab
     np.testing.assert_allclose(a, [1.0, (1.5 + 1.0) / 2])
     np.testing.assert_allclose(dst.lines[0].get_ydata(), [1.0, 0.7])
     assert dst.get_ylabel() == "keep probability"
+
+
+# ------------------------------------------------------------------ bad input
+def attribute_rows(accuracy: dict) -> pd.DataFrame:
+    frame = pd.DataFrame({"accuracy": accuracy})
+    frame.loc["mean over tasks"] = frame.mean()
+    return frame
+
+
+def test_a_nan_single_task_seed_makes_the_baseline_unknown():
+    runs = {"Male": [attribute_rows({"Male": 0.9}), attribute_rows({"Male": np.nan})],
+            "Young": [attribute_rows({"Young": 0.8})]}  # fmt: skip
+    with pytest.warns(
+        UserWarning, match=r"1 of the 2 accuracy values of the single-task runs of 'Male'"
+    ):
+        singles = comparison.single_task_table(runs)
+    assert np.isnan(singles.loc["Male", "accuracy"])
+    assert singles.loc["Young", "accuracy"] == pytest.approx(0.8)
+
+
+def test_spread_with_a_nan_run_is_unknown_and_counts_every_seed():
+    values = pd.DataFrame(
+        {"model": ["pcgrad"] * 3, "run": [0, 1, 2], "delta_p": [0.5, np.nan, 1.5]}
+    )
+    with pytest.warns(UserWarning, match=r"1 of the 3 delta_p values of model 'pcgrad'"):
+        table = comparison.spread(values)
+    assert table.loc["pcgrad"][["mean", "std", "min", "max"]].isna().all()
+    assert table.loc["pcgrad", "seeds"] == 3
+
+
+def test_delta_p_directions_must_be_bools():
+    multi, singles = attribute_rows({"Male": 0.9}), attribute_rows({"Male": 0.8})
+    with pytest.raises(TypeError, match="must be True or False.*'False'"):
+        comparison.delta_p(multi, singles, higher_is_better={"accuracy": "False"})
+
+
+def test_delta_p_ignores_the_mean_row_of_the_baselines_as_of_the_multi_task_table():
+    multi = attribute_rows({"Male": 0.9, "Young": 0.6})
+    singles = attribute_rows({"Male": 0.8, "Young": 0.5})  # its mean row: 0.65
+    expected = 100 * ((0.9 - 0.8) / 0.8 + (0.6 - 0.5) / 0.5) / 2  # 16.25, the row would give 15.96
+    assert comparison.delta_p(multi, singles) == pytest.approx(expected)
+    assert comparison.delta_p(multi, singles.drop("mean over tasks")) == pytest.approx(expected)
+
+
+def test_delta_p_takes_one_metric_name():
+    multi, singles = attribute_rows({"Male": 0.9}), attribute_rows({"Male": 0.8})
+    assert comparison.delta_p(multi, singles, metrics="accuracy") == pytest.approx(12.5)

@@ -1,6 +1,7 @@
 """Task interference diagnostics: gradients, cosines, GMS, the probe callback, bad input."""
 
 import json
+import math
 
 import _reference_gradients as reference
 import keras
@@ -351,3 +352,21 @@ def test_bad_input_is_named_with_its_fix():
         diagnostics.task_gradients(build(), x, y, None)
     with pytest.raises(ValueError, match="every must be"):
         diagnostics.GradientProbe(x, y, LOSSES, every=0)
+
+
+def test_celeba_file_labels_and_too_large_classes_are_refused_as_in_training():
+    model, (x, y) = build(), probe_batch()
+    raw = {"a": y["a"], "b": y["b"] * 2 - 1}  # CelebA's file form: -1 absent, 1 present
+    with pytest.raises(ValueError, match=r"'b'.*-1 and 1 and never 0.*\(labels \+ 1\) // 2"):
+        diagnostics.gradient_stats(model, x, raw, LOSSES)
+    big = {"a": np.full_like(y["a"], 3), "b": y["b"]}  # head "a" has 3 logits: classes 0..2
+    with pytest.raises(ValueError, match=r"\['a'\]: class labels must be below.*\{'a': 3\}"):
+        diagnostics.gradient_stats(model, x, big, LOSSES)
+
+
+def test_convergence_of_a_task_whose_first_loss_is_nan_uses_its_first_finite_loss():
+    history = {"a_loss": [float("nan"), 0.8, 0.4], "b_loss": [1.0, 0.5, 0.25]}
+    with pytest.warns(UserWarning, match=r"first loss of \['a'\] is NaN.*'a' to epoch 2"):
+        ratios = diagnostics.convergence(history, ["a", "b"])
+    assert ratios["a"].tolist()[1:] == [1.0, 0.5] and math.isnan(ratios.loc[1, "a"])
+    assert ratios["b"].tolist() == [1.0, 0.5, 0.25]

@@ -1,5 +1,7 @@
 """What the custom loop does with input that would otherwise give a silently wrong result."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -159,3 +161,108 @@ def test_images_of_the_wrong_size_are_named():
     with pytest.raises(ValueError, match="validation_data gives inputs of shape"):
         train(model, right.batch(4), epochs=1, losses={"a": LOSSES["a"]}, optimizer="adam",
               validation_data=data, verbose=0)  # fmt: skip
+
+
+def _fit(data, **kwargs):
+    set_seed(0)
+    options = dict(losses=LOSSES, optimizer=keras.optimizers.SGD(1e-2), verbose=0)
+    return train(build(), data, epochs=1, **{**options, **kwargs})
+
+
+def _with(task, value, n=64, dtype=None):
+    """Batches of 32 whose last example's ``task`` label is ``value``."""
+    x, y = arrays(n)
+    y[task] = y[task].astype(dtype or y[task].dtype)
+    y[task][-1] = value
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+def test_an_empty_validation_set_is_refused():
+    with pytest.raises(ValueError, match="validation_data gave no batches"):
+        _fit(dataset(64), validation_data=dataset(32).take(0))
+    unknown_size = dataset(32).filter(lambda x, y: False)  # found after the first epoch
+    with pytest.raises(ValueError, match="validation_data gave no batches"):
+        _fit(dataset(64), validation_data=unknown_size)
+
+
+def test_a_validation_task_without_labels_is_reported():
+    x, y = arrays(32)
+    unlabelled = tf.data.Dataset.from_tensor_slices((x, {**y, "b": -np.ones_like(y["b"])}))
+    with pytest.warns(UserWarning, match="'b' had no labelled example in validation_data"):
+        history = _fit(dataset(64), validation_data=unlabelled.batch(32)).history
+    assert np.isnan(history["val_b_loss"][0]) and np.isfinite(history["val_loss"][0])
+
+
+@pytest.mark.parametrize(
+    "task, value, match", [("a", 3, "below the number"), ("b", -2.0, "below -1")]
+)
+def test_bad_validation_labels_are_named(task, value, match):
+    with pytest.raises(ValueError, match=rf"\['{task}'\]: .*{match}.*\(in validation_data\)"):
+        _fit(dataset(64), validation_data=_with(task, value))
+
+
+@pytest.mark.parametrize("value, match", [(3.0, "below the number"), (1.5, "whole numbers")])
+def test_float_class_labels_are_checked(value, match):
+    with pytest.raises(ValueError, match=rf"\['a'\]: .*{match}.*\(in train_data\)"):
+        _fit(_with("a", value, dtype="float32"))
+
+
+def test_float_class_labels_that_are_whole_train_as_integers():
+    whole = _fit(_with("a", 2, dtype="float32")).history["a_loss"]
+    assert whole == _fit(_with("a", 2)).history["a_loss"]
+
+
+def test_bool_binary_labels_train_as_0_and_1():
+    x, y = arrays(64)
+    as_bool = tf.data.Dataset.from_tensor_slices((x, {**y, "b": y["b"] > 0.5})).batch(32)
+    history = _fit(as_bool, validation_data=as_bool).history
+    assert history["b_loss"] == _fit(dataset(64)).history["b_loss"]
+    assert np.isfinite(history["val_b_accuracy"]).all()
+
+
+@pytest.mark.parametrize(
+    "weights, error, match",
+    [
+        ({"a": float("nan")}, ValueError, "finite number >= 0"),
+        ({"a": float("inf")}, ValueError, "finite number >= 0"),
+        ({"b": -1.0}, ValueError, "finite number >= 0"),
+        ({"a": "2"}, ValueError, "finite number >= 0"),
+        ([1.0, 2.0], TypeError, "dict keyed by task"),
+    ],
+)
+def test_bad_loss_weights_are_refused_up_front(weights, error, match):
+    with pytest.raises(error, match=match):
+        _fit(dataset(64), loss_weights=weights)
+
+
+def test_a_run_dir_that_is_a_file_is_named(tmp_path):
+    """A ``run_dir`` that is a file, or lies under one, gets a message naming the folder (it
+    used to be a raw ``FileExistsError`` or ``NotADirectoryError``)."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for run_dir in (taken, taken / "run"):
+        with pytest.raises(ValueError, match=r"cannot be a folder: .*taken is a file"):
+            _train(run_dir)
+
+
+def test_a_checkpoint_without_its_state_is_named(tmp_path):
+    """A ``checkpoint.npz`` that lacks the kit's state (its ``signature``, ``history``...) is
+    refused with the fix, not a ``KeyError``."""
+    _train(tmp_path, epochs=1)
+    path = tmp_path / "checkpoint.npz"
+    with np.load(path) as stored:
+        arrays_ = {k: stored[k] for k in stored.files}
+    state = json.loads(str(arrays_["state"]))
+    for key in ("signature", "history"):
+        damaged = {k: v for k, v in state.items() if k != key}
+        np.savez(path, **{**arrays_, "state": np.array(json.dumps(damaged))})
+        with pytest.raises(ValueError, match=rf"lacks \['{key}'\].*Delete it"):
+            _train(tmp_path, epochs=2)
+
+
+@pytest.mark.parametrize("seed", ["x", 1.5, True])
+def test_a_dst_seed_that_is_not_a_number_is_refused(seed):
+    with pytest.raises(TypeError, match="use a whole number"):
+        DSTScheduler(["a", "b"], metrics=("incompleteness",), seed=seed)
+    with pytest.raises(TypeError, match="use a whole number"):
+        DSTScheduler(["a", "b"], metrics=("incompleteness",), seed=0).reseed(seed)

@@ -44,7 +44,8 @@ def final_values(
     """Last-epoch values of every run: one row per (model, seed run), one column per metric.
 
     ``runs`` maps a model name to its histories (one per seed); ``prefix`` picks the split
-    (``"val_"`` as in the report, ``"test_"``, or ``""`` for training).
+    (``"val_"`` as in the report, ``"test_"``, or ``""`` for training). A history without a
+    key is a ``KeyError``, one whose key holds no epoch a ``ValueError``, both naming the run.
     """
     rows = []
     for model, histories in runs.items():
@@ -52,6 +53,12 @@ def final_values(
             missing = [f"{prefix}{k}" for k in columns.values() if f"{prefix}{k}" not in history]
             if missing:
                 raise KeyError(f"The history of {model!r} (run {i}) has no {missing}.")
+            empty = [f"{prefix}{k}" for k in columns.values() if not len(history[f"{prefix}{k}"])]
+            if empty:
+                raise ValueError(
+                    f"The history of {model!r} (run {i}) holds no epoch of {empty}: the run "
+                    "stopped before its first epoch ended. Train it again, or leave it out."
+                )
             row = {"model": model, "run": i}
             row.update({name: history[f"{prefix}{key}"][-1] for name, key in columns.items()})
             rows.append(row)
@@ -62,20 +69,34 @@ def seed_table(values: pd.DataFrame) -> pd.DataFrame:
     """The report's table with mean and spread across seeds: ``"49.09 ± 0.41"`` cells.
 
     Accuracies are shown in percent; the spread is the sample standard deviation across
-    seeds (blank with a single seed, where it is unknown).
+    seeds (blank with a single seed, where it is unknown). A NaN (or infinite) value makes
+    that cell "unknown (k of the n values are NaN or infinite)", as in
+    :func:`compare_to_baseline`: a diverged run is not silently left out of the mean, and
+    ``seeds`` counts every run.
     """
     metrics = [c for c in values.columns if c not in ("model", "run")]
-    grouped = values.groupby("model", sort=False)[metrics]
-    mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.size()
-    table = pd.DataFrame(index=mean.index)
+    grouped = values.groupby("model", sort=False)
+    table = pd.DataFrame(index=grouped.size().index)
     for metric in metrics:
         scale, digits = (100.0, 2) if "acc" in metric else (1.0, 3)
         table[metric] = [
-            f"{scale * m:.{digits}f}" + ("" if k < 2 else f" ± {scale * s:.{digits}f}")
-            for m, s, k in zip(mean[metric], std[metric], n)
+            mean_and_spread(group[metric].to_numpy(float), scale, digits) for _, group in grouped
         ]
-    table["seeds"] = n
+    table["seeds"] = grouped.size()
     return table
+
+
+def mean_and_spread(values: np.ndarray, scale: float = 1.0, digits: int = 4) -> str:
+    """``"mean ± sd"`` of one model's values over seeds (times ``scale``); the mean alone with
+    one seed (no spread can be estimated); "unknown (...)" if any is NaN or infinite."""
+    values = np.asarray(values, dtype=float)
+    broken = int((~np.isfinite(values)).sum())
+    if broken:
+        return f"unknown ({broken} of the {values.size} values are NaN or infinite)"
+    text = f"{scale * values.mean():.{digits}f}"
+    if values.size < 2:
+        return text
+    return f"{text} ± {scale * values.std(ddof=1):.{digits}f}"
 
 
 # =========================================================================================
@@ -191,18 +212,20 @@ def compare_tasks(values: pd.DataFrame, baseline: str, tasks: Sequence[str]) -> 
     """:func:`compare_to_baseline` for every task column of ``values`` (see :func:`seed_values`).
 
     One row per (task, model other than ``baseline``): both means ± their spread over seeds
-    (sample standard deviation), the difference, its standard error and the verdict.
+    (sample standard deviation; the mean alone with one seed, where no spread can be
+    estimated; "unknown (...)" where a value is NaN, see :func:`mean_and_spread`), the
+    difference, its standard error and the verdict.
     """
     rows = []
     for task in tasks:
         verdicts = compare_to_baseline(values, baseline, task).drop(baseline)
-        grouped = values.groupby("model", sort=False)[task]
-        mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
+        cells = {m: mean_and_spread(v.to_numpy(float))
+                 for m, v in values.groupby("model", sort=False)[task]}  # fmt: skip
         for model, verdict in verdicts.iterrows():
             rows.append({
                 "task": task, "model": model,
-                baseline: f"{mean[baseline]:.4f} ± {std[baseline]:.4f}",
-                "compared": f"{mean[model]:.4f} ± {std[model]:.4f}",
+                baseline: cells[baseline],
+                "compared": cells[model],
                 "difference": verdict[f"{task} difference"],
                 "standard error": verdict["standard error"], "verdict": verdict["verdict"],
             })  # fmt: skip

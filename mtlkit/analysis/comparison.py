@@ -13,10 +13,13 @@ of each method's task weights is :func:`mtlkit.plots.plot_task_weights`.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from mtlkit.analysis.scoring import MEAN_ROW
 
 HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "f1": True,
                     "error": False, "loss": False}  # fmt: skip
@@ -24,9 +27,24 @@ HIGHER_IS_BETTER = {"accuracy": True, "balanced_accuracy": True, "f1": True,
 
 
 # ------------------------------------------------------------------------------- Delta_p
-def _directions(metrics: Sequence[str], higher_is_better: Mapping[str, bool] | None) -> dict:
+def _directions(metrics: Sequence[str], higher_is_better: bool | Mapping[str, bool] | None) -> dict:
     """``{metric: +1 or -1}``: +1 where higher is better, or a clear error for a metric of
-    unknown direction."""
+    unknown direction or a direction that is not True or False."""
+    if isinstance(higher_is_better, (bool, np.bool_)):
+        higher_is_better = dict.fromkeys(metrics, bool(higher_is_better))
+    if higher_is_better is not None and not isinstance(higher_is_better, Mapping):
+        raise TypeError(
+            "higher_is_better must be None (the kit's directions), True or False (for every "
+            f"metric) or a mapping {{metric: True or False}}, got "
+            f"{type(higher_is_better).__name__}."
+        )
+    wrong = {m: v for m, v in (higher_is_better or {}).items()
+             if not isinstance(v, (bool, np.bool_))}  # fmt: skip
+    if wrong:
+        raise TypeError(
+            f"higher_is_better values must be True or False, got {wrong} (a string such as "
+            "'False' is not False)."
+        )
     known = {**HIGHER_IS_BETTER, **dict(higher_is_better or {})}
     unknown = [m for m in metrics if m not in known]
     if unknown:
@@ -40,8 +58,8 @@ def _directions(metrics: Sequence[str], higher_is_better: Mapping[str, bool] | N
 def delta_p(
     multi: pd.DataFrame,
     singles: pd.DataFrame,
-    metrics: Sequence[str] = ("accuracy",),
-    higher_is_better: Mapping[str, bool] | None = None,
+    metrics: Sequence[str] | str = ("accuracy",),
+    higher_is_better: bool | Mapping[str, bool] | None = None,
 ) -> float:
     """Delta_p (LibMTL's ``count_improvement``), in percent: the mean relative gain of a
     multi-task model over the single-task models, task by task.
@@ -53,11 +71,13 @@ def delta_p(
     higher value of metric m is better (accuracy), ``-1`` when lower is better (error, loss).
     **Sign: positive = the multi-task model beats the single-task ones** on average; -1.5
     means it is 1.5 % worse, relative to the baselines. (Nash-MTL's Delta_m is the same with
-    the opposite sign.) Directions come from :data:`HIGHER_IS_BETTER` or ``higher_is_better``.
+    the opposite sign.) Directions come from :data:`HIGHER_IS_BETTER` or ``higher_is_better``
+    (``{metric: True or False}``, or one bool for every metric). ``metrics`` may be one name
+    (``"accuracy"``). A ``mean over tasks`` row of ``singles`` is ignored too: it is no task.
     """
-    metrics = list(metrics)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     signs = _directions(metrics, higher_is_better)
-    tasks = list(singles.index)
+    tasks = [t for t in singles.index if t != MEAN_ROW]
     missing = [t for t in tasks if t not in multi.index]
     absent = [m for m in metrics if m not in multi.columns or m not in singles.columns]
     if missing or absent or not tasks or not metrics:
@@ -80,14 +100,20 @@ def delta_p(
 
 def single_task_table(runs: Mapping[str, Sequence[pd.DataFrame]]) -> pd.DataFrame:
     """The single-task baselines, one row per task: the mean over seeds of each task's own
-    row in its single-task runs' tables (``{attribute: [table per seed]}``)."""
+    row in its single-task runs' tables (``{attribute: [table per seed]}``). A NaN (or
+    infinite) value in a seed makes that mean NaN ("unknown", as in
+    :func:`mtlkit.analysis.across_seeds.compare_to_baseline`), with a warning that counts
+    them: it is not averaged over the other seeds, and :func:`delta_p` refuses it."""
     rows = {}
     for task, tables in runs.items():
         if not tables or any(task not in t.index for t in tables):
             raise ValueError(
                 f"The single-task runs of {task!r} must be tables with a {task!r} row."
             )
-        rows[task] = pd.concat([t.loc[[task]] for t in tables]).mean(numeric_only=True)
+        seeds = pd.concat([t.loc[[task]] for t in tables]).select_dtypes("number")
+        broken = (~np.isfinite(seeds.astype(float))).sum()
+        _warn_broken(f"the single-task runs of {task!r}", broken[broken > 0].to_dict(), len(seeds))
+        rows[task] = seeds.mean(skipna=False).where(broken == 0)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "attribute"
     return table
@@ -108,11 +134,45 @@ def delta_p_values(
     return pd.DataFrame(rows)
 
 
+SPREAD_COLUMNS = ["mean", "std", "min", "max", "seeds"]
+"""The columns of :func:`spread`."""
+
+
 def spread(values: pd.DataFrame, column: str = "delta_p") -> pd.DataFrame:
-    """Mean, sample standard deviation (NaN with one seed), min, max and seeds per model."""
+    """Mean, sample standard deviation (NaN with one seed), min, max and seeds per model.
+
+    ``seeds`` counts every run. A NaN (or infinite) value makes that model's mean, std, min
+    and max NaN ("unknown", as in :func:`mtlkit.analysis.across_seeds.compare_to_baseline`),
+    with a warning that counts them: a diverged run is not silently left out."""
     grouped = values.groupby("model", sort=False)[column]
-    table = grouped.agg(["mean", "std", "min", "max", "count"])
-    return table.rename(columns={"count": "seeds"})
+    rows = {model: _spread_row(model, group.to_numpy(float), column) for model, group in grouped}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=SPREAD_COLUMNS)
+    table.index.name = "model"
+    table["seeds"] = table["seeds"].astype(int)
+    return table
+
+
+def _spread_row(model: str, numbers: np.ndarray, column: str) -> list[float]:
+    """One row of :func:`spread`: NaN statistics (and a warning) if a value is not finite."""
+    broken = int((~np.isfinite(numbers)).sum())
+    if broken:
+        _warn_broken(f"model {model!r}", {column: broken}, numbers.size)
+        return [np.nan] * 4 + [numbers.size]
+    std = numbers.std(ddof=1) if numbers.size > 1 else np.nan
+    return [numbers.mean(), std, numbers.min(), numbers.max(), numbers.size]
+
+
+def _warn_broken(what: str, broken: Mapping[str, int], runs: int) -> None:
+    """Warn that ``broken`` (``{column: count}``) values of ``what``'s runs are NaN or
+    infinite, so those results are NaN (unknown); nothing when there are none."""
+    if not broken:
+        return
+    counts = ", ".join(f"{n} of the {runs} {c} values" for c, n in broken.items())
+    warnings.warn(
+        f"{counts} of {what} are NaN or infinite: the result is NaN (unknown), not a mean of "
+        "the other runs. A run diverged or was not evaluated: rerun or drop it.",
+        stacklevel=3,
+    )
 
 
 # ----------------------------------------------------------------------------- costs

@@ -66,6 +66,7 @@ def _select(model: keras.Model, variables) -> list[int]:
 def _measure(model, x, y, losses, variables) -> SimpleNamespace:
     """Every task's gradient on every trainable variable; keep ``variables`` (or the shared).
     A task without a labelled example gets NaN for its loss and gradient, and a warning."""
+    _check_label_forms(model, x, y, losses)
     t = sharing.task_reach(model, x, y, losses)
     raw, paths, trainable = t.raw, t.paths, model.trainable_variables
     missing = [task for task, ok in t.labelled.items() if not ok]
@@ -109,6 +110,31 @@ def _measure(model, x, y, losses, variables) -> SimpleNamespace:
     return SimpleNamespace(
         tasks=list(raw), fns=t.fns, indices=indices, paths=chosen, losses=means, gradients=grads
     )
+
+
+def _check_label_forms(model: keras.Model, x, y, losses) -> None:
+    """Training's first-batch checks on the measured batch, each a ``ValueError`` naming the
+    task and the fix: :func:`mtlkit.models.tasks.check_label_forms` (CelebA's own -1/1
+    labels given to a binary task -- their -1 means absent, not unknown --, one-hot labels
+    for a sparse loss, a two-logit head with a binary loss, unbatched labels) and class
+    labels as large as the head's width (a raw TensorFlow error otherwise)."""
+    outputs = getattr(model, "output", None) if model.built else None
+    if not isinstance(outputs, Mapping):
+        return  # not built, or not a dict of outputs: task_reach says so
+    fns = sharing.loss_functions(model, losses, dict.fromkeys(outputs), y)
+    shapes = {t: tuple(outputs[t].shape) for t in fns}
+    binary = {t: task_utils.loss_kind(f) == "binary_crossentropy" for t, f in fns.items()}
+    task_utils.check_label_forms(x, y, shapes, binary)
+    sparse = [
+        t for t, f in fns.items() if task_utils.loss_kind(f) == "sparse_categorical_crossentropy"
+    ]
+    widths = {t: shapes[t][-1] for t in sparse}
+    big = {t: w for t, w in widths.items() if (np.asarray(y[t], dtype=float) >= w).any()}
+    if big:
+        raise ValueError(
+            f"Task(s) {list(big)}: {task_utils.LABEL_TOO_BIG} ({big}). Check the labels' range "
+            "against the head's width, or the head's width against the number of classes."
+        )
 
 
 def _gradient_or_nan(gradient, variable, labelled: bool):
@@ -229,7 +255,11 @@ def gradient_similarity(model: keras.Model, x, y, losses=None, variables=None) -
 def convergence(history: Mapping, tasks: Sequence[str], initial: Mapping | None = None):
     """``L_j(e) / L_j(0)`` per epoch for every task (DST's A_j), from ``<task>_loss``.
     ``initial``: the losses before training (:attr:`GradientProbe.initial_losses`, a DST
-    scheduler's ``initial``); row 0 is then 1. Without it, the ratios are to epoch 1."""
+    scheduler's ``initial``); row 0 is then 1. Without it, the ratios are to epoch 1.
+
+    A task whose first loss is NaN (no labelled example in that epoch or probe batch) is
+    divided by its first finite loss instead, with a warning naming the task and that row
+    (dividing by NaN would make its whole column NaN)."""
     missing = [t for t in tasks if f"{t}_loss" not in history]
     if missing:
         raise ValueError(f"history has no <task>_loss for {missing}; keys: {sorted(history)}.")
@@ -238,7 +268,26 @@ def convergence(history: Mapping, tasks: Sequence[str], initial: Mapping | None 
     if initial is not None:
         start = pd.DataFrame([{t: float(initial[t]) for t in tasks}], index=pd.Index([0]))
         frame = pd.concat([start, frame]).rename_axis("epoch")
-    return frame / frame.iloc[0]
+    return frame / _first_finite(frame)
+
+
+def _first_finite(frame: pd.DataFrame) -> pd.Series:
+    """Each column's first finite value (NaN if none), warning for a column whose first row
+    is not finite."""
+    finite = frame.where(np.isfinite(frame))
+    first = finite.bfill().iloc[0]
+    moved = {t: finite[t].first_valid_index() for t in frame if not np.isfinite(frame[t].iloc[0])}
+    if moved:
+        where = ", ".join(
+            f"{t!r} to epoch {e}" if e is not None else f"{t!r} stays NaN (no finite loss)"
+            for t, e in moved.items()
+        )
+        warnings.warn(
+            f"convergence: the first loss of {list(moved)} is NaN or infinite (no labelled "
+            f"example there?), so their ratios are to their first finite loss instead: {where}.",
+            stacklevel=2,
+        )
+    return first
 
 
 # --------------------------------------------------------------------- the callback

@@ -314,11 +314,34 @@ def label_stats(
     return long
 
 
+RAW_FORM = (
+    "its binary labels are -1 and 1 and never 0 -- CelebA's file form, where -1 means "
+    "'absent', not 'unknown'. Convert them with (labels + 1) // 2 (the kit's loaders do), "
+    "keeping -1 only for unknown labels."
+)
+"""What :func:`raw_celeba_form` labels are and how to convert them (training's wording)."""
+
+
+def raw_celeba_form(values) -> bool:
+    """Whether binary labels look like CelebA's file form (-1 absent, 1 present): some 1s, no
+    0 and at least a quarter -1s. The rule of :func:`mtlkit.models.tasks.check_label_forms`
+    (which this layer cannot import), so training and scoring agree: a column of 1s with
+    fewer -1s stays "all present, some unknown"."""
+    values = np.asarray(values, dtype=float).ravel()
+    if values.size == 0:
+        return False
+    one, zero = (values == 1).any(), (values == 0).any()
+    return bool(one and not zero and (values == UNKNOWN).mean() >= 0.25)
+
+
 def majority_classes(labels: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, int]:
     """The majority class (0 or 1) of each attribute in ``labels`` (e.g. the train labels),
-    counted over the known labels (hidden ones, -1, are left out)."""
+    counted over the known labels (hidden ones, -1, are left out). CelebA's own -1/1 labels
+    (:func:`raw_celeba_form`) are refused: their -1 means "absent", not "unknown"."""
     classes = {}
     for attribute, values in dict(labels).items():
+        if raw_celeba_form(values):
+            raise ValueError(f"Attribute {attribute!r}: {RAW_FORM}")
         known = np.asarray(values)[np.asarray(values) != UNKNOWN]
         if known.size == 0:
             raise ValueError(

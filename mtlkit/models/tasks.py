@@ -32,6 +32,34 @@ def check_names(
         )
 
 
+def check_loss_weights(loss_weights, tasks: Iterable[str]) -> dict[str, float]:
+    """``loss_weights`` as ``{task: float}``, checked: a dict naming only ``tasks`` (a task
+    left out weighs 1), each weight a finite number >= 0. A list is refused: ``compile``
+    would map it by the outputs' order, which a dict of outputs does not make plain."""
+    if loss_weights is None:
+        return {}
+    if not isinstance(loss_weights, Mapping):
+        raise TypeError(
+            f"loss_weights={loss_weights!r}: pass a dict keyed by task (output) name, e.g. "
+            f"{dict.fromkeys(tasks, 1.0)}; a task left out weighs 1."
+        )
+    check_names(loss_weights, tasks, "loss_weights", every=False)
+    bad = {t: w for t, w in loss_weights.items() if not _is_weight(w)}
+    if bad:
+        raise ValueError(
+            f"loss_weights {bad}: each weight must be a finite number >= 0 (0 leaves the task "
+            "out of the trained loss); NaN, infinite or negative weights train nothing sensible."
+        )
+    return {t: float(w) for t, w in loss_weights.items()}
+
+
+def _is_weight(value) -> bool:
+    """Whether ``value`` is a finite real number >= 0 (a bool is not a weight)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(value) and value >= 0)
+
+
 def classification_losses(tasks: Iterable[str], *, binary: bool = False) -> dict:
     """One cross-entropy on logits per task: sparse categorical, or binary."""
     if binary:
@@ -111,6 +139,7 @@ def accuracy_metrics(losses: Mapping[str, keras.losses.Loss]) -> dict[str, list]
 BAD_BINARY_LABELS = "binary labels must be 0 or 1, or -1 for unknown"
 NEGATIVE_LABELS = "labels below -1 (only -1 means unknown)"
 LABEL_TOO_BIG = "class labels must be below the number of outputs of the head"
+NOT_WHOLE = "class labels must be whole numbers (class indices)"
 
 
 def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = False):
@@ -118,7 +147,8 @@ def masked_loss(loss: keras.losses.Loss, labels, predictions, *, binary: bool = 
 
     A label of ``-1`` means "unknown": that example adds nothing to the task's loss; any
     other negative label stops the step (for every kind of task), and so does a class label
-    at or above the number of the head's outputs. A batch without any labelled example
+    at or above the number of the head's outputs, or a float class label that is not a
+    whole number. Bool labels count as 0 and 1. A batch without any labelled example
     gives exactly 0 (and no gradient).
     NaN labels are not "unknown": they make the loss NaN, which the loops report.
     Binary tasks must have labels in {-1, 0, 1}: anything else stops the step.
@@ -132,10 +162,10 @@ def masked_sum(loss: keras.losses.Loss, labels, predictions, *, binary: bool = F
     :func:`masked_loss` before its division. On several devices the loop adds both up over
     the replicas first, so the mean is over the labelled examples of the global batch."""
     ops = keras.ops
-    labels = ops.convert_to_tensor(labels)
+    labels = as_labels(labels)
     mask = label_mask(labels)
     if keras.backend.backend() == "tensorflow":  # (JAX's loop checks the labels on the host)
-        labels = _checked_labels(labels, predictions, binary)
+        labels = _checked_labels(labels, predictions, binary, is_sparse(loss))
     known = ops.where(labels < 0, ops.zeros_like(labels), labels)
     if binary:
         known = ops.cast(known, predictions.dtype)
@@ -144,16 +174,26 @@ def masked_sum(loss: keras.losses.Loss, labels, predictions, *, binary: bool = F
     return ops.sum(per_example * mask), ops.sum(mask)
 
 
-def _checked_labels(labels, predictions, binary: bool):
-    """``labels``, after in-graph checks (TensorFlow) that stop the step on a bad label."""
+def is_sparse(loss) -> bool:
+    """Whether ``loss`` takes class indices (a sparse categorical cross-entropy)."""
+    return loss_kind(loss) == "sparse_categorical_crossentropy"
+
+
+def _checked_labels(labels, predictions, binary: bool, sparse: bool):
+    """``labels``, after in-graph checks (TensorFlow) that stop the step on a bad label.
+    Class labels (integers, or floats given to a sparse loss) must lie below the head's
+    width; float ones given to a sparse loss must be whole numbers."""
     number = tf.cast(labels, tf.float32)
     # tf.debugging.Assert: one op each (assert_equal's summaries of its inputs cost about
     # 60 ms of tracing per check, which 40 tasks multiply)
     checks = [tf.debugging.Assert(tf.logical_not(tf.reduce_any(number < -1)), [NEGATIVE_LABELS])]
-    if not binary and predictions.shape[-1] is not None and labels.dtype.is_integer:
-        classes = predictions.shape[-1]
-        fits = tf.logical_not(tf.reduce_any(labels >= classes))
+    classes = predictions.shape[-1]
+    if not binary and classes is not None and (labels.dtype.is_integer or sparse):
+        fits = tf.logical_not(tf.reduce_any(number >= classes))
         checks.append(tf.debugging.Assert(fits, [f"{LABEL_TOO_BIG} ({classes})"]))
+    if sparse and labels.dtype.is_floating:  # 2.7 would be read as class 2
+        whole = (number == tf.floor(number)) | tf.math.is_nan(number)
+        checks.append(tf.debugging.Assert(tf.reduce_all(whole), [NOT_WHOLE]))
     if binary:
         allowed = (labels == -1) | (labels == 0) | (labels == 1) | tf.math.is_nan(number)
         checks.append(tf.debugging.Assert(tf.reduce_all(allowed), [BAD_BINARY_LABELS]))
@@ -161,10 +201,18 @@ def _checked_labels(labels, predictions, binary: bool):
         return tf.identity(labels)
 
 
+def as_labels(labels):
+    """``labels`` as a tensor; bool labels (binary tasks) as the integers 0 and 1."""
+    labels = keras.ops.convert_to_tensor(labels)
+    if keras.backend.standardize_dtype(labels.dtype) == "bool":
+        return keras.ops.cast(labels, "int32")
+    return labels
+
+
 def label_mask(labels):
     """1.0 for every example whose label is known (not below 0), else 0.0; shape (batch,)."""
     ops = keras.ops
-    labels = ops.convert_to_tensor(labels)
+    labels = as_labels(labels)
     per_label = ops.reshape(labels, (ops.shape(labels)[0], -1))
     return ops.cast(ops.all(ops.logical_not(per_label < 0), axis=1), "float32")
 
@@ -194,7 +242,7 @@ class TaskMeters:
             self.loss[t].update_state(value, sample_weight=count)
             self.labelled[t].update_state(count)
         for t, metric in self.accuracy.items():
-            labels = keras.ops.convert_to_tensor(y[t])
+            labels = as_labels(y[t])
             known = keras.ops.where(labels < 0, keras.ops.zeros_like(labels), labels)
             metric.update_state(known, y_pred[t], sample_weight=label_mask(labels))
 

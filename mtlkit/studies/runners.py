@@ -108,6 +108,7 @@ def run_cifar100(
     the quick profile's BatchNorm recalibration.
     """
     _check_arm(arm)
+    _check_fit_labels(settings, arm)
     run_dir = run_folder(settings, seed, arm, name=name, runs_dir=runs_dir)
     train = lambda: _train_cifar100(name, seed, settings, arm, scheduler_options,  # noqa: E731
                                     run_dir, verbose, callbacks)  # fmt: skip
@@ -204,6 +205,18 @@ def _check_arm(arm: str) -> None:
     arms = ("fit", "train", "dst", *weighting.METHODS)
     if arm not in arms:
         raise ValueError(f"arm={arm!r}: use one of {arms}.")
+
+
+def _check_fit_labels(settings: CifarSettings | CelebaSettings, arm: str) -> None:
+    """Refuse ``arm="fit"`` with settings that hide labels: Keras ``fit`` would train on the
+    hidden labels' -1 as a label value (the custom loop's arms leave them out)."""
+    hidden = [a for a, share in getattr(settings, "hide_labels", ()) if share > 0]
+    if arm == "fit" and hidden:  # (CIFAR-100 settings hide no labels)
+        raise ValueError(
+            f"arm='fit' with hide_labels for {hidden}: Keras fit has no notion of an unknown "
+            "label and would train on the hidden labels' -1 as a label value. Use arm='train' "
+            "(or 'dst', or a weighting arm such as 'uw'): the custom loop leaves -1 labels out."
+        )
 
 
 PLAIN_ARMS = ("train", "ew", "dst")
@@ -362,11 +375,14 @@ def run_celeba(
     ``"dst"`` (the custom loop with a :class:`mtlkit.methods.dst.DSTScheduler`, made with
     ``scheduler_options`` and the task depths and labelled-sample counts of this data), or
     a weighting method of :mod:`mtlkit.methods.weighting` by name (``"uw"``, ``"pcgrad"``, ...).
+    Settings that hide labels (``hide_labels``) need one of the custom loop's arms: with
+    ``"fit"`` a ValueError says so (Keras ``fit`` would train on their -1 as a label value).
     ``Run.seconds`` is the training time (evaluation excluded).
     The run lives in ``runs_dir/<settings.tag>/<arm>/seed<seed>``; a finished one is read
     back from its ``results.json`` without training, unless ``recompute=True``.
     """
     _check_arm(arm)
+    _check_fit_labels(settings, arm)
     if settings.single_task and arm not in ("fit", "train"):
         raise ValueError(
             f"A single-task baseline (single_task={settings.single_task!r}) trains one loss, "

@@ -50,20 +50,22 @@ def check_devices(strategy, model, optimizer, method, data) -> None:
         )
 
 
-def raise_label_error(loop, y, message: str) -> None:
-    """Raise a ValueError naming the tasks whose labels fail the check ``message`` names."""
+def raise_label_error(loop, y, message: str, what: str = "train_data") -> None:
+    """Raise a ValueError naming the tasks whose labels (in ``what``: train_data,
+    validation_data) fail the check ``message`` names."""
     if message in LABEL_ERRORS:
         bad = [t for t in loop.tasks if not _labels_ok(y[t], message, loop, t)]
         if bad:
-            raise ValueError(f"Task(s) {bad}: {message}. {LABEL_ERRORS[message]}") from None
+            raise ValueError(f"Task(s) {bad}: {message} (in {what}). "
+                             f"{LABEL_ERRORS[message]}") from None  # fmt: skip
         return
     binary = [t for t, b in zip(loop.tasks, loop.binary) if b]
     bad = [t for t in binary if not task_utils.binary_labels_ok(y[t])]
     if bad:
         raise ValueError(
-            f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS}. Map the labels to 0/1 (CelebA's "
-            "files use -1 for 'absent': the kit's loaders already map it to 0) and keep -1 only "
-            "for examples whose label is unknown."
+            f"Task(s) {bad}: {task_utils.BAD_BINARY_LABELS} (in {what}). Map the labels to 0/1 "
+            "(CelebA's files use -1 for 'absent': the kit's loaders already map it to 0) and "
+            "keep -1 only for examples whose label is unknown."
         ) from None
 
 
@@ -71,7 +73,7 @@ def check_first_batch(model: keras.Model, data, losses: dict, names: list[str]) 
     """The label forms of the first batch (:func:`mtlkit.tasks.check_label_forms`)."""
     first = next(iter(data), None)
     if first is None:
-        raise ValueError("train_data gave no batches: is the dataset empty?")
+        check_not_empty(0, "train_data")
     x, y = first
     shapes = dict(zip(model.output_names, [tuple(o.shape) for o in model.outputs]))
     binary = {t: task_utils.loss_kind(losses[t]) == "binary_crossentropy" for t in names}
@@ -82,16 +84,28 @@ LABEL_ERRORS = {
     task_utils.NEGATIVE_LABELS: "Mark unknown labels with -1 and nothing else.",
     task_utils.LABEL_TOO_BIG: "Check the labels' range against the head's width, or the "
     "head's width against the number of classes.",
+    task_utils.NOT_WHOLE: "A float label such as 2.7 would be cut to class 2: round or cast the "
+    "labels to integers in the pipeline (tf.cast(labels, tf.int64)) where they are whole.",
 }
 
 
 def _labels_ok(labels, message: str, loop, task: str) -> bool:
-    """Whether one task's labels pass the check that ``message`` names (host side, once)."""
+    """Whether one task's labels pass the check that ``message`` names, on the host (JAX:
+    every batch; TensorFlow: to name the task after a graph check failed): the same rules as
+    :func:`mtlkit.models.tasks.masked_sum`'s in-graph checks."""
     values = np.asarray(labels)
+    values = values.astype("int32") if values.dtype == bool else values
     if message == task_utils.NEGATIVE_LABELS:
         return not (values < -1).any()
-    width = loop.model.outputs[loop.tasks.index(task)].shape[-1]
-    return loop.binary[loop.tasks.index(task)] or not (values >= width).any()
+    index = loop.tasks.index(task)
+    sparse = task_utils.is_sparse(loop.losses[task])
+    floating = np.issubdtype(values.dtype, np.floating)
+    if loop.binary[index] or not (sparse or np.issubdtype(values.dtype, np.integer)):
+        return True  # (binary labels have their own check; other losses take any number)
+    if message == task_utils.NOT_WHOLE:
+        known = values[~np.isnan(values)] if floating else values  # (NaN: the loss reports it)
+        return not sparse or bool((np.floor(known) == known).all())
+    return not (values >= loop.model.outputs[index].shape[-1]).any()
 
 
 def static_batch_size(x) -> int:
@@ -119,15 +133,23 @@ DIVERGENCE = 10.0
 
 def check_progress(history: dict, tasks: list[str], epoch: int, start: dict) -> None:
     """Warn (once per task and run) about a task without any label this epoch, whose
-    loss is logged as NaN, and about a task whose loss grew far beyond its loss at the first
-    step (``start``; 0 when its first batch had no label: then not checked)."""
+    loss is logged as NaN (in the training data, or in the validation data: ``val_``), and
+    about a task whose loss grew far beyond its loss at the first step (``start``; 0 when
+    its first batch had no label: then not checked)."""
     for t in tasks:
         losses = history.get(f"{t}_loss", [])
-        if losses and math.isnan(losses[-1]) and not any(map(math.isnan, losses[:-1])):
+        if _newly_nan(losses):
             warnings.warn(
                 f"Task {t!r} had no labelled example in epoch {epoch + 1} (every label -1): its "
                 "loss and accuracy are logged as NaN (missing), and it trained nothing. Check "
                 "its labels, or leave the task out.",
+                stacklevel=3,
+            )
+        if _newly_nan(history.get(f"val_{t}_loss", [])):
+            warnings.warn(
+                f"Task {t!r} had no labelled example in validation_data after epoch {epoch + 1} "
+                "(every label -1): its val_ loss and accuracy are logged as NaN (missing), and "
+                "val_loss leaves it out. Give the validation data labels for every task.",
                 stacklevel=3,
             )
         first = start.get(t) or math.nan
@@ -139,6 +161,21 @@ def check_progress(history: dict, tasks: list[str], epoch: int, start: dict) -> 
                 "diverging. Lower the learning rate (resuming with a lower one is allowed).",
                 stacklevel=3,
             )
+
+
+def _newly_nan(values: list[float]) -> bool:
+    """Whether the last value is NaN and none before it was (warn once per run)."""
+    return bool(values) and math.isnan(values[-1]) and not any(map(math.isnan, values[:-1]))
+
+
+def check_not_empty(batches: int, what: str) -> None:
+    """Refuse data that gave no batches (``batches``: a count, or a cardinality: -1 and -2
+    mean unknown and infinite)."""
+    if batches == 0:
+        raise ValueError(
+            f"{what} gave no batches: is the dataset empty (a filter or take(0) that keeps "
+            "nothing, a split of size 0), or was it consumed? Pass data with at least one batch."
+        )
 
 
 def refuse_unlabelled(values: dict, tasks: list[str], when: str, who: str = "DST") -> None:

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from mtlkit import work
 from mtlkit.data.celeba_images import damaged_images_named
-from mtlkit.models.tasks import accuracy_metrics, check_names, classification_losses
+from mtlkit.models.tasks import accuracy_metrics, check_loss_weights, classification_losses
 from mtlkit.training import runs
 
 FINAL_WEIGHTS = "final.weights.h5"
@@ -62,19 +62,40 @@ def compile_multitask(
     (XLA: usually faster on a GPU) or ``"auto"`` (Keras decides: XLA on a GPU).
     Under a ``mixed_float16`` policy Keras wraps Adam in a ``LossScaleOptimizer`` itself.
     ``optimizer``: another optimizer instead of ``Adam(learning_rate)`` (e.g. with weight decay).
+    ``learning_rate``: a positive, finite number (or a Keras learning-rate schedule).
+    ``loss_weights``: a dict keyed by output name, as :func:`mtlkit.training.train` takes it:
+    a task left out weighs 1, each weight is a finite number >= 0; a list is refused (a
+    dict of outputs has no plain order to map it by).
+
+    Keras ``fit`` has no notion of unknown labels: a label of -1 is trained on as a label
+    value. :func:`fit_resumable` refuses such labels; train partially labelled data with
+    :func:`mtlkit.training.train`, which leaves them out.
     """
     names = list(model.output_names)
-    if loss_weights is not None:
-        check_names(loss_weights, names, "loss_weights", every=False)
+    _check_learning_rate(learning_rate)
+    weights = check_loss_weights(loss_weights, names)
     losses = classification_losses(names, binary=binary)
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(learning_rate),
         loss=losses,
-        loss_weights=dict(loss_weights) if loss_weights is not None else None,
+        loss_weights={t: weights.get(t, 1.0) for t in names} if loss_weights is not None else None,
         metrics=accuracy_metrics(losses),
         jit_compile=jit_compile,
     )
     return model
+
+
+def _check_learning_rate(rate) -> None:
+    """Refuse a learning rate that is not a positive, finite number (or a schedule): a
+    negative one would climb the loss (gradient ascent), 0 or NaN train nothing."""
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        return
+    number = isinstance(rate, (int, float)) and not isinstance(rate, bool)
+    if not (number and math.isfinite(rate) and rate > 0):
+        raise ValueError(
+            f"learning_rate={rate!r}: pass a positive, finite number (the report's are 5e-4 "
+            "for CIFAR-100 and 1e-3 for CelebA), or a keras.optimizers.schedules schedule."
+        )
 
 
 def restart(
@@ -157,11 +178,19 @@ def recalibrate_batchnorm(model: keras.Model, images) -> None:
 
 class RecalibrateBatchNorm(keras.callbacks.Callback):
     """Before every evaluation in ``fit``, :func:`recalibrate_batchnorm` on ``num_images``
-    training images (the first ones of ``train_data``; used by the quick profile)."""
+    training images (the first ones of ``train_data``'s first batch; used by the quick
+    profile). ``num_images`` must be a positive whole number: to turn recalibration off,
+    leave the callback out (the settings' ``recalibrate_bn=0`` does)."""
 
     def __init__(self, train_data: tf.data.Dataset, num_images: int):
         super().__init__()
-        self.train_data, self.num_images, self.images = train_data, int(num_images), None
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(
+                f"num_images={num_images!r}: pass a positive whole number of training images "
+                "(a negative one would keep all but the last ones, 0 none); to turn the "
+                "recalibration off, leave this callback out."
+            )
+        self.train_data, self.num_images, self.images = train_data, num_images, None
 
     def on_train_begin(self, logs=None):
         self.images = next(iter(self.train_data))[0][: self.num_images]
@@ -260,6 +289,54 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 )
 
 
+UNKNOWN_IN_FIT = "has labels below 0 (-1 marks an unknown label)"
+
+
+def known_labels_only(data: tf.data.Dataset | None, tasks: list[str], what: str):
+    """``data`` with a check in its ``tf.data`` pipeline (outside ``fit``'s compiled step,
+    on every backend, batch by batch as they come) that no label of ``tasks`` is below 0:
+    Keras ``fit`` would train on a -1 ("unknown") as a label value. The error it raises is
+    turned into a ValueError by :func:`_refuse_unknown_labels`."""
+    if data is None:
+        return None
+
+    def check(x, y, *rest):
+        named = y if isinstance(y, Mapping) else {tasks[0]: y}
+        asserts = [
+            tf.debugging.Assert(
+                tf.logical_not(tf.reduce_any(tf.cast(named[t], tf.float32) < 0)),
+                [_tag(what, t)],  # (no quotes: the error text escapes them)
+            )
+            for t in tasks
+            if t in named
+        ]
+        with tf.control_dependencies(asserts):
+            return (x, tf.nest.map_structure(tf.identity, y), *rest)
+
+    return data.map(check)
+
+
+def _tag(what: str, task: str) -> str:
+    """The text of :func:`known_labels_only`'s check for one dataset and task."""
+    return f"{what}, task {task} {UNKNOWN_IN_FIT}"
+
+
+def _refuse_unknown_labels(err: Exception, names: list[str], sources: list[str]) -> None:
+    """Raise a ValueError naming the data (of ``sources``) and tasks if ``err`` is the check
+    of :func:`known_labels_only`; return otherwise."""
+    text = str(err)
+    if UNKNOWN_IN_FIT not in text:
+        return
+    found = [f"{w}: task {t!r}" for w in sources for t in names if _tag(w, t) in text]
+    raise ValueError(
+        f"{', '.join(found) or 'The data'} {UNKNOWN_IN_FIT}. Keras fit has no notion of an "
+        "unknown label: it would train on -1 as a label value and count it in the accuracy. "
+        "Train partially labelled data with mtlkit.training.train (the study runners' "
+        "arm='train' or a weighting arm), whose loop leaves -1 labels out; or drop the "
+        "examples without labels before fit."
+    ) from None
+
+
 def build_training_state(model: keras.Model, data: tf.data.Dataset) -> None:
     """Create a compiled model's loss trackers, metrics and optimizer variables before ``fit``.
 
@@ -322,6 +399,10 @@ def fit_resumable(
     ``callbacks`` run after the extra evaluation and before the log, so values they add
     to the logs are kept. Returns the per-epoch history
     (``loss``, ``fine_accuracy``, ``val_...``, ``test_...``).
+
+    Labels below 0 (-1: unknown) in any of the datasets are refused with a ValueError as
+    their batch comes (``fit`` would train on them as a label value): train such data with
+    :func:`mtlkit.training.train`.
     """
     run_dir = Path(run_dir)
     log_file, backup = run_dir / "log.csv", run_dir / "backup"
@@ -348,9 +429,13 @@ def fit_resumable(
     if fresh:
         build_training_state(model, train_data)
     count = CountWork(backups, traces=(1 + evaluates) if fresh else 0)
-    train_data = count.watch(train_data, training=True)
+    names = list(model.output_names)
+    train_data = count.watch(known_labels_only(train_data, names, "train_data"), training=True)
+    validation_data = known_labels_only(validation_data, names, "validation_data")
     validation_data = count.watch(validation_data, training=False)
-    extra_eval = {k: count.watch(v, training=False) for k, v in (extra_eval or {}).items()}
+    sources = ["train_data", "validation_data", *(f"extra_eval[{k}]" for k in extra_eval or {})]
+    extra_eval = {k: count.watch(known_labels_only(v, names, f"extra_eval[{k}]"), False)
+                  for k, v in (extra_eval or {}).items()}  # fmt: skip
     callbacks = [
         count,
         EvaluateEachEpoch(extra_eval, last_epoch=epochs if extra_eval_last else None),
@@ -363,6 +448,9 @@ def fit_resumable(
     try:  # the data is a tf.data pipeline that shuffles itself: shuffle=False says so
         model.fit(train_data, epochs=epochs, validation_data=validation_data,
                   callbacks=callbacks, verbose=verbose, shuffle=False)  # fmt: skip
+    except tf.errors.InvalidArgumentError as err:
+        _refuse_unknown_labels(err, names, sources)
+        raise
     except ValueError as err:
         text = str(err).lower()
         if backup.exists() and ("shape" in text or "could not be loaded" in text):

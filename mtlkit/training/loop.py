@@ -81,7 +81,9 @@ def train(
         losses: ``{task: loss}`` or one loss for every task; a Loss object, a loss name
             (``"binary_crossentropy"``) or a function, as ``compile`` accepts.
         optimizer: a Keras optimizer; it is built on the model's trainable variables.
-        loss_weights: ``{task: weight}``; the trained loss is ``sum_j weight_j * L_j``.
+        loss_weights: ``{task: weight}``; the trained loss is ``sum_j weight_j * L_j``. A task
+            left out weighs 1; each weight must be a finite number >= 0. A list is refused
+            (give a dict keyed by output name: a dict of outputs has no plain order).
         scheduler: a :class:`mtlkit.methods.dst.DSTScheduler`. Then an epoch-0 pass measures the
             starting losses (training mode; BatchNorm's moving statistics and the dropout
             seeds are restored afterwards, and no weight changes), and epoch ``e`` trains on
@@ -89,7 +91,9 @@ def train(
             and logged; its gradient is exactly 0. **With Adam a dropped task's head still
             moves**: Adam's momentum from earlier epochs keeps updating every weight even when
             its gradient is 0 (plain SGD leaves it where it was).
-        validation_data: evaluated (inference mode) at every epoch end, as ``val_*``.
+        validation_data: evaluated (inference mode) at every epoch end, as ``val_*``; its
+            labels are checked as the training data's are (a task without any label there
+            is logged as NaN, with a warning).
         run_dir: folder for a checkpoint written at every epoch end (weights, optimizer,
             scheduler and its random generator, history; written to a temporary file, then
             renamed). Called again with the same ``run_dir`` it continues after the last
@@ -143,8 +147,7 @@ def train(
         raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
     names = list(model.output_names)
     losses = task_utils.task_losses(losses, names)
-    weights = dict(loss_weights or {})
-    task_utils.check_names(weights, names, "loss_weights", every=False)
+    weights = task_utils.check_loss_weights(loss_weights, names)
     if scheduler is not None:
         task_utils.check_names(scheduler.tasks, names, "The DST scheduler's tasks")
     data_for = train_data if callable(train_data) else (lambda epoch: train_data)
@@ -153,6 +156,7 @@ def train(
     if validation_data is not None:
         task_utils.check_batches(validation_data, names, "validation_data")
         task_utils.check_input_shape(model, validation_data, "validation_data")
+        checks.check_not_empty(int(validation_data.cardinality()), "validation_data")
     if seed is not None:
         set_seed(seed)
         if scheduler is not None and scheduler.seed is None:
@@ -306,15 +310,12 @@ def _run_epoch(
     steps = images = 0
     for steps, (x, y) in enumerate(loop.distribute(data), start=1):
         callback_list.on_train_batch_begin(steps - 1)
-        step_logs = _guarded(loop, x, y)
+        step_logs = _guarded(loop, loop.train_step, x, y)
         callback_list.on_train_batch_end(steps - 1, step_logs)
         if not start:  # one host read per run
             start.update({t: float(step_logs[f"{t}_loss"]) for t in loop.tasks})
         images += checks.static_batch_size(x)
-    if steps == 0:
-        raise ValueError(
-            "train_data gave no batches: is the dataset empty, or was it consumed (an iterator)?"
-        )
+    checks.check_not_empty(steps, "train_data")
     work.add_images(loop.model, images, training=True)
     loop.check_finite(epoch + 1)
     values = loop.train_meters.read()
@@ -330,8 +331,9 @@ def _run_epoch(
         loop.val_meters.reset()
         images = 0
         for x, y in loop.distribute(validation_data):
-            loop.eval_step(x, y)
+            _guarded(loop, loop.eval_step, x, y, "validation_data")
             images += checks.static_batch_size(x)
+        checks.check_not_empty(images, "validation_data")
         work.add_images(loop.model, images, training=False)
         logs.update(loop.val_meters.read())
         callback_list.on_test_end(logs)
@@ -350,7 +352,7 @@ def _measuring_pass(loop: _Loop, data: tf.data.Dataset) -> dict[str, float]:
     loop.reset_epoch()
     images = 0
     for x, y in loop.distribute(data):
-        loop.measure_step(x, y)
+        _guarded(loop, loop.measure_step, x, y)
         images += checks.static_batch_size(x)
     for variable, value in zip(loop.model.non_trainable_variables, state):
         variable.assign(value)
@@ -686,20 +688,21 @@ def _use_xla(model: keras.Model, jit_compile: bool | str) -> bool:
     return all(getattr(layer, "supports_jit", True) for layer in model._flatten_layers())
 
 
-def _guarded(loop: _Loop, x, y):
-    """Run the training step; turn the label check's graph error into a clear ValueError.
-    (On JAX, whose compiled steps cannot raise, the labels are checked on the host first.)"""
+def _guarded(loop: _Loop, step, x, y, what: str = "train_data"):
+    """Run one of the loop's steps on a batch of ``what``; turn the label check's graph error
+    into a clear ValueError. (On JAX, whose compiled steps cannot raise, the labels are
+    checked on the host first.)"""
     if loop.jax:
         for message in (*checks.LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
-            checks.raise_label_error(loop, y, message)
-        return loop.train_step(x, y)
+            checks.raise_label_error(loop, y, message, what)
+        return step(x, y)
     try:
-        return loop.train_step(x, y)
+        return step(x, y)
     except tf.errors.InvalidArgumentError as err:
         for message in (*checks.LABEL_ERRORS, task_utils.BAD_BINARY_LABELS):
             if message in str(err):
                 on_host = {t: checks.on_host(v) for t, v in y.items()}
-                checks.raise_label_error(loop, on_host, message)
+                checks.raise_label_error(loop, on_host, message, what)
         raise
 
 

@@ -72,10 +72,11 @@ def make_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (run_dir, *run_dir.parents) if p.is_file()), run_dir)
         raise ValueError(
-            f"run_dir {run_dir} cannot be a folder: {err.filename or run_dir} is a file. Choose "
-            "another run_dir (or MTLKIT_RUNS_DIR)."
+            f"run_dir {run_dir} cannot be a folder: {blocking} is a file. Choose another "
+            "run_dir (or MTLKIT_RUNS_DIR)."
         ) from None
     except PermissionError:
         raise PermissionError(
