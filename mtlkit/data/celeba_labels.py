@@ -324,9 +324,9 @@ RAW_FORM = (
 
 def raw_celeba_form(values) -> bool:
     """Whether binary labels look like CelebA's file form (-1 absent, 1 present): some 1s, no
-    0 and at least a quarter -1s. The rule of :func:`mtlkit.models.tasks.check_label_forms`
-    (which this layer cannot import), so training and scoring agree: a column of 1s with
-    fewer -1s stays "all present, some unknown"."""
+    0 and at least a quarter -1s. Training (:func:`mtlkit.models.tasks.check_label_forms`),
+    scoring and the diagnostics all ask this one rule: a column of 1s with fewer -1s stays
+    "all present, some unknown"."""
     values = np.asarray(values, dtype=float).ravel()
     if values.size == 0:
         return False

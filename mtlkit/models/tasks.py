@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtlkit import backend
+from mtlkit.data import celeba_labels
 
 
 def check_names(
@@ -329,14 +330,8 @@ def check_label_forms(x, y, y_pred_shapes: Mapping, binary: Mapping[str, bool]) 
                              "Call .batch(n) on the dataset.")  # fmt: skip
         width = y_pred_shapes[t][-1]
         if is_binary:
-            values = tf.cast(labels, tf.float32).numpy().ravel()
-            minus, zero, one = (values == -1).mean(), (values == 0).any(), (values == 1).any()
-            if one and not zero and minus >= 0.25:
-                raise ValueError(
-                    f"Task {t!r}: its binary labels are -1 and 1 and never 0 -- CelebA's file "
-                    "form, where -1 means 'absent', not 'unknown'. Convert them with "
-                    "(labels + 1) // 2 (the kit's loaders do), keeping -1 only for unknown labels."
-                )
+            if celeba_labels.raw_celeba_form(tf.cast(labels, tf.float32).numpy()):
+                raise ValueError(f"Task {t!r}: {celeba_labels.RAW_FORM}")
             if width != 1:
                 raise ValueError(f"Task {t!r} has a binary loss but its head gives {width} "
                                  "logits: use a Dense(1) head, or a sparse categorical loss "
