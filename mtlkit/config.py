@@ -76,17 +76,35 @@ def data_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    """Where the notebooks save figures (``MTLKIT_FIGURES_DIR`` or ``<repo>/figures``)."""
-    path = Path(os.environ.get("MTLKIT_FIGURES_DIR", REPO_ROOT / "figures"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where the notebooks save figures: ``MTLKIT_FIGURES_DIR`` if set; else ``figures/`` of
+    the checkout; else (the kit pip-installed, as in Colab) ``~/.mtlkit/figures``."""
+    return _folder("MTLKIT_FIGURES_DIR", "figures")
 
 
 def runs_dir() -> Path:
-    """Where training runs keep checkpoints and finished results (``MTLKIT_RUNS_DIR``)."""
-    path = Path(os.environ.get("MTLKIT_RUNS_DIR", REPO_ROOT / "runs"))
+    """Where training runs keep checkpoints and finished results: ``MTLKIT_RUNS_DIR`` if set;
+    else ``runs/`` of the checkout; else (pip-installed) ``~/.mtlkit/runs``."""
+    return _folder("MTLKIT_RUNS_DIR", "runs")
+
+
+def _folder(variable: str, name: str) -> Path:
+    """The folder ``variable`` names, or ``name`` in the checkout (never inside an installed
+    package's site-packages), created if needed."""
+    env = os.environ.get(variable)
+    if env:
+        path = Path(env).expanduser()
+    elif is_checkout():
+        path = REPO_ROOT / name
+    else:
+        path = Path.home() / ".mtlkit" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def is_checkout() -> bool:
+    """Whether the kit runs from a copy of its repository (an editable install or the
+    folder itself), not from a pip-installed package."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "notebooks").is_dir()
 
 
 def env_path(name: str) -> Path | None:

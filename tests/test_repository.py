@@ -39,3 +39,23 @@ def test_set_repository_moves_every_link(tmp_path, monkeypatch):
         assert config.REPOSITORY not in text
     with pytest.raises(SystemExit):
         set_repository.main(["not a repository"])
+
+
+def test_runs_and_figures_stay_out_of_an_installed_package(tmp_path, monkeypatch):
+    """Pip-installed (Colab), the kit's folder is in site-packages: runs and figures go to
+    ~/.mtlkit, not beside the package; in a checkout they go to its runs/ and figures/; the
+    variables win everywhere."""
+    for name in ("MTLKIT_RUNS_DIR", "MTLKIT_FIGURES_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    installed = tmp_path / "site-packages"
+    (installed / "mtlkit").mkdir(parents=True)
+    monkeypatch.setattr(config, "REPO_ROOT", installed)
+    assert not config.is_checkout()
+    assert config.runs_dir() == tmp_path / "home" / ".mtlkit" / "runs"
+    assert config.figures_dir() == tmp_path / "home" / ".mtlkit" / "figures"
+    assert not (installed / "runs").exists()
+    monkeypatch.setattr(config, "REPO_ROOT", ROOT)
+    assert config.is_checkout() and config.runs_dir() == ROOT / "runs"
+    monkeypatch.setenv("MTLKIT_RUNS_DIR", str(tmp_path / "mine"))
+    assert config.runs_dir() == tmp_path / "mine"
