@@ -224,3 +224,13 @@ def test_the_command_starts_without_a_runpy_warning():
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--delta-m" in done.stdout and "RuntimeWarning" not in done.stderr
+
+
+@pytest.mark.parametrize("seeds", [3, (), (-1,), (0, 1.5), ("0",)])
+def test_bad_seeds_are_refused_before_any_run(tmp_path, seeds):
+    with pytest.raises(ValueError, match="non-empty tuple of whole numbers >= 0"):
+        studies.celeba40.run(["ew"], "quick", "synthetic", seeds=seeds, runs_dir=tmp_path)
+    with pytest.raises(ValueError, match="single_seeds=.*non-empty tuple"):
+        studies.celeba40.delta_m(["ew"], "quick", "synthetic", single_seeds=seeds,
+                                 runs_dir=tmp_path)  # fmt: skip
+    assert not any(tmp_path.iterdir())  # no run folder was made

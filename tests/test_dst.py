@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from mtlkit.methods.dst import DSTScheduler
+from mtlkit.methods.dst import METRICS, DSTScheduler, labelled_counts
 from mtlkit.models.graph import task_depths
 
 TASKS = ["a", "b", "c"]
@@ -243,3 +243,49 @@ def test_task_depths_needs_a_functional_model():
 
     with pytest.raises(ValueError, match="functional"):
         task_depths(Sub())
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        ({"Male": np.array([0, 1, -2, 1])}, r"'Male' has labels \[-2.0\]"),
+        ({"Male": np.array([0.0, 1.0, np.nan])}, r"'Male' has labels \[nan\]"),
+        ({"Male": np.array([-1, 1, 1, -1, -1, 1, -1, 1])}, "'Male': .*CelebA's file form"),
+    ],
+)
+def test_labelled_counts_refuses_labels_it_cannot_count(labels, match):
+    """Only -1 means unknown: -2 or NaN, and CelebA's -1/1 file form, are refused."""
+    with pytest.raises(ValueError, match=match):
+        labelled_counts(labels)
+
+
+def test_labelled_counts_counts_all_but_minus_one():
+    assert labelled_counts({"a": np.array([0, 1, -1, 1]), "b": [1, 0, 1, -1]}) == {"a": 3, "b": 3}
+
+
+@pytest.mark.parametrize("alpha", ["0.1", True, [0.1], None])
+def test_an_alpha_that_is_not_a_number_is_refused(alpha):
+    with pytest.raises(TypeError, match="alpha must be a number"):
+        DSTScheduler(["a", "b"], metrics=(), alpha=alpha)
+
+
+def test_metrics_in_another_order_are_the_same_scheduler():
+    """p_j sums the enabled metrics: their order changes nothing, so a state restores into a
+    scheduler given them in another order, and the probabilities agree to the last digit."""
+    orders = [METRICS, METRICS[::-1]]
+    schedulers = [DSTScheduler(TASKS, DEPTHS, COUNTS, metrics=m, seed=0) for m in orders]
+    for s in schedulers:
+        s.observe_initial(L0)
+    assert schedulers[0].observe_epoch(L1) == schedulers[1].observe_epoch(L1)
+    schedulers[1].set_state(schedulers[0].get_state())
+    with pytest.raises(ValueError, match="names a metric twice"):
+        DSTScheduler(TASKS, metrics=("incompleteness", "incompleteness"))
+
+
+def test_state_keeps_redraws_and_rescaling():
+    a = DSTScheduler(["a", "b"], metrics=(), redraw_if_all_dropped=False, rescale_losses=True)
+    a.observe_initial({"a": 1.0, "b": 4.0})
+    b = DSTScheduler(["a", "b"], metrics=())
+    b.set_state(json.loads(json.dumps(a.get_state())))
+    assert (b.redraw_if_all_dropped, b.rescale_losses) == (False, True)
+    assert b.loss_scales == a.loss_scales

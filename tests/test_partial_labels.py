@@ -268,3 +268,20 @@ def test_a_nan_label_under_a_gradient_method_is_named_by_the_loop(method):
     with pytest.raises(FloatingPointError, match=r"task 'b' became NaN or infinite at step 1"):
         train(build_mixed(), data, epochs=1, losses=MIXED_AB,
               optimizer=keras.optimizers.SGD(0.1), weighting=method, verbose=0)  # fmt: skip
+
+
+def test_uw_leaves_the_weight_of_a_task_without_labels_as_it_was():
+    """UW: in batches without task b's labels s_b gets no gradient (SGD: it stays exactly
+    where the one labelled batch put it)."""
+    x, y = mixed_arrays(48)
+    y = hide(y, "b", slice(16, 48))  # b labelled in the first batch only
+
+    def b_weight(n):
+        set_seed(0)
+        data = tf.data.Dataset.from_tensor_slices((x[:n], {t: v[:n] for t, v in y.items()}))
+        history = train(build_mixed(), data.batch(16), epochs=1, losses=MIXED_AB,
+                        optimizer=keras.optimizers.SGD(0.5), weighting="uw", verbose=0)  # fmt: skip
+        return history.history["b_weight"][-1], history.history["a_weight"][-1]
+
+    (after_one, a_one), (after_all, a_all) = b_weight(16), b_weight(48)
+    assert after_one != 1.0 and after_all == after_one and a_all != a_one

@@ -6,6 +6,8 @@ restart the last run's model, optimizer and weighting method for the next seed i
 the run a fresh process would make, bit for bit, for ``fit`` and for the custom loop.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,18 @@ def test_plain_arms_share_one_model_and_stay_exact(tmp_path):
     assert np.array_equal(after.table.to_numpy(), alone.table.to_numpy())
     assert after.schedule.equals(alone.schedule)
     assert not any(k.endswith("_weight") for k in ew.history)  # EW: the plain sum, no method
+
+
+def test_runs_whose_optimizer_or_devices_differ_build_their_own_objects():
+    """The reuse key holds what the optimizer's schedule (epochs, steps) and the variables'
+    distribution (devices) depend on: a 30-epoch run does not restart a 10-epoch run's
+    optimizer (its decays would stop at epoch 10), nor 2 devices 1 device's variables."""
+    ten = studies.celeba_settings("quick", "synthetic", study="celeba40", epochs=10)
+    thirty = dataclasses.replace(ten, epochs=30)
+    assert runners._model_settings(ten) != runners._model_settings(thirty)
+    assert runners._model_settings(ten) != runners._model_settings(
+        dataclasses.replace(ten, devices=2)
+    )
+    assert runners._model_settings(ten) == runners._model_settings(
+        dataclasses.replace(ten, seeds=(5,), hide_labels=(("Male", 0.5),))
+    )  # data and seeds alone: still reused

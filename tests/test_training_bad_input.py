@@ -266,3 +266,50 @@ def test_a_dst_seed_that_is_not_a_number_is_refused(seed):
         DSTScheduler(["a", "b"], metrics=("incompleteness",), seed=seed)
     with pytest.raises(TypeError, match="use a whole number"):
         DSTScheduler(["a", "b"], metrics=("incompleteness",), seed=0).reseed(seed)
+
+
+@pytest.mark.parametrize("setting", ["rescale_losses", "redraw_if_all_dropped"])
+def test_resuming_with_other_dst_settings_is_refused(tmp_path, setting):
+    """A DST setting that changes the losses or the gates must match on resume."""
+
+    def scheduler(**kwargs):
+        return DSTScheduler(["a", "b"], metrics=("incompleteness",), seed=0, **kwargs)
+
+    _train(tmp_path, scheduler=scheduler(**{setting: True}))
+    with pytest.raises(ValueError, match=f"dst_{setting}: stored True, now False"):
+        _train(tmp_path, epochs=2, scheduler=scheduler(**{setting: False}))
+
+
+def test_resuming_with_the_dst_metrics_in_another_order_is_accepted(tmp_path):
+    def scheduler(metrics):
+        return DSTScheduler(["a", "b"], metrics=metrics, seed=0)
+
+    _train(tmp_path, scheduler=scheduler(("stagnancy", "incompleteness")))
+    history = _train(tmp_path, epochs=2, scheduler=scheduler(("incompleteness", "stagnancy")))
+    assert len(history.history["loss"]) == 2
+
+
+def _piecewise(boundaries, values):
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    return keras.optimizers.Adam(schedule)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: _piecewise([20], [1e-3, 5e-4]),  # other boundaries, same first rate
+        lambda: _piecewise([10], [2e-3, 5e-4]),  # another first rate (was a TypeError)
+        lambda: keras.optimizers.Adam(1e-3),  # a plain rate
+    ],
+)
+def test_resuming_with_another_learning_rate_schedule_is_refused(tmp_path, optimizer):
+    _train(tmp_path, optimizer=_piecewise([10], [1e-3, 5e-4]))
+    match = r"learning-rate schedule PiecewiseConstantDecay.*\(learning_rate_schedule\)"
+    with pytest.raises(ValueError, match=match):
+        _train(tmp_path, epochs=2, optimizer=optimizer())
+
+
+def test_resuming_with_the_same_learning_rate_schedule_is_accepted(tmp_path):
+    _train(tmp_path, optimizer=_piecewise([10], [1e-3, 5e-4]))
+    history = _train(tmp_path, epochs=2, optimizer=_piecewise([10], [1e-3, 5e-4]))
+    assert len(history.history["loss"]) == 2

@@ -714,3 +714,51 @@ def test_dwa_refuses_a_nan_temperature():
         dwa_weights([[1.0, 1.0], [0.5, 0.5]], temperature=float("nan"))
     with pytest.raises(ValueError, match="alpha"):
         weighting.get("gradnorm", TASKS, alpha=float("nan"))
+
+
+# ------------------------------------------------------------- reviewed defects (UW, GradNorm)
+def test_uw_leaves_an_inactive_task_out_and_keeps_the_all_active_numbers():
+    """An inactive task drops both terms (its s_j gets no gradient); with every task active
+    the total and gradients are the plain formula's, bit for bit."""
+    method = weighting.get("uw", ["a", "b"])
+    method.log_vars.assign(np.array([0.3, -0.2], "float32"))
+    plain = variable_gradients(lambda: method.combine(scalars(0.7, 0.4)), method.variables)
+    every = variable_gradients(
+        lambda: method.combine(scalars(0.7, 0.4), np.array([True, True])), method.variables
+    )
+    assert float(plain[0]) == float(every[0])
+    np.testing.assert_array_equal(numpy(plain[1][0]), numpy(every[1][0]))
+    total, grads = variable_gradients(
+        lambda: method.combine(scalars(0.7, 0.0), np.array([3, 0])), method.variables
+    )
+    assert float(total) == pytest.approx(math.exp(-0.3) * 0.7 + 0.3, rel=1e-6)
+    assert numpy(grads[0])[1] == 0.0 and numpy(grads[0])[0] != 0.0
+
+
+def test_gradnorm_takes_an_optimizer_by_name_and_states_it_in_its_options():
+    by_name = weighting.get("gradnorm", ["a", "b"], optimizer="adam")
+    assert isinstance(by_name.optimizer, keras.optimizers.Adam)
+    assert by_name.options() == weighting.get("gradnorm", ["a", "b"]).options()
+    other = weighting.get("gradnorm", ["a", "b"], optimizer=keras.optimizers.Adam(0.05))
+    sgd = weighting.get("gradnorm", ["a", "b"], optimizer=keras.optimizers.SGD(0.5))
+    assert len({repr(m.options()) for m in (by_name, other, sgd)}) == 3
+
+
+def test_gradnorm_state_of_another_optimizer_starts_the_moments_afresh_keeping_the_rate():
+    """restart() passes a default GradNorm's state: no KeyError, the user's rate stays."""
+    adam = weighting.get("gradnorm", ["a", "b"], optimizer=keras.optimizers.Adam(0.05))
+    adam.combine_gradients([1.0, 0.5], np.diag([3.0, 1.0]))  # moments and step count move
+    sgd = weighting.get("gradnorm", ["a", "b"], optimizer=keras.optimizers.SGD(0.5))
+    sgd.set_state(weighting.get("gradnorm", ["a", "b"]).get_state())
+    assert float(sgd.optimizer.learning_rate) == 0.5
+    adam.set_state(json.loads(json.dumps(weighting.get("gradnorm", ["a", "b"]).get_state())))
+    assert float(adam.optimizer.learning_rate) == pytest.approx(0.05)
+    assert int(numpy(adam.optimizer.iterations)) == 0
+    np.testing.assert_array_equal(numpy(adam.logged), [1.0, 1.0])
+
+
+def test_famo_per_task_min_losses_are_among_the_options():
+    low = weighting.get("famo", ["a", "b"], min_losses=(0.0, 0.0))
+    high = weighting.get("famo", ["a", "b"], min_losses=(0.5, 0.2))
+    assert low.options()["min_losses"] == (0.0, 0.0) and low.options() != high.options()
+    assert "variables" not in weighting.get("ew", ["a", "b"]).options()

@@ -203,3 +203,23 @@ def test_a_layer_shared_by_two_of_three_tasks_trains(method):
                     optimizer=keras.optimizers.SGD(0.1), weighting=method).history  # fmt: skip
     assert np.isfinite(history["loss"]).all() and len(history["c_weight"]) == 1
     assert np.abs(model.get_layer("a_and_b").get_weights()[0] - start).max() > 0
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        (lambda: weighting.GradNorm(["a", "b"], optimizer=keras.optimizers.SGD(0.1)),
+         lambda: weighting.GradNorm(["a", "b"])),
+        (lambda: weighting.GradNorm(["a", "b"]),
+         lambda: weighting.GradNorm(["a", "b"], optimizer=keras.optimizers.Adam(0.05))),
+        (lambda: weighting.FAMO(["a", "b"], min_losses=(0.0, 0.0)),
+         lambda: weighting.FAMO(["a", "b"], min_losses=(0.1, 0.05))),
+    ],
+    ids=["gradnorm_sgd_then_default", "gradnorm_other_rate", "famo_min_losses"],
+)  # fmt: skip
+def test_resuming_with_other_method_options_is_refused(first, second, tmp_path):
+    """GradNorm's own optimizer (class and rate) and FAMO's per-task min_losses are among
+    the settings a resumed run must share: the loop's clear message, no KeyError."""
+    run(first(), 1, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="trained with other settings.*weighting"):
+        run(second(), 2, run_dir=tmp_path)

@@ -572,3 +572,23 @@ def test_famo_total_by_hand():
     c = 0.25 / 1.0 + 0.75 / 4.0
     assert float(total) == pytest.approx(0.75 * np.log(4.0) / c, rel=1e-5)
     np.testing.assert_allclose(coefficients, [0.25 / c, 0.75 / 4.0 / c], rtol=1e-5)
+
+
+def test_nash_mtl_gives_a_task_its_solved_alpha_back_after_a_batch_without_labels():
+    """update_weights_every > 1: a batch without task b's labels masks b's alpha for that
+    batch only; the next batch reuses the solved alpha (saved with the state)."""
+    G = gradients(2, "random", 0).astype("float32")
+    losses = [ops.convert_to_tensor(1.0)] * 2
+    method = weighting.get("nash_mtl", ["a", "b"], update_weights_every=3, max_norm=0.0)
+    solved, _ = method.combine_gradients(losses, G, np.array([True, True]))
+    masked, _ = method.combine_gradients(losses, G * [[1.0], [0.0]], np.array([True, False]))
+    assert numpy(masked)[1] == 0.0 and numpy(masked)[0] == numpy(solved)[0]
+    state = method.get_state()
+    again, _ = method.combine_gradients(losses, G, np.array([True, True]))
+    np.testing.assert_array_equal(again, solved)
+    resumed = weighting.get("nash_mtl", ["a", "b"], update_weights_every=3, max_norm=0.0)
+    resumed.set_state(state)
+    np.testing.assert_array_equal(resumed.combine_gradients(losses, G)[0], solved)
+    old = {k: v for k, v in state.items() if k != "solved"}  # saved before "solved" was kept
+    resumed.set_state(old)
+    np.testing.assert_array_equal(numpy(resumed.solved), numpy(masked))

@@ -277,12 +277,21 @@ def _check_temperature(temperature) -> None:
         raise ValueError(f"DWA's temperature must be a finite number above 0, got {temperature!r}.")
 
 
-def uncertainty_total(losses, log_vars) -> Tensor:
+def uncertainty_total(losses, log_vars, active=None) -> Tensor:
     """UW (Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses",
-    CVPR 2018): ``sum_j exp(-s_j) L_j + s_j`` with ``s_j = log sigma_j^2`` trainable."""
+    CVPR 2018): ``sum_j exp(-s_j) L_j + s_j`` with ``s_j = log sigma_j^2`` trainable.
+
+    ``active`` ((K,) booleans or labelled-example counts; ``None``: every task): the sum
+    runs over the active tasks only, so an inactive task's ``s_j`` gets no gradient (its
+    ``+ s_j`` alone would push it up by 1 a step). With every task active the terms and
+    their sum are those of the plain formula, bit for bit."""
     losses = ops.convert_to_tensor(losses)
     log_vars = ops.cast(ops.convert_to_tensor(log_vars), losses.dtype)
-    return ops.sum(ops.exp(-log_vars) * losses + log_vars)
+    terms = ops.exp(-log_vars) * losses + log_vars
+    if active is not None:
+        on = _active_mask(active, terms.shape[0])
+        terms = ops.where(on, terms, ops.zeros_like(terms))
+    return ops.sum(terms)
 
 
 def rlw_weights(num_tasks: int, rng: keras.random.SeedGenerator) -> Tensor:

@@ -32,11 +32,13 @@ is recorded in :attr:`DSTScheduler.history`.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from mtlkit.data import celeba_labels
 from mtlkit.models.tasks import check_names
 
 METRICS = ("depth", "samples", "incompleteness", "stagnancy")
@@ -49,9 +51,24 @@ def labelled_counts(labels) -> dict[str, int]:
     """DST's ``sample_counts``: per task, how many examples carry a label (label >= 0).
 
     ``labels``: a DataFrame with a column per task, or ``{task: array}`` (``-1`` = unknown,
-    as in :func:`mtlkit.data.load_labels` with ``hide_labels``).
+    as in :func:`mtlkit.data.load_labels` with ``hide_labels``). Any other negative label,
+    a NaN, and CelebA's own -1/1 file form (where -1 means "absent") are refused.
     """
-    return {str(t): int((np.asarray(v) >= 0).sum()) for t, v in labels.items()}
+    return {str(t): _labelled(t, v) for t, v in labels.items()}
+
+
+def _labelled(task, values) -> int:
+    """How many of one task's labels are known, or a ValueError naming the task."""
+    values = np.asarray(values, dtype=float)
+    bad = np.isnan(values) | ((values < 0) & (values != celeba_labels.UNKNOWN))
+    if bad.any():
+        raise ValueError(
+            f"Task {task!r} has labels {sorted(set(values[bad].tolist()), key=str)[:5]}: "
+            "labels are classes (0, 1, ...) and only -1 means unknown."
+        )
+    if celeba_labels.raw_celeba_form(values):
+        raise ValueError(f"Task {task!r}: {celeba_labels.RAW_FORM}")
+    return int((values >= 0).sum())
 
 
 # ------------------------------------------------------------------- input checking
@@ -87,6 +104,27 @@ def _check_per_task(values, tasks: Sequence[str], name: str) -> dict[str, float]
     if bad or max(float(v) for v in values.values()) <= 0:
         raise ValueError(f"{name} must be non-negative numbers, not all 0; got {values}.")
     return {t: float(values[t]) for t in tasks}
+
+
+def _check_metrics(metrics) -> tuple[str, ...]:
+    """Distinct names from :data:`METRICS`, in METRICS's order: ``p_j`` sums the enabled
+    metrics, so the order they are given in must not change it (not even its last digit)."""
+    given = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = [m for m in given if m not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown DST metric(s) {unknown}; choose from {METRICS}.")
+    if len(set(given)) != len(given):
+        raise ValueError(f"metrics={given} names a metric twice; name each once.")
+    return tuple(m for m in METRICS if m in given)
+
+
+def _check_alpha(alpha) -> float:
+    """The stagnancy smoothing: a number in (0, 1], or a clear error."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a number in (0, 1], e.g. 0.1; got {alpha!r}.")
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
+    return float(alpha)
 
 
 def _relative(values: Mapping[str, float]) -> dict[str, float]:
@@ -131,10 +169,7 @@ class DSTScheduler:
         self.tasks = list(tasks)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"tasks must be distinct names, at least one; got {self.tasks}.")
-        self.metrics = tuple(metrics) if not isinstance(metrics, str) else (metrics,)
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown:
-            raise ValueError(f"Unknown DST metric(s) {unknown}; choose from {METRICS}.")
+        self.metrics = _check_metrics(metrics)
         self.depths = _check_per_task(depths, self.tasks, "depths")
         self.sample_counts = _check_per_task(sample_counts, self.tasks, "sample_counts")
         if "depth" in self.metrics and self.depths is None:
@@ -147,9 +182,7 @@ class DSTScheduler:
                 "The 'samples' metric needs sample_counts={task: labelled examples}, "
                 "or drop 'samples' from metrics."
             )
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must lie in (0, 1], got {alpha}.")
-        self.alpha = float(alpha)
+        self.alpha = _check_alpha(alpha)
         self.seed = _check_seed(seed)
         self.redraw_if_all_dropped = bool(redraw_if_all_dropped)
         self.rescale_losses = bool(rescale_losses)
@@ -310,6 +343,8 @@ class DSTScheduler:
             "tasks": self.tasks,
             "metrics": list(self.metrics),
             "alpha": self.alpha,
+            "redraw_if_all_dropped": self.redraw_if_all_dropped,
+            "rescale_losses": self.rescale_losses,
             "seed": self.seed,
             "initial": self.initial,
             "gates": self._gates,
@@ -319,8 +354,9 @@ class DSTScheduler:
         }
 
     def set_state(self, state: Mapping) -> None:
-        """Restore :meth:`get_state`'s output; the tasks and metrics must match."""
-        if list(state["tasks"]) != self.tasks or tuple(state["metrics"]) != self.metrics:
+        """Restore :meth:`get_state`'s output; the tasks and metrics must match (the metrics
+        in any order). Its settings (alpha, redraws, rescaling) replace this scheduler's."""
+        if list(state["tasks"]) != self.tasks or set(state["metrics"]) != set(self.metrics):
             raise ValueError(
                 f"This scheduler state is for tasks {state['tasks']} "
                 f"with metrics {state['metrics']}, "
@@ -328,6 +364,9 @@ class DSTScheduler:
                 "build the same scheduler."
             )
         self.alpha, self.seed, self.initial = state["alpha"], state["seed"], state["initial"]
+        # (states written before these were kept leave this scheduler's own)
+        self.redraw_if_all_dropped = state.get("redraw_if_all_dropped", self.redraw_if_all_dropped)
+        self.rescale_losses = state.get("rescale_losses", self.rescale_losses)
         self._gates, self._redraws = state["gates"], state["redraws"]
         self.history = [dict(r) for r in state["history"]]
         self.rng = np.random.default_rng()

@@ -10,7 +10,7 @@ keeping its state in Keras variables (on JAX the step reads and assigns them und
     total = method.combine(task_losses)   # K scalars in method.tasks order; + regularisation
     grads = tape.gradient(total, model.trainable_variables + method.variables)
 
-(FAMO, ``wants_active``, also takes ``active``: ``method.combine(task_losses, active)``.)
+(UW and FAMO, ``wants_active``, also take ``active``: ``method.combine(task_losses, active)``.)
 Gradient methods (``kind == "gradient"``: PCGrad, MGDA-UB, GradNorm, IMTL-G, CAGrad, Nash-MTL,
 Aligned-MTL) first see the per-task gradients w.r.t. ``method.needs`` --
 ``"shared_variables"`` (every trainable variable reached by two or more tasks),
@@ -86,7 +86,7 @@ class Weighting:
 
     name, kind, needs = "base", "loss", None  # kind: "loss" (combine) or "gradient"
     needs_epoch_losses = False  # True: weighs tasks by their epoch losses (every task needs one)
-    wants_active = False  # True (FAMO): combine(task_losses, active) -- the loop passes active
+    wants_active = False  # True (UW, FAMO): combine(task_losses, active) -- the loop passes it
 
     def __init__(self, tasks: Sequence[str], seed: int | None = None):
         self.tasks = list(tasks)
@@ -137,12 +137,11 @@ class Weighting:
         return {t: float(v) for t, v in zip(self.tasks, values)}
 
     def options(self) -> dict:
-        """The method's settings (its constructor's plain options): a resumed run must have
-        the same."""
-        skip = ("seed", "num_tasks", "epoch", "tasks")
-        plain = (bool, int, float, str)
+        """The method's settings (its constructor's plain options, and tuples or lists of
+        them, as FAMO's per-task ``min_losses``): a resumed run must have the same."""
+        skip = ("seed", "num_tasks", "epoch", "tasks", "variables")
         return {k: v for k, v in sorted(vars(self).items())
-                if k not in skip and not k.startswith("_") and isinstance(v, plain)}  # fmt: skip
+                if k not in skip and not k.startswith("_") and _plain(v)}  # fmt: skip
 
     def get_state(self) -> dict:
         """Everything needed to continue exactly (JSON-able)."""
@@ -204,17 +203,22 @@ class UncertaintyWeighting(Weighting):
     the same *relative* weights between tasks, only a global factor 2, which Adam (whose
     steps do not depend on the scale of the loss) largely removes. LibMTL's form is half of
     the kit's, so it has the very same optimum. The numbers are kept as they were, so that
-    earlier runs stay comparable."""
+    earlier runs stay comparable.
+
+    Partial labels: a task not ``active`` in a batch (no labelled example, or a DST gate of
+    0) drops out of the sum, both terms: its ``s_j`` gets no gradient and its weight stays
+    (``wants_active``: the loop passes ``active``)."""
 
     name = "uw"
+    wants_active = True  # combine(task_losses, active): the loop passes the active tasks
 
     def __init__(self, tasks):
         super().__init__(tasks)
         self.log_vars = keras.Variable(np.zeros(self.num_tasks, "float32"), name="uw_log_vars")
         self.variables, self.state_variables = [self.log_vars], {"log_vars": self.log_vars}
 
-    def combine(self, task_losses):
-        return cores.uncertainty_total(self._stack(task_losses), self.log_vars)
+    def combine(self, task_losses, active=None):
+        return cores.uncertainty_total(self._stack(task_losses), self.log_vars, active)
 
     def weights_for_logging(self):
         return {t: float(np.exp(-s)) for t, s in zip(self.tasks, self.log_vars.numpy())}
@@ -391,10 +395,40 @@ class GradNorm(Weighting):
         self.alpha, self.needs, self.min_weight = float(alpha), on, float(min_weight)
         self.logged = keras.Variable(np.ones(self.num_tasks, "float32"), name="gradnorm_weights")
         self.initial = _zeros_variable(self.num_tasks)  # 0: not yet
-        self.optimizer = optimizer or keras.optimizers.Adam(1e-3)
+        # an optimizer, or a name ("adam") or config as train() takes; default Adam(1e-3)
+        self.optimizer = keras.optimizers.get(optimizer or keras.optimizers.Adam(1e-3))
         self.optimizer.build([self.logged])
-        moments = {f"optimizer_{i}": v for i, v in enumerate(self.optimizer.variables)}
-        self.state_variables = {"weights": self.logged, "initial": self.initial, **moments}
+        # the optimizer's state, without its learning rate: the user's rate is never loaded
+        variables = enumerate(self.optimizer.variables)
+        self._moments = {f"optimizer_{i}": v for i, v in variables if v.name != "learning_rate"}
+        self.state_variables = {"weights": self.logged, "initial": self.initial, **self._moments}
+
+    def options(self):
+        """As :meth:`Weighting.options`, with the optimizer's class and config (its learning
+        rate too): a run resumed with another GradNorm optimizer is refused."""
+        return {**super().options(), "optimizer": self._optimizer_setting()}
+
+    def _optimizer_setting(self) -> list:
+        """``[class name, repr of the sorted config without its name]`` (JSON-able)."""
+        config = {k: v for k, v in self.optimizer.get_config().items() if k != "name"}
+        return [type(self.optimizer).__name__, repr(sorted(config.items()))]
+
+    def get_state(self):
+        return {**super().get_state(), "optimizer": self._optimizer_setting()}
+
+    def set_state(self, state):
+        """As :meth:`Weighting.set_state`. A state saved with another optimizer (the loop then
+        refuses the resume by :meth:`options`; ``restart`` passes a default GradNorm's) holds
+        no moments for this one: they start afresh. The learning rate is never loaded."""
+        setting = state.get("optimizer", self._optimizer_setting())
+        if setting != self._optimizer_setting() or not set(self._moments) <= set(state):
+            twin = type(self.optimizer).from_config(self.optimizer.get_config())
+            twin.build([self.logged])
+            for variable, value in zip(self.optimizer.variables, twin.variables):
+                if variable.name != "learning_rate":
+                    variable.assign(value)
+            state = {**state, **{k: v.numpy() for k, v in self._moments.items()}}
+        super().set_state(state)
 
     def combine_gradients(self, task_losses, gradients, active=None):
         stacked = self._stack(task_losses)
@@ -623,7 +657,9 @@ class NashMTL(Weighting):
       penalties' gradients are added (the authors clip after ``loss.backward()``, which
       includes any penalty in the loss).
 
-    Tasks not ``active`` get alpha 0 and are left out of the bargaining.
+    Tasks not ``active`` get alpha 0 and are left out of the bargaining. Between solves the
+    last *solved* alpha (kept in a state variable of its own, ``"solved"``) is reused, masked
+    anew for each batch: a task back from a batch without labels gets its solved alpha back.
     """
 
     name, kind, needs = "nash_mtl", "gradient", "shared_variables"
@@ -639,7 +675,8 @@ class NashMTL(Weighting):
         self.logged = _uniform_weights(self.num_tasks)
         # "int": int64 on TensorFlow, int32 on JAX (as Keras's optimizers count their steps)
         self.steps = keras.Variable(0, dtype="int", trainable=False)
-        self.state_variables = {"last": self.logged, "steps": self.steps}
+        self.solved = _uniform_weights(self.num_tasks)  # the last solve's alpha, unmasked
+        self.state_variables = {"last": self.logged, "steps": self.steps, "solved": self.solved}
 
     def combine_gradients(self, task_losses, gradients, active=None):
         losses, G = self._stack(task_losses), _matrix(gradients)
@@ -648,8 +685,9 @@ class NashMTL(Weighting):
         steps = _read(self.steps)
         fresh = ops.equal(steps % self.update_weights_every, 0)
         solve = lambda: ops.cast(cores.nash_mtl_weights(G, self.iterations, active=on), "float32")  # noqa: E731
-        alpha = ops.cond(fresh, solve, lambda: _read(self.logged))
-        alpha = ops.where(on, alpha, ops.zeros_like(alpha))
+        solved = ops.cond(fresh, solve, lambda: _read(self.solved))
+        self.solved.assign(solved)
+        alpha = ops.where(on, solved, ops.zeros_like(solved))
         self.steps.assign(steps + 1)
         self.logged.assign(alpha)
         alpha = ops.cast(alpha, G.dtype)
@@ -657,6 +695,11 @@ class NashMTL(Weighting):
         if self.max_norm > 0:
             shared = _clip_by_norm(shared, self.max_norm)
         return ops.cast(alpha, losses.dtype), shared
+
+    def set_state(self, state):
+        """As :meth:`Weighting.set_state`; a state saved before ``"solved"`` was kept reuses
+        its last alpha (``"last"``), as that version did."""
+        super().set_state({"solved": state.get("last"), **state})
 
 
 def _clip_by_norm(vector, limit: float) -> Tensor:
@@ -667,6 +710,14 @@ def _clip_by_norm(vector, limit: float) -> Tensor:
     norm = ops.where(positive, ops.sqrt(ops.where(positive, squared, ops.ones_like(squared))),
                      squared)  # fmt: skip
     return vector * limit / ops.maximum(norm, limit)
+
+
+def _plain(value) -> bool:
+    """A plain option: a bool, number or string, or a non-empty tuple or list of them."""
+    plain = (bool, int, float, str)
+    if isinstance(value, (tuple, list)):
+        return bool(value) and all(isinstance(v, plain) for v in value)
+    return isinstance(value, plain)
 
 
 def _uniform_weights(num_tasks: int) -> keras.Variable:

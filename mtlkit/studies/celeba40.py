@@ -25,7 +25,7 @@ import pandas as pd
 from mtlkit import config
 from mtlkit.analysis import comparison, published
 from mtlkit.studies import runners
-from mtlkit.studies.settings import CelebaSettings, celeba_settings
+from mtlkit.studies.settings import CelebaSettings, _check_counts, celeba_settings
 
 
 def run(
@@ -51,12 +51,23 @@ def _method_tables(methods, profile, source, seeds, runs_dir, overrides) -> tupl
     if isinstance(methods, str) or not methods:
         raise ValueError(f"methods={methods!r}: give a list of method names, e.g. ['ew', 'mgda'].")
     settings = celeba_settings(profile, source, study="celeba40", **overrides)
-    seeds = tuple(settings.seeds if seeds is None else seeds)
+    seeds = settings.seeds if seeds is None else _checked_seeds(seeds)
     tables = {
         m: [runners.run_celeba(s, settings, arm=m, runs_dir=runs_dir).table for s in seeds]
         for m in methods
     }
     return tables, settings, seeds
+
+
+def _checked_seeds(seeds, name: str = "seeds") -> tuple:
+    """``seeds`` as a tuple, or the settings' ValueError: a non-empty tuple of whole numbers
+    >= 0 (an int such as 3, an empty tuple or a negative seed are refused before any run)."""
+    base = {"seeds": seeds}
+    try:
+        _check_counts(base)
+    except ValueError as err:
+        raise ValueError(str(err).replace("seeds=", f"{name}=", 1)) from None
+    return base["seeds"]
 
 
 def delta_m(
@@ -73,8 +84,9 @@ def delta_m(
     (one ResNet18 per attribute, the custom loop, for each of ``single_seeds``: default the
     first seed, as FAMO's table has one baseline); return the recent papers' table with the
     kit's Delta_m on F1 beside it (:func:`mtlkit.analysis.published.celeba40_delta_m`)."""
+    single_seeds = None if single_seeds is None else _checked_seeds(single_seeds, "single_seeds")
     tables, settings, seeds = _method_tables(methods, profile, source, seeds, runs_dir, overrides)
-    single_seeds = tuple(seeds[:1] if single_seeds is None else single_seeds)
+    single_seeds = seeds[:1] if single_seeds is None else single_seeds
     baselines = {}
     for attribute in settings.attributes:
         alone = celeba_settings(profile, source, study="celeba40", single_task=attribute,

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import inspect
 import json
 import math
+import numbers
 import os
 import shutil
 import time
@@ -108,8 +111,10 @@ def run_cifar100(
     the quick profile's BatchNorm recalibration.
     """
     _check_arm(arm)
+    _check_seed(seed)
     _check_fit_labels(settings, arm)
-    run_dir = run_folder(settings, seed, arm, name=name, runs_dir=runs_dir)
+    run_dir = run_folder(settings, seed, arm, name=name, runs_dir=runs_dir,
+                         scheduler_options=scheduler_options)  # fmt: skip
     train = lambda: _train_cifar100(name, seed, settings, arm, scheduler_options,  # noqa: E731
                                     run_dir, verbose, callbacks)  # fmt: skip
     return _stored_or_trained(run_dir, recompute, settings.devices, train)
@@ -187,18 +192,71 @@ def run_folder(
     *,
     name: str | None = None,
     runs_dir: str | os.PathLike | None = None,
+    scheduler_options: dict | None = None,
 ) -> Path:
     """Where a run lives: ``<runs_dir>/<settings.tag>/[<architecture>/]<arm>/seed<seed>``.
 
     CIFAR-100 runs add the architecture's ``name``; its ``fit`` runs leave out ``<arm>``
     (their folders were made before the other arms existed, and are read back as they are).
+    A DST run whose ``scheduler_options`` differ from the scheduler's defaults lives in
+    ``dst-<hash of those options>`` (with the defaults: ``dst``, as before the options).
     """
     base = Path(runs_dir or config.runs_dir()) / settings.tag
     if isinstance(settings, CifarSettings):
         if name is None:
             raise ValueError("A CIFAR-100 run folder needs the architecture's name=.")
         base = base / name
+    options = _dst_options(arm, scheduler_options)
+    if options:
+        digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+        arm = f"{arm}-{digest}"
     return (base if arm == "fit" and name is not None else base / arm) / f"seed{seed}"
+
+
+def _dst_options(arm: str, options: dict | None) -> dict:
+    """``scheduler_options`` checked (a ValueError for unknown names, bad values, or options
+    given to another arm than ``"dst"``) and reduced to those that differ from
+    :class:`~mtlkit.methods.dst.DSTScheduler`'s defaults, as JSON values."""
+    if not options:
+        return {}
+    if arm != "dst":
+        raise ValueError(f"scheduler_options={options!r} with arm={arm!r}: only arm='dst' "
+                         "uses a DST scheduler (leave scheduler_options out).")  # fmt: skip
+    defaults = {k: p.default for k, p in inspect.signature(dst.DSTScheduler).parameters.items()
+                if k in DST_OPTIONS}  # fmt: skip
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"scheduler_options {unknown}: not an option of the DST scheduler; "
+                         f"use {sorted(defaults)}.")  # fmt: skip
+    try:  # its own checks, before any run folder is used
+        dst.DSTScheduler(["a"], {"a": 1}, {"a": 1}, **options)
+    except TypeError as err:
+        raise ValueError(f"scheduler_options={options!r}: {err}") from err
+    normal = _json_options({**defaults, **options})
+    default = _json_options(defaults)
+    return {k: v for k, v in normal.items() if v != default[k]}
+
+
+DST_OPTIONS = ("metrics", "alpha", "redraw_if_all_dropped", "rescale_losses")
+"""The DST scheduler's options a run's ``scheduler_options`` may set (the runner gives the
+tasks, depths, labelled-sample counts and seed)."""
+
+
+def _json_options(options: dict) -> dict:
+    """DST options as the values they mean: metrics a list (a name: a list of one), alpha a
+    float, the switches bools."""
+    metrics = options["metrics"]
+    return {"metrics": [metrics] if isinstance(metrics, str) else list(metrics),
+            "alpha": float(options["alpha"]),
+            "redraw_if_all_dropped": bool(options["redraw_if_all_dropped"]),
+            "rescale_losses": bool(options["rescale_losses"])}  # fmt: skip
+
+
+def _check_seed(seed) -> None:
+    """Refuse a seed that is not a whole number in [0, 2**32) before any run folder is used."""
+    whole = isinstance(seed, numbers.Integral) and not isinstance(seed, bool)
+    if not (whole and 0 <= seed < 2**32):
+        raise ValueError(f"seed={seed!r}: use a whole number >= 0 (below 2**32), e.g. 0.")
 
 
 def _check_arm(arm: str) -> None:
@@ -382,13 +440,15 @@ def run_celeba(
     back from its ``results.json`` without training, unless ``recompute=True``.
     """
     _check_arm(arm)
+    _check_seed(seed)
     _check_fit_labels(settings, arm)
     if settings.single_task and arm not in ("fit", "train"):
         raise ValueError(
             f"A single-task baseline (single_task={settings.single_task!r}) trains one loss, "
             f"which arm={arm!r} cannot combine: use arm='train' or 'fit'."
         )
-    run_dir = run_folder(settings, seed, arm, runs_dir=runs_dir)
+    run_dir = run_folder(settings, seed, arm, runs_dir=runs_dir,
+                         scheduler_options=scheduler_options)  # fmt: skip
     train = lambda: _train_celeba(seed, settings, arm, scheduler_options, run_dir,  # noqa: E731
                                   verbose, callbacks)  # fmt: skip
     return _stored_or_trained(run_dir, recompute, settings.devices, train)
@@ -396,6 +456,7 @@ def run_celeba(
 
 def _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, callbacks) -> Run:
     """:func:`run_celeba`'s training and evaluation, on the settings' devices."""
+    stored = runs.read_history(run_dir)  # finished before results.json: its time is unknown
     start = time.perf_counter()
     training.set_seed(seed)
     datasets = celeba_datasets(settings, seed)
@@ -421,7 +482,7 @@ def _train_celeba(seed, settings, arm, scheduler_options, run_dir, verbose, call
             metadata=metadata, weighting=method, checkpoints=settings.checkpoints,
             loss_weights=_loss_weights(settings),
         ).history  # fmt: skip
-    seconds = time.perf_counter() - start
+    seconds = float("nan") if stored and stored["finished"] else time.perf_counter() - start
     majority = celeba.majority_classes(_train_labels(settings))
     alone = [settings.single_task] if settings.single_task else None  # its head only
     table, summary = scoring.evaluate_attributes(model, datasets["test"], majority, alone)
@@ -434,7 +495,8 @@ def _write_run(run_dir, metadata, history, table, summary, seconds, scheduler) -
     stored_scheduler = None
     if scheduler is not None:  # enough to build it again when the run is read back
         stored_scheduler = {"depths": scheduler.depths, "sample_counts": scheduler.sample_counts,
-                            "state": scheduler.get_state()}  # fmt: skip
+                            "state": scheduler.get_state(), "options": _json_options(
+                                {k: getattr(scheduler, k) for k in DST_OPTIONS})}  # fmt: skip
     runs.make_run_dir(run_dir)
     runs.atomic_write_json(run_dir / RESULTS, {
         "metadata": metadata, "history": history, "table": table.to_dict(orient="index"),
@@ -450,11 +512,14 @@ RESULTS = "results.json"
 
 def _model_settings(settings: CelebaSettings) -> tuple:
     """What the model, optimizer and method objects of a run depend on: runs that differ
-    only in their data or loss weights (hidden labels, single-task baselines) reuse them."""
+    only in their data or loss weights (hidden labels, single-task baselines) reuse them.
+    The devices (the distribution the variables were made under) are part of it, and with
+    ``learning_rate_decay`` the schedule's steps per epoch and epochs (its boundaries)."""
     fields = ("attributes", "image_size", "weights", "learning_rate", "weight_decay",
-              "learning_rate_decay", "mixed_precision", "jit_compile")  # fmt: skip
-    steps = steps_per_epoch(settings) if settings.learning_rate_decay else None
-    return (*(getattr(settings, f) for f in fields), steps)
+              "learning_rate_decay", "mixed_precision", "jit_compile", "devices")  # fmt: skip
+    decay = settings.learning_rate_decay
+    schedule = (steps_per_epoch(settings), settings.epochs) if decay else None
+    return (*(getattr(settings, f) for f in fields), schedule)
 
 
 def steps_per_epoch(settings: CelebaSettings) -> int:
@@ -550,8 +615,9 @@ def _read_run(run_dir: Path) -> Run:
     if stored.get("scheduler"):
         record = stored["scheduler"]
         state = record["state"]
+        options = record.get("options") or {"metrics": state["metrics"]}  # (older files)
         scheduler = dst.DSTScheduler(state["tasks"], record["depths"], record["sample_counts"],
-                                     metrics=state["metrics"])  # fmt: skip
+                                     **options)  # fmt: skip
         scheduler.set_state(state)
     return Run(stored["history"], table, summary, run_dir, seconds, schedule, read_back=True,
                scheduler=scheduler)  # fmt: skip

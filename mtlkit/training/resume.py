@@ -19,10 +19,13 @@ def settings_of(optimizer, loss_weights: dict, seed, method, scheduler) -> dict:
     return {
         "optimizer": [type(optimizer).__name__, repr(sorted(config.items()))],
         "learning_rate": _learning_rate(optimizer),
+        "learning_rate_schedule": _schedule(optimizer),
         "loss_weights": dict(sorted(loss_weights.items())),
         "seed": seed,
         "weighting": None if method is None else [method.name, repr(method.options())],
         "dst_alpha": None if scheduler is None else scheduler.alpha,
+        "dst_rescale_losses": None if scheduler is None else scheduler.rescale_losses,
+        "dst_redraw_if_all_dropped": None if scheduler is None else scheduler.redraw_if_all_dropped,
         "backend": backend.name(),  # (a run resumes on the backend it was started on)
     }
 
@@ -34,11 +37,48 @@ def _without_rate(config: dict) -> dict:
             for k, v in config.items() if k not in drop}  # fmt: skip
 
 
+def _rate_schedule(optimizer):
+    """The optimizer's learning-rate schedule, or None for a plain rate."""
+    if hasattr(optimizer, "inner_optimizer"):  # (LossScaleOptimizer: the inner one's rate)
+        return _rate_schedule(optimizer.inner_optimizer)
+    rate = getattr(optimizer, "_learning_rate", None)
+    return rate if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule) else None
+
+
+def _schedule(optimizer) -> list | None:
+    """A learning-rate schedule's class and config (JSON-able), or None for a plain rate."""
+    schedule = _rate_schedule(optimizer)
+    if schedule is None:
+        return None
+    config = keras.optimizers.schedules.serialize(schedule)
+    return [config["class_name"], repr(sorted(config["config"].items()))]
+
+
 def _learning_rate(optimizer) -> float | None:
+    """A plain learning rate; None for a schedule (compared by :func:`_schedule`)."""
+    if _rate_schedule(optimizer) is not None:
+        return None
     try:
         return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    except (TypeError, ValueError):  # a schedule: part of the config, compared with it
+    except (TypeError, ValueError):
         return None
+
+
+_ADDED_LATER = ("learning_rate_schedule", "dst_rescale_losses", "dst_redraw_if_all_dropped")
+"""Settings that runs checkpointed before they were stored lack: not compared for those."""
+
+
+def _changed(stored: dict, settings: dict) -> list[str]:
+    """The settings that differ from the stored ones (a new plain learning rate is allowed;
+    seed None: not reseeded)."""
+    return [
+        k
+        for k in settings
+        if k != "learning_rate"
+        and (k in stored or k not in _ADDED_LATER)
+        and stored.get(k) != settings[k]
+        and not (k == "seed" and settings[k] is None)
+    ]
 
 
 def check_resume(run_dir: Path, record: dict, settings: dict, optimizer) -> None:
@@ -50,13 +90,7 @@ def check_resume(run_dir: Path, record: dict, settings: dict, optimizer) -> None
         record["settings"] = settings
         return
     stored = {"backend": "tensorflow", **stored}  # (runs from before JAX was supported)
-    changed = [
-        k
-        for k in settings
-        if k != "learning_rate"
-        and stored.get(k) != settings[k]
-        and not (k == "seed" and settings[k] is None)
-    ]  # fmt: skip  (None: not reseeded)
+    changed = _changed(stored, settings)
     if "backend" in changed:
         raise ValueError(
             f"{run_dir} was trained on Keras's {stored['backend']!r} backend, and this is "
@@ -64,6 +98,8 @@ def check_resume(run_dir: Path, record: dict, settings: dict, optimizer) -> None
             "random streams and last digits differ). Set KERAS_BACKEND="
             f"{stored['backend']} to resume it, or use a fresh run_dir."
         )
+    if "learning_rate_schedule" in changed:
+        _refuse_schedule(run_dir, stored, settings["learning_rate_schedule"])
     if changed:
         detail = "; ".join(f"{k}: stored {stored.get(k)!r}, now {settings[k]!r}" for k in changed)
         raise ValueError(
@@ -81,6 +117,24 @@ def check_resume(run_dir: Path, record: dict, settings: dict, optimizer) -> None
     record["settings"] = settings
 
 
+def _refuse_schedule(run_dir: Path, stored: dict, schedule: list | None) -> None:
+    """Refuse a learning-rate schedule (or plain rate) other than the stored one, if stored."""
+    if "learning_rate_schedule" not in stored or stored["learning_rate_schedule"] == schedule:
+        return
+    old, new = (_rate_name(x) for x in (stored["learning_rate_schedule"], schedule))
+    raise ValueError(
+        f"{run_dir} was trained with {old}, and this optimizer has {new}: a schedule's rate "
+        "depends on the step, so a resumed run keeps it as it was (learning_rate_schedule). "
+        "Resume with the same one, or use a fresh run_dir."
+    )
+
+
+def _rate_name(schedule: list | None) -> str:
+    """How a stored learning-rate schedule is named in a message."""
+    return "a plain learning rate" if schedule is None else (
+        f"the learning-rate schedule {schedule[0]} {schedule[1]}")  # fmt: skip
+
+
 def restore(run_dir: Path, model, optimizer, scheduler, method, epochs: int) -> dict | None:
     """Load the run directory's last finished epoch, or None for a fresh run."""
     runs.make_run_dir(run_dir)
@@ -90,6 +144,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, method, epochs: int) -> 
             used = "with" if state.get("scheduler") else "without"
             raise ValueError(f"{run_dir} was trained {used} a DST scheduler; resume it the same "
                              "way, or use a fresh run_dir.")  # fmt: skip
+        _refuse_schedule(run_dir, state.get("settings") or {}, _schedule(optimizer))
         stored = state.get("weighting")
         if (stored and stored["name"]) != (method and method.name):
             used = f"the weighting {stored['name']!r}" if stored else "no weighting method"
